@@ -1,0 +1,218 @@
+//! `geo-agent run` and `geo-agent dev`: start sites, say where they are, stop on a signal.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use super::DevArgs;
+use crate::config::{
+    read_token, write_token, Config, RunArgs, ADMIN_TOKEN_FILE, DEFAULT_HEARTBEAT, SITE_TOKEN_FILE,
+};
+use crate::server::auth::Token;
+use crate::settings::Role;
+use crate::site::{Opened, Site};
+
+pub async fn run(args: RunArgs) -> u8 {
+    let config = match Config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    for (what, path) in &config.generated {
+        println!(
+            "geo-agent: generated a new {what} in {} (mode 0600)",
+            path.display()
+        );
+    }
+    let shutdown = CancellationToken::new();
+    let (opened, grpc, http) = match open_and_bind(&config, shutdown.clone()).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    println!(
+        "geo-agent: site {} ({}) serving gRPC on {} and HTTP on {}",
+        config.site_id,
+        config.role,
+        local(&grpc),
+        local(&http)
+    );
+    tokio::spawn(stop_on_signal(shutdown));
+    match opened.serve(grpc, http).await {
+        Ok(()) => 0,
+        Err(e) => {
+            error!(error = %e, "site failed");
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+async fn open_and_bind(
+    config: &Config,
+    shutdown: CancellationToken,
+) -> Result<(Opened, TcpListener, TcpListener), String> {
+    let opened = Site::open(config, shutdown)
+        .await
+        .map_err(|e| format!("cannot open site {}: {e}", config.site_id))?;
+    let grpc = bind(config.listen, "gRPC").await?;
+    let http = bind(config.http_listen, "HTTP").await?;
+    Ok((opened, grpc, http))
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+}
+
+fn local(l: &TcpListener) -> String {
+    l.local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}
+
+/// Reads `<dir>/<name>`, or generates it.
+fn dev_token(dir: &Path, name: &str) -> Result<Token, String> {
+    let path = dir.join(name);
+    if path.exists() {
+        return read_token(&path, name).map_err(|e| e.to_string());
+    }
+    let token = Token::generate();
+    write_token(&path, &token).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(token)
+}
+
+fn port(base: u16, site: usize, offset: u16) -> Result<u16, String> {
+    if base == 0 {
+        return Ok(0);
+    }
+    u16::try_from(site * 10)
+        .ok()
+        .and_then(|s| base.checked_add(s)?.checked_add(offset))
+        .ok_or_else(|| format!("--base-port {base} leaves no room for {site} sites"))
+}
+
+pub async fn dev(args: DevArgs) -> u8 {
+    match dev_inner(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+async fn dev_inner(args: DevArgs) -> Result<u8, String> {
+    if args.secondaries > 50 {
+        return Err("--secondaries is at most 50".into());
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
+    let admin_token = dev_token(&args.data_dir, ADMIN_TOKEN_FILE)?;
+    let site_token = dev_token(&args.data_dir, SITE_TOKEN_FILE)?;
+    let shutdown = CancellationToken::new();
+    let mut sites = Vec::new();
+    let mut primary_url = None;
+    for i in 0..=args.secondaries {
+        let (site_id, role) = if i == 0 {
+            ("primary".to_string(), Role::Primary)
+        } else {
+            (format!("secondary-{i}"), Role::Secondary)
+        };
+        let config = Config {
+            data_dir: args.data_dir.join(&site_id),
+            site_id,
+            role,
+            listen: SocketAddr::from(([127, 0, 0, 1], port(args.base_port, i, 0)?)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], port(args.base_port, i, 1)?)),
+            primary: primary_url.clone(),
+            admin_token: admin_token.clone(),
+            site_token: site_token.clone(),
+            heartbeat: DEFAULT_HEARTBEAT,
+            generated: Vec::new(),
+        };
+        let (opened, grpc, http) = open_and_bind(&config, shutdown.clone()).await?;
+        let grpc_url = format!("http://{}", local(&grpc));
+        if i == 0 {
+            primary_url = Some(grpc_url.clone());
+        }
+        sites.push((config, grpc_url, local(&http), opened, grpc, http));
+    }
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            let cwd = std::env::current_dir().ok()?;
+            p.strip_prefix(cwd).ok().map(|r| r.display().to_string())
+        })
+        .unwrap_or_else(|| "geo-agent".into());
+    println!(
+        "geo-agent dev: a primary and {} secondaries on loopback, data in {}\n",
+        args.secondaries,
+        args.data_dir.display()
+    );
+    for (config, grpc_url, http, ..) in &sites {
+        println!(
+            "  {:<14} {:<10} gRPC {:<24} HTTP http://{}",
+            config.site_id, config.role, grpc_url, http
+        );
+    }
+    let token_file = args.data_dir.join(ADMIN_TOKEN_FILE);
+    let primary = primary_url.unwrap_or_default();
+    let watch_addr = sites
+        .get(1)
+        .map(|s| s.1.clone())
+        .unwrap_or_else(|| primary.clone());
+    println!(
+        "\nadmin token: {} (in {})\n\nTry, in another terminal:\n  export GEO_AGENT_TOKEN_FILE={} GEO_AGENT_ADDR={}\n  {exe} mode watch --addr {watch_addr}\n  {exe} maintenance enable --message \"Planned failover at 22:00 UTC\"\n  {exe} mode get --addr {watch_addr} --json\n  {exe} maintenance disable\n  {exe} settings set signup_enabled false\n\nCtrl-C stops all sites.",
+        admin_token.expose(),
+        token_file.display(),
+        token_file.display(),
+        primary,
+    );
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (config, _, _, opened, grpc, http) in sites {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let r = opened.serve(grpc, http).await;
+            if let Err(e) = &r {
+                error!(site = %config.site_id, error = %e, "site failed");
+                shutdown.cancel();
+            }
+            r.is_ok()
+        });
+    }
+    let mut ok = true;
+    while let Some(r) = tasks.join_next().await {
+        ok &= r.unwrap_or(false);
+    }
+    Ok(if ok { 0 } else { 2 })
+}

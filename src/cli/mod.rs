@@ -1,0 +1,169 @@
+//! The command line: clap definitions and what each command does.
+//!
+//! Exit codes (DESIGN): 0 success; 1 a negative answer (a setting that is not set, …);
+//! 2 usage, connection or server error.
+
+mod client;
+mod daemon;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::RunArgs;
+
+pub const DEFAULT_ADDR: &str = "http://127.0.0.1:7600";
+pub const DEFAULT_DEV_SECONDARIES: usize = 2;
+pub const DEFAULT_DEV_DATA_DIR: &str = "geo-agent-dev";
+pub const DEFAULT_DEV_BASE_PORT: u16 = 7600;
+
+/// Replicates maintenance mode across Geo sites.
+#[derive(Parser, Debug)]
+#[command(name = "geo-agent", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=geo_agent=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "GEO_AGENT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon for one site.
+    Run(RunArgs),
+    /// Run a primary and secondaries on loopback in one process, to try things out.
+    Dev(DevArgs),
+    /// Read the maintenance mode.
+    #[command(subcommand)]
+    Mode(ModeCommand),
+    /// Turn maintenance mode on or off (on the primary; needs the admin token).
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
+    /// Read and change application settings (needs the admin token).
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Number of secondaries.
+    #[arg(long, default_value_t = DEFAULT_DEV_SECONDARIES)]
+    pub secondaries: usize,
+    /// Directory for the sites' data (one subdirectory each) and the tokens.
+    #[arg(long, default_value = DEFAULT_DEV_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// gRPC port of the primary; site N uses base+10N (gRPC) and base+10N+1 (HTTP). 0 picks
+    /// free ports.
+    #[arg(long, default_value_t = DEFAULT_DEV_BASE_PORT)]
+    pub base_port: u16,
+}
+
+/// How to reach a site.
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The site's gRPC address.
+    #[arg(long, env = "GEO_AGENT_ADDR", default_value = DEFAULT_ADDR)]
+    pub addr: String,
+    /// The admin token (prefer --token-file or GEO_AGENT_TOKEN: flags show in `ps`).
+    #[arg(long, env = "GEO_AGENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the admin token.
+    #[arg(long, env = "GEO_AGENT_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Who a change is recorded as.
+#[derive(Args, Debug, Clone)]
+pub struct ActorArgs {
+    /// Recorded as `updated_by` [default: $USER, else admin].
+    #[arg(long, env = "GEO_AGENT_ACTOR")]
+    pub actor: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModeCommand {
+    /// Print the site's maintenance mode.
+    Get(ClientArgs),
+    /// Print the mode, then every change, until interrupted.
+    Watch(ClientArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MaintenanceCommand {
+    /// Turn maintenance mode on.
+    Enable {
+        /// Banner message shown to users (at most 255 characters).
+        #[arg(long)]
+        message: Option<String>,
+        #[command(flatten)]
+        actor: ActorArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Turn maintenance mode off (clears the message).
+    Disable {
+        #[command(flatten)]
+        actor: ActorArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SettingsCommand {
+    /// Print all settings, or the JSON value of one.
+    Get {
+        key: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set KEY to VALUE (JSON: true, 42, "text", {"a": 1}).
+    Set {
+        key: String,
+        value: String,
+        #[command(flatten)]
+        actor: ActorArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove KEY.
+    Unset {
+        key: String,
+        #[command(flatten)]
+        actor: ActorArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub async fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Run(args) => daemon::run(args).await,
+        Command::Dev(args) => daemon::dev(args).await,
+        Command::Mode(c) => client::mode(c).await,
+        Command::Maintenance(c) => client::maintenance(c).await,
+        Command::Settings(c) => client::settings(c).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}

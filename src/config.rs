@@ -1,0 +1,416 @@
+//! Configuration for `geo-agent run`: a TOML file, `GEO_AGENT_*` environment variables and
+//! flags, merged (flags > environment > file > defaults) and validated into one [`Config`].
+//!
+//! A typo in the file is an error, not a silently ignored key. Tokens are read from files;
+//! when none is given, one is generated into a 0600 file in the data directory and the
+//! caller is told where, so a first run needs no setup at all.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::server::auth::Token;
+use crate::server::client::normalize_url;
+use crate::settings::Role;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7601";
+pub const DEFAULT_DATA_DIR: &str = "geo-agent-data";
+pub const DEFAULT_PRIMARY_SITE_ID: &str = "primary";
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+pub const SITE_TOKEN_FILE: &str = "site-token";
+const MAX_SITE_ID_LEN: usize = 64;
+
+/// Flags of `geo-agent run`; each also reads a `GEO_AGENT_*` variable.
+#[derive(Args, Debug, Default, Clone)]
+pub struct RunArgs {
+    /// TOML configuration file (keys as the flags, with underscores: site_id, http_listen, …).
+    #[arg(long, env = "GEO_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This site's name, unique in the deployment [default for a primary: primary].
+    #[arg(long, env = "GEO_AGENT_SITE_ID")]
+    pub site_id: Option<String>,
+    /// primary or secondary [default: primary].
+    #[arg(long, env = "GEO_AGENT_ROLE")]
+    pub role: Option<Role>,
+    /// gRPC listen address [default: 127.0.0.1:7600].
+    #[arg(long, env = "GEO_AGENT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// HTTP listen address (health, mode as JSON) [default: 127.0.0.1:7601].
+    #[arg(long, env = "GEO_AGENT_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Where the site keeps its database and tokens [default: ./geo-agent-data].
+    #[arg(long, env = "GEO_AGENT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The primary's gRPC address (secondaries only), e.g. http://primary.example:7600.
+    #[arg(long, env = "GEO_AGENT_PRIMARY")]
+    pub primary: Option<String>,
+    /// File holding the admin token [default: generated into <data dir>/admin-token].
+    #[arg(long, env = "GEO_AGENT_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// File holding the site token shared by all sites [default on a primary: generated
+    /// into <data dir>/site-token; required on a secondary].
+    #[arg(long, env = "GEO_AGENT_SITE_TOKEN_FILE")]
+    pub site_token_file: Option<PathBuf>,
+    /// How often a site sends heartbeats on replication streams, e.g. 500ms, 1s [default: 1s].
+    #[arg(long, env = "GEO_AGENT_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+}
+
+/// The configuration file's shape. Every key is optional; unknown keys are errors.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub site_id: Option<String>,
+    pub role: Option<Role>,
+    pub listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub primary: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+    pub site_token_file: Option<PathBuf>,
+    pub heartbeat_interval: Option<String>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub site_id: String,
+    pub role: Role,
+    pub listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// URL of the primary (secondaries only).
+    pub primary: Option<String>,
+    pub admin_token: Token,
+    pub site_token: Token,
+    pub heartbeat: Duration,
+    /// Token files this load generated, to tell the operator about.
+    pub generated: Vec<(&'static str, PathBuf)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// Merges flags (and their environment variables, which clap has already read) over the
+    /// file over the defaults, validates, and loads or generates the tokens.
+    pub fn load(args: &RunArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            None => FileConfig::default(),
+            Some(path) => read_file(path)?,
+        };
+        let role = args.role.or(file.role).unwrap_or(Role::Primary);
+        let site_id = match args.site_id.clone().or(file.site_id) {
+            Some(id) => id,
+            None if role == Role::Primary => DEFAULT_PRIMARY_SITE_ID.to_string(),
+            None => {
+                return Err(ConfigError::Invalid(
+                    "a secondary needs a site id: --site-id or GEO_AGENT_SITE_ID".into(),
+                ))
+            }
+        };
+        validate_site_id(&site_id)?;
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| default_addr(DEFAULT_LISTEN));
+        let http_listen = args
+            .http_listen
+            .or(file.http_listen)
+            .unwrap_or_else(|| default_addr(DEFAULT_HTTP_LISTEN));
+        if listen == http_listen && listen.port() != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "listen and http_listen are both {listen}"
+            )));
+        }
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let primary = match (role, args.primary.clone().or(file.primary)) {
+            (Role::Secondary, None) => {
+                return Err(ConfigError::Invalid(
+                    "a secondary needs the primary's address: --primary URL or GEO_AGENT_PRIMARY"
+                        .into(),
+                ))
+            }
+            (Role::Primary, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "--primary is for secondaries; this site is configured as the primary".into(),
+                ))
+            }
+            (_, p) => p
+                .map(|p| {
+                    normalize_url(&p).map_err(|e| ConfigError::Invalid(format!("primary: {e}")))
+                })
+                .transpose()?,
+        };
+        let heartbeat = match (args.heartbeat_interval, file.heartbeat_interval) {
+            (Some(d), _) => d,
+            (None, Some(text)) => parse_duration(&text)
+                .map_err(|e| ConfigError::Invalid(format!("heartbeat_interval: {e}")))?,
+            (None, None) => DEFAULT_HEARTBEAT,
+        };
+        if heartbeat < Duration::from_millis(10) || heartbeat > Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "heartbeat_interval must be between 10ms and 60s".into(),
+            ));
+        }
+        let mut generated = Vec::new();
+        let admin_token = token(
+            args.admin_token_file.clone().or(file.admin_token_file),
+            &data_dir,
+            ADMIN_TOKEN_FILE,
+            "admin token",
+            &mut generated,
+        )?;
+        let site_token_file = args.site_token_file.clone().or(file.site_token_file);
+        if role == Role::Secondary && site_token_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "a secondary needs the deployment's site token: --site-token-file FILE (the primary wrote it to <data dir>/site-token)".into(),
+            ));
+        }
+        let site_token = token(
+            site_token_file,
+            &data_dir,
+            SITE_TOKEN_FILE,
+            "site token",
+            &mut generated,
+        )?;
+        Ok(Config {
+            site_id,
+            role,
+            listen,
+            http_listen,
+            data_dir,
+            primary,
+            admin_token,
+            site_token,
+            heartbeat,
+            generated,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })
+}
+
+fn default_addr(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// Site ids are 1–64 characters of `[A-Za-z0-9_.-]`: they appear in logs, metrics labels
+/// and file names.
+pub fn validate_site_id(id: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_SITE_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "site id {id:?} must be 1-{MAX_SITE_ID_LEN} characters of letters, digits, '_', '.', '-'"
+        )))
+    }
+}
+
+/// Reads the token from `file`, or from `<data dir>/<default_name>` (generating it there
+/// with mode 0600 when it does not exist).
+fn token(
+    file: Option<PathBuf>,
+    data_dir: &Path,
+    default_name: &str,
+    what: &'static str,
+    generated: &mut Vec<(&'static str, PathBuf)>,
+) -> Result<Token, ConfigError> {
+    if let Some(path) = file {
+        return read_token(&path, what);
+    }
+    let path = data_dir.join(default_name);
+    if path.exists() {
+        return read_token(&path, what);
+    }
+    let token = Token::generate();
+    write_token(&path, &token).map_err(|source| ConfigError::Io {
+        what: "cannot write the token file",
+        path: path.clone(),
+        source,
+    })?;
+    generated.push((what, path));
+    Ok(token)
+}
+
+/// Reads and validates a token file.
+pub fn read_token(path: &Path, what: &str) -> Result<Token, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        what: "cannot read the token file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Token::new(&text)
+        .map_err(|e| ConfigError::Invalid(format!("{what} in {}: {e}", path.display())))
+}
+
+/// Writes a token to a new file readable by its owner only.
+pub fn write_token(path: &Path, token: &Token) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(token.expose().as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+/// Parses `250ms`, `2s`, `5m`, `1h` (or a bare number of seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s, 5m"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &Path) -> RunArgs {
+        RunArgs {
+            data_dir: Some(dir.to_path_buf()),
+            ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn no_configuration_means_a_primary_with_generated_private_tokens() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(&args(dir.path())).unwrap();
+        assert_eq!(c.role, Role::Primary);
+        assert_eq!(c.site_id, "primary");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.generated.len(), 2);
+        let mode = std::fs::metadata(dir.path().join(ADMIN_TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A second start reuses the tokens.
+        let again = Config::load(&args(dir.path())).unwrap();
+        assert!(again.generated.is_empty());
+        assert_eq!(again.admin_token.expose(), c.admin_token.expose());
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("geo.toml");
+        std::fs::write(
+            &file,
+            "site_id = \"from-file\"\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let mut a = args(dir.path());
+        a.config = Some(file);
+        a.site_id = Some("from-flag".into());
+        let c = Config::load(&a).unwrap();
+        assert_eq!(c.site_id, "from-flag");
+        assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("geo.toml");
+        std::fs::write(&file, "site_idd = \"x\"\n").unwrap();
+        let mut a = args(dir.path());
+        a.config = Some(file);
+        let err = Config::load(&a).unwrap_err().to_string();
+        assert!(err.contains("unknown field `site_idd`"), "{err}");
+    }
+
+    #[test]
+    fn a_secondary_needs_its_primary_and_the_site_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path());
+        a.role = Some(Role::Secondary);
+        a.site_id = Some("s1".into());
+        assert!(Config::load(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("--primary"));
+        a.primary = Some("127.0.0.1:7600".into());
+        assert!(Config::load(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("site token"));
+        let token = dir.path().join("tok");
+        std::fs::write(&token, "0123456789abcdef0123").unwrap();
+        a.site_token_file = Some(token);
+        let c = Config::load(&a).unwrap();
+        assert_eq!(c.primary.as_deref(), Some("http://127.0.0.1:7600"));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path());
+        a.site_id = Some("bad id".into());
+        assert!(Config::load(&a).is_err());
+        assert!(parse_duration("5 fortnights").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    }
+}

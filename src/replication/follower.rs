@@ -1,0 +1,380 @@
+//! The settings-log follower: resume from the applied index, apply in order, reconnect with
+//! capped exponential backoff and jitter, stop for good on divergence.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use backoff::ExponentialBackoffBuilder;
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::log::{now_ms, Entry, Head};
+use crate::settings::{Settings, SettingsError};
+
+/// First retry after a lost stream.
+pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+/// Longest wait between retries: a healed link propagates the mode within about this long.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// One message from the primary's stream.
+#[derive(Debug, Clone)]
+pub enum Received {
+    Entry(Entry),
+    Heartbeat { head: Head, primary_time_ms: i64 },
+}
+
+/// Why a stream could not be opened or broke off.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+/// Where the follower reads the primary's log from (the gRPC client, in production).
+pub trait LogSource: Send + Sync + 'static {
+    type Stream: Stream<Item = Result<Received, SourceError>> + Send + Unpin;
+
+    /// Opens a stream of entries from `from_index` on, telling the primary the highest epoch
+    /// this site has seen.
+    fn open(
+        &self,
+        from_index: u64,
+        epoch: u64,
+    ) -> impl Future<Output = Result<Self::Stream, SourceError>> + Send;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FollowerState {
+    Connecting,
+    Following,
+    /// Stopped: the primary's history does not extend ours. Needs an operator.
+    Diverged,
+}
+
+/// What the follower is doing, for `GetMode` and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowerStatus {
+    pub state: FollowerState,
+    pub primary: String,
+    pub primary_head: u64,
+    pub last_contact_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// A failure that makes following impossible: the site itself is broken.
+#[derive(Debug, thiserror::Error)]
+#[error("settings follower stopped: {0}")]
+pub struct FollowerError(#[from] SettingsError);
+
+/// How one stream ended.
+enum Ended {
+    /// Lost or refused; try again after a backoff.
+    Retry(String),
+    /// The histories differ; never apply again without an operator.
+    Diverged(String),
+    Shutdown,
+}
+
+pub struct Follower<S: LogSource> {
+    settings: Arc<Settings>,
+    source: S,
+    status: watch::Sender<FollowerStatus>,
+    /// No message for this long means the stream is dead (half-open TCP, stalled primary).
+    idle_timeout: Duration,
+}
+
+impl<S: LogSource> Follower<S> {
+    pub fn new(
+        settings: Arc<Settings>,
+        source: S,
+        primary: String,
+        idle_timeout: Duration,
+    ) -> (Follower<S>, watch::Receiver<FollowerStatus>) {
+        let (status, rx) = watch::channel(FollowerStatus {
+            state: FollowerState::Connecting,
+            primary,
+            primary_head: 0,
+            last_contact_ms: None,
+            error: None,
+        });
+        (
+            Follower {
+                settings,
+                source,
+                status,
+                idle_timeout,
+            },
+            rx,
+        )
+    }
+
+    /// Follows until shutdown or divergence. Errors only when this site's storage fails.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), FollowerError> {
+        let mut backoff = ExponentialBackoffBuilder::new()
+            .with_initial_interval(BACKOFF_INITIAL)
+            .with_max_interval(BACKOFF_MAX)
+            .with_randomization_factor(0.5)
+            .with_multiplier(2.0)
+            .with_max_elapsed_time(None)
+            .build();
+        loop {
+            match self.follow_once(&shutdown, &mut backoff).await? {
+                Ended::Shutdown => return Ok(()),
+                Ended::Diverged(reason) => {
+                    error!(primary = %self.status.borrow().primary, %reason, "settings log diverged from the primary; stopped applying");
+                    self.status.send_modify(|s| {
+                        s.state = FollowerState::Diverged;
+                        s.error = Some(reason);
+                    });
+                    shutdown.cancelled().await;
+                    return Ok(());
+                }
+                Ended::Retry(reason) => {
+                    let delay = backoff.next_backoff().unwrap_or(BACKOFF_MAX);
+                    warn!(%reason, retry_in_ms = delay.as_millis() as u64, "settings stream lost");
+                    self.status.send_modify(|s| {
+                        s.state = FollowerState::Connecting;
+                        s.error = Some(reason);
+                    });
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn follow_once(
+        &self,
+        shutdown: &CancellationToken,
+        backoff: &mut backoff::ExponentialBackoff,
+    ) -> Result<Ended, FollowerError> {
+        let from = self.settings.log().head().index + 1;
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+            r = self.source.open(from, self.settings.epoch()) => r,
+        };
+        let mut stream = match opened {
+            Ok(s) => s,
+            Err(e) => return Ok(Ended::Retry(e.0)),
+        };
+        info!(from, "following the primary's settings log");
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                n = tokio::time::timeout(self.idle_timeout, stream.next()) => n,
+            };
+            let message = match next {
+                Err(_) => {
+                    return Ok(Ended::Retry(format!(
+                        "nothing from the primary for {:?}",
+                        self.idle_timeout
+                    )))
+                }
+                Ok(None) => return Ok(Ended::Retry("the primary closed the stream".into())),
+                Ok(Some(Err(e))) => return Ok(Ended::Retry(e.0)),
+                Ok(Some(Ok(m))) => m,
+            };
+            backoff.reset();
+            match message {
+                Received::Entry(entry) => {
+                    let index = entry.index;
+                    match self.settings.apply_replicated(entry).await {
+                        Ok(_) => {
+                            // Bind first: a `borrow()` guard inside the call would still be
+                            // held when `contact` takes the write lock.
+                            let known = self.status.borrow().primary_head;
+                            self.contact(index.max(known));
+                        }
+                        Err(SettingsError::Log(e)) if e.is_divergence() => {
+                            return Ok(Ended::Diverged(e.to_string()))
+                        }
+                        Err(e @ SettingsError::Log(crate::log::LogError::Gap { .. }))
+                        | Err(e @ SettingsError::Log(crate::log::LogError::StaleEpoch { .. }))
+                        | Err(e @ SettingsError::Log(crate::log::LogError::Apply { .. })) => {
+                            warn!(error = %e, "refused an entry from the primary");
+                            return Ok(Ended::Retry(e.to_string()));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Received::Heartbeat { head, .. } => {
+                    if let Some(reason) = self.check_heartbeat(head) {
+                        return Ok(match reason {
+                            HeartbeatVerdict::Diverged(r) => Ended::Diverged(r),
+                            HeartbeatVerdict::Refused(r) => Ended::Retry(r),
+                        });
+                    }
+                    self.contact(head.index);
+                }
+            }
+        }
+    }
+
+    /// A heartbeat also proves things about history: the primary's head can never be
+    /// behind ours, and at the same index it must be the same entry.
+    fn check_heartbeat(&self, primary: Head) -> Option<HeartbeatVerdict> {
+        let ours = self.settings.log().head();
+        let seen = self.settings.epoch();
+        if primary.index > 0 && primary.epoch < seen {
+            return Some(HeartbeatVerdict::Refused(format!(
+                "the primary is at epoch {}, lower than epoch {seen} seen here: it is not the current primary",
+                primary.epoch
+            )));
+        }
+        if primary.index < ours.index {
+            return Some(HeartbeatVerdict::Diverged(format!(
+                "the primary's settings log ends at {} but this site has applied up to {}",
+                primary.index, ours.index
+            )));
+        }
+        if primary.index == ours.index && primary.hash != ours.hash {
+            return Some(HeartbeatVerdict::Diverged(format!(
+                "entry {} differs between the primary and this site",
+                ours.index
+            )));
+        }
+        None
+    }
+
+    fn contact(&self, primary_head: u64) {
+        self.status.send_modify(|s| {
+            s.state = FollowerState::Following;
+            s.primary_head = primary_head;
+            s.last_contact_ms = Some(now_ms());
+            s.error = None;
+        });
+    }
+}
+
+enum HeartbeatVerdict {
+    Diverged(String),
+    Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    //! The follower against an in-memory source that offers bad entries.
+    use super::*;
+    use crate::log::{Entry, GENESIS};
+    use crate::settings::{Change, Role};
+    use crate::store::Store;
+    use std::sync::Mutex;
+
+    /// Serves a fixed list of messages per connection, then ends the stream.
+    struct Script(Mutex<Vec<Vec<Received>>>);
+
+    impl LogSource for Script {
+        type Stream = tokio_stream::Iter<std::vec::IntoIter<Result<Received, SourceError>>>;
+        async fn open(&self, _from: u64, _epoch: u64) -> Result<Self::Stream, SourceError> {
+            let mut scripts = self.0.lock().unwrap();
+            if scripts.is_empty() {
+                return Err(SourceError("no more connections".into()));
+            }
+            let msgs: Vec<_> = scripts.remove(0).into_iter().map(Ok).collect();
+            Ok(tokio_stream::iter(msgs))
+        }
+    }
+
+    fn entry(prev: &Entry, epoch: u64, enabled: bool) -> Entry {
+        let payload = serde_json::to_vec(&Change::maintenance(enabled, None)).unwrap();
+        Entry::new(&prev.hash, prev.index + 1, epoch, 0, "a".into(), payload)
+    }
+
+    fn first(epoch: u64) -> Entry {
+        let payload = serde_json::to_vec(&Change::maintenance(true, None)).unwrap();
+        Entry::new(&GENESIS, 1, epoch, 0, "a".into(), payload)
+    }
+
+    async fn run(script: Vec<Vec<Received>>) -> (tempfile::TempDir, Arc<Settings>, FollowerStatus) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let settings = Arc::new(
+            Settings::open(store, "s1", Role::Secondary, Some("p".into()))
+                .await
+                .unwrap(),
+        );
+        let (f, mut rx) = Follower::new(
+            Arc::clone(&settings),
+            Script(Mutex::new(script)),
+            "p".into(),
+            Duration::from_secs(5),
+        );
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(f.run(shutdown.clone()));
+        // Wait for the script to be used up: the follower then reports the last error.
+        let status = rx
+            .wait_for(|s| {
+                s.state == FollowerState::Diverged
+                    || s.error.as_deref() == Some("no more connections")
+            })
+            .await
+            .unwrap()
+            .clone();
+        let before = settings.log().head();
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        assert_eq!(settings.log().head(), before);
+        (dir, settings, status)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_broken_hash_chain_stops_the_follower() {
+        let one = first(1);
+        let mut two = entry(&one, 1, false);
+        two.hash[0] ^= 1;
+        let (_d, s, status) = run(vec![vec![Received::Entry(one), Received::Entry(two)]]).await;
+        assert_eq!(status.state, FollowerState::Diverged);
+        assert!(status.error.unwrap().contains("hash chain"));
+        assert_eq!(s.log().head().index, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gap_is_refused_and_the_follower_retries() {
+        let one = first(1);
+        let two = entry(&one, 1, false);
+        let three = entry(&two, 1, true);
+        let (_d, s, _) = run(vec![
+            vec![Received::Entry(one.clone()), Received::Entry(three)],
+            vec![Received::Entry(two)],
+        ])
+        .await;
+        // The gap was refused; the second connection resumed at 2.
+        assert_eq!(s.log().head().index, 2);
+        assert!(!s.mode().maintenance.enabled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lower_epoch_is_refused() {
+        let one = first(2);
+        let two = entry(&one, 1, false);
+        let (_d, s, status) = run(vec![vec![Received::Entry(one), Received::Entry(two)]]).await;
+        assert_eq!(s.log().head().index, 1);
+        assert_eq!(s.epoch(), 2);
+        assert_ne!(status.state, FollowerState::Diverged);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_primary_behind_us_is_divergence() {
+        let one = first(1);
+        let head = Head {
+            index: 0,
+            hash: GENESIS,
+            epoch: 1,
+        };
+        let (_d, _s, status) = run(vec![vec![
+            Received::Entry(one),
+            Received::Heartbeat {
+                head,
+                primary_time_ms: 0,
+            },
+        ]])
+        .await;
+        assert_eq!(status.state, FollowerState::Diverged);
+        assert!(status.error.unwrap().contains("ends at 0"));
+    }
+}

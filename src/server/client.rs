@@ -1,0 +1,124 @@
+//! Clients of other sites' gRPC APIs: address parsing, connecting, bearer tokens, and the
+//! [`LogSource`] the follower reads the primary's settings log through.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Request;
+
+use super::auth::Token;
+use super::{convert, pb};
+use crate::replication::{LogSource, Received, SourceError};
+
+/// How long to wait for a TCP connection to a site.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Accepts `host:port` or `http(s)://host:port` and returns the URL form.
+pub fn normalize_url(addr: &str) -> Result<String, String> {
+    let addr = addr.trim();
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{addr:?} is not a valid address: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("{addr:?}: the scheme must be http or https")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{addr:?} has no host"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!("{addr:?}: an address has no path"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// An endpoint for `url` with the timeouts sites use.
+pub fn endpoint(url: &str) -> Result<Endpoint, String> {
+    let url = normalize_url(url)?;
+    Endpoint::from_shared(url.clone())
+        .map(|e| {
+            e.connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(10))
+        })
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+/// Connects to the site at `url`.
+pub async fn connect(url: &str) -> Result<Channel, String> {
+    let ep = endpoint(url)?;
+    ep.connect()
+        .await
+        .map_err(|e| format!("cannot connect to {}: {}", ep.uri(), source_chain(&e)))
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authorized<T>(message: T, token: &Token) -> Result<Request<T>, String> {
+    let mut req = Request::new(message);
+    let value = format!("Bearer {}", token.expose())
+        .parse()
+        .map_err(|_| "the token cannot be sent as a header".to_string())?;
+    req.metadata_mut().insert("authorization", value);
+    Ok(req)
+}
+
+/// An error with its causes, which tonic keeps in `source()` ("transport error" alone says
+/// nothing).
+pub fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// Reads the primary's settings log over gRPC.
+pub struct GrpcLogSource {
+    pub primary: String,
+    pub token: Token,
+    pub site_id: String,
+}
+
+type BoxedReceived = Pin<Box<dyn Stream<Item = Result<Received, SourceError>> + Send>>;
+
+impl LogSource for GrpcLogSource {
+    type Stream = BoxedReceived;
+
+    async fn open(&self, from_index: u64, epoch: u64) -> Result<BoxedReceived, SourceError> {
+        let channel = connect(&self.primary).await.map_err(SourceError)?;
+        let mut client = pb::replication_service_client::ReplicationServiceClient::new(channel);
+        let req = authorized(
+            pb::StreamLogRequest {
+                from_index,
+                site_id: self.site_id.clone(),
+                epoch,
+            },
+            &self.token,
+        )
+        .map_err(SourceError)?;
+        let primary = self.primary.clone();
+        let stream = client
+            .stream_settings(req)
+            .await
+            .map_err(|s| SourceError(format!("{primary} refused the stream: {}", s.message())))?
+            .into_inner();
+        Ok(Box::pin(stream.map(move |item| match item {
+            Ok(m) => convert::received(m).map_err(|e| SourceError(format!("from {primary}: {e}"))),
+            Err(s) => Err(SourceError(format!(
+                "stream from {primary} failed: {}",
+                s.message()
+            ))),
+        })))
+    }
+}

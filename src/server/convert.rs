@@ -1,0 +1,188 @@
+//! The one place where domain types and protobuf meet, both ways, and where domain errors
+//! become gRPC statuses. Malformed fields from the wire become `INVALID_ARGUMENT` here.
+
+use tonic::{Code, Status};
+
+use super::pb;
+use crate::log::{Entry, Head, LogError, HASH_LEN};
+use crate::replication::{FollowerState, FollowerStatus, Received};
+use crate::settings::{ModeView, Role, SettingsError};
+
+/// Metadata key that carries the primary's address on refusals from a secondary.
+pub const PRIMARY_METADATA: &str = "geo-primary";
+
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn millis(t: &prost_types::Timestamp) -> i64 {
+    t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+}
+
+pub fn role(r: Role) -> pb::Role {
+    match r {
+        Role::Primary => pb::Role::Primary,
+        Role::Secondary => pb::Role::Secondary,
+    }
+}
+
+pub fn mode_state(view: &ModeView, follower: Option<&FollowerStatus>) -> pb::ModeState {
+    let m = &view.maintenance;
+    pb::ModeState {
+        maintenance_mode: m.enabled,
+        message: m.message.clone().unwrap_or_default(),
+        updated_by: m.updated_by.clone().unwrap_or_default(),
+        updated_at: m.updated_at_ms.map(timestamp),
+        settings_index: view.settings_index,
+        epoch: view.epoch,
+        site_id: view.site_id.to_string(),
+        role: role(view.role) as i32,
+        settings_hash: if view.settings_index == 0 {
+            String::new()
+        } else {
+            hex::encode(view.settings_hash)
+        },
+        follower: follower.map(follower_status),
+    }
+}
+
+pub fn follower_status(f: &FollowerStatus) -> pb::FollowerStatus {
+    pb::FollowerStatus {
+        state: match f.state {
+            FollowerState::Connecting => pb::FollowerState::Connecting,
+            FollowerState::Following => pb::FollowerState::Following,
+            FollowerState::Diverged => pb::FollowerState::Diverged,
+        } as i32,
+        primary: f.primary.clone(),
+        primary_head_index: f.primary_head,
+        last_contact: f.last_contact_ms.map(timestamp),
+        error: f.error.clone().unwrap_or_default(),
+    }
+}
+
+pub fn log_entry(e: &Entry) -> pb::LogEntry {
+    pb::LogEntry {
+        index: e.index,
+        epoch: e.epoch,
+        timestamp_ms: e.timestamp_ms,
+        author: e.author.clone(),
+        payload: e.payload.clone(),
+        hash: e.hash.to_vec(),
+    }
+}
+
+pub fn heartbeat(head: Head, epoch: u64, now_ms: i64) -> pb::Heartbeat {
+    pb::Heartbeat {
+        head_index: head.index,
+        head_hash: if head.index == 0 {
+            Vec::new()
+        } else {
+            head.hash.to_vec()
+        },
+        epoch,
+        primary_time: Some(timestamp(now_ms)),
+    }
+}
+
+/// A message from a serving site, checked field by field.
+pub fn received(m: pb::LogMessage) -> Result<Received, String> {
+    match m.kind {
+        Some(pb::log_message::Kind::Entry(e)) => Ok(Received::Entry(Entry {
+            index: e.index,
+            epoch: e.epoch,
+            timestamp_ms: e.timestamp_ms,
+            author: e.author,
+            payload: e.payload,
+            hash: hash(&e.hash)
+                .ok_or_else(|| format!("entry {} has a {}-byte hash", e.index, e.hash.len()))?,
+        })),
+        Some(pb::log_message::Kind::Heartbeat(h)) => {
+            let head_hash = if h.head_index == 0 {
+                crate::log::GENESIS
+            } else {
+                hash(&h.head_hash)
+                    .ok_or_else(|| format!("heartbeat has a {}-byte hash", h.head_hash.len()))?
+            };
+            Ok(Received::Heartbeat {
+                head: Head {
+                    index: h.head_index,
+                    hash: head_hash,
+                    epoch: h.epoch,
+                },
+                primary_time_ms: h.primary_time.as_ref().map(millis).unwrap_or(0),
+            })
+        }
+        None => Err("a log message with neither entry nor heartbeat".into()),
+    }
+}
+
+fn hash(raw: &[u8]) -> Option<[u8; HASH_LEN]> {
+    raw.try_into().ok()
+}
+
+/// The one mapping from settings errors to gRPC: refusals are FAILED_PRECONDITION (with the
+/// primary in metadata), bad input INVALID_ARGUMENT, a broken site INTERNAL.
+pub fn settings_status(e: SettingsError) -> Status {
+    match &e {
+        SettingsError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        SettingsError::NotPrimary { primary, .. } => {
+            let mut s = Status::failed_precondition(e.to_string());
+            if let Ok(v) = primary.parse() {
+                s.metadata_mut().insert(PRIMARY_METADATA, v);
+            }
+            s
+        }
+        SettingsError::Log(LogError::StaleEpoch { .. }) => {
+            Status::failed_precondition(e.to_string())
+        }
+        SettingsError::Log(_) | SettingsError::Store(_) => {
+            tracing::error!(error = %e, "settings write failed");
+            Status::new(Code::Internal, e.to_string())
+        }
+    }
+}
+
+/// The JSON object `mode get --json`, `mode watch --json` and the HTTP `/mode` print.
+pub fn mode_json(m: &pb::ModeState) -> serde_json::Value {
+    let role = match pb::Role::try_from(m.role) {
+        Ok(pb::Role::Primary) => "primary",
+        Ok(pb::Role::Secondary) => "secondary",
+        _ => "unknown",
+    };
+    let rfc3339 = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref().and_then(|t| {
+            chrono::DateTime::from_timestamp_millis(millis(t))
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        })
+    };
+    let mut out = serde_json::json!({
+        "maintenance_mode": m.maintenance_mode,
+        "message": m.message,
+        "updated_by": m.updated_by,
+        "updated_at": rfc3339(&m.updated_at),
+        "settings_index": m.settings_index,
+        "settings_hash": m.settings_hash,
+        "epoch": m.epoch,
+        "site_id": m.site_id,
+        "role": role,
+    });
+    if let Some(f) = &m.follower {
+        let state = match pb::FollowerState::try_from(f.state) {
+            Ok(pb::FollowerState::Connecting) => "connecting",
+            Ok(pb::FollowerState::Following) => "following",
+            Ok(pb::FollowerState::Diverged) => "diverged",
+            _ => "unknown",
+        };
+        out["follower"] = serde_json::json!({
+            "state": state,
+            "primary": f.primary,
+            "primary_head_index": f.primary_head_index,
+            "last_contact": rfc3339(&f.last_contact),
+            "error": f.error,
+        });
+    }
+    out
+}

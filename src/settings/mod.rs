@@ -1,0 +1,453 @@
+//! Settings and maintenance mode: the settings log, who may change it, and what it says now.
+//!
+//! On the primary, [`Settings`] validates a change (SPEC §1), appends it to the settings
+//! log and answers once it is durable. On a secondary it refuses changes, naming the
+//! primary, and applies what the follower streams in. Either way the current mode is a
+//! [`ModeView`] read from a `watch` channel — no database read — because every gate check
+//! and every `GetMode` asks for it.
+
+mod state;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sled::transaction::TransactionalTree;
+use tokio::sync::watch;
+
+use crate::log::{Applied, Entry, Hash, Log, LogError, Machine, Published};
+use crate::store::{Store, StoreError};
+
+pub use state::{
+    validate_actor, validate_key, validate_message, Change, Maintenance, SettingsState,
+    MAX_MESSAGE_CHARS, MESSAGE_KEY, MODE_KEY,
+};
+
+/// Name of the settings log's sled trees.
+pub const LOG_NAME: &str = "settings";
+const STATE_KEY: &[u8] = b"state";
+
+/// What a site is in the deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Secondary,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "primary" => Ok(Role::Primary),
+            "secondary" => Ok(Role::Secondary),
+            other => Err(format!("role must be primary or secondary, not {other:?}")),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("site {site_id} is a secondary and does not accept settings changes; change them on the primary at {primary}")]
+    NotPrimary { site_id: String, primary: String },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The settings log's [`Machine`]: the state is one JSON document of [`SettingsState`].
+pub struct SettingsMachine;
+
+impl Machine for SettingsMachine {
+    type View = SettingsState;
+
+    fn apply(&self, state: &TransactionalTree, entry: &Entry) -> Result<(), String> {
+        let mut current = match state.get(STATE_KEY).map_err(|e| e.to_string())? {
+            None => SettingsState::default(),
+            Some(raw) => decode_state(&raw)?,
+        };
+        current.apply_entry(entry)?;
+        let raw = serde_json::to_vec(&current).map_err(|e| e.to_string())?;
+        state.insert(STATE_KEY, raw).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn view(&self, state: &sled::Tree) -> Result<SettingsState, String> {
+        match state.get(STATE_KEY).map_err(|e| e.to_string())? {
+            None => Ok(SettingsState::default()),
+            Some(raw) => decode_state(&raw),
+        }
+    }
+}
+
+fn decode_state(raw: &[u8]) -> Result<SettingsState, String> {
+    serde_json::from_slice(raw).map_err(|e| format!("settings state is unreadable: {e}"))
+}
+
+/// The mode as a client sees it: the maintenance settings plus where this site stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModeView {
+    pub maintenance: Maintenance,
+    pub settings_index: u64,
+    pub settings_hash: Hash,
+    pub epoch: u64,
+    pub site_id: Arc<str>,
+    pub role: Role,
+}
+
+/// The settings subsystem of one site.
+pub struct Settings {
+    log: Arc<Log<SettingsMachine>>,
+    store: Store,
+    site_id: Arc<str>,
+    role: Role,
+    /// Where the primary is, for a secondary's refusals.
+    primary: Option<String>,
+    /// Highest epoch seen, cached from the store (it is read on every `GetMode`).
+    epoch: AtomicU64,
+}
+
+impl Settings {
+    /// Opens the settings log. A primary that has never had an epoch takes epoch 1.
+    pub async fn open(
+        store: Store,
+        site_id: &str,
+        role: Role,
+        primary: Option<String>,
+    ) -> Result<Settings, SettingsError> {
+        let log = Log::open(store.db(), LOG_NAME, SettingsMachine)?;
+        let mut epoch = store.highest_epoch()?.max(log.head().epoch);
+        if role == Role::Primary && epoch == 0 {
+            epoch = store.raise_epoch(1).await?;
+        }
+        Ok(Settings {
+            log: Arc::new(log),
+            store,
+            site_id: Arc::from(site_id),
+            role,
+            primary,
+            epoch: AtomicU64::new(epoch),
+        })
+    }
+
+    pub fn log(&self) -> &Arc<Log<SettingsMachine>> {
+        &self.log
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn site_id(&self) -> &str {
+        &self.site_id
+    }
+
+    pub fn primary(&self) -> Option<&str> {
+        self.primary.as_deref()
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The current settings (values and mode).
+    pub fn current(&self) -> (u64, Arc<SettingsState>) {
+        let p = self.log.published();
+        (p.head.index, p.view)
+    }
+
+    /// The current mode: a `watch` borrow, no database read.
+    pub fn mode(&self) -> ModeView {
+        self.mode_of(&self.log.published())
+    }
+
+    fn mode_of(&self, p: &Published<SettingsState>) -> ModeView {
+        ModeView {
+            maintenance: p.view.maintenance.clone(),
+            settings_index: p.head.index,
+            settings_hash: p.head.hash,
+            epoch: self.epoch(),
+            site_id: Arc::clone(&self.site_id),
+            role: self.role,
+        }
+    }
+
+    /// Turns maintenance mode on (optionally with a message) or off (clearing the message).
+    pub async fn set_maintenance(
+        &self,
+        enabled: bool,
+        message: Option<String>,
+        actor: &str,
+    ) -> Result<ModeView, SettingsError> {
+        let message = message.filter(|m| !m.is_empty());
+        if !enabled && message.is_some() {
+            return Err(SettingsError::Invalid(
+                "a message can only be given when enabling maintenance mode".into(),
+            ));
+        }
+        if let Some(m) = &message {
+            validate_message(m).map_err(SettingsError::Invalid)?;
+        }
+        self.change(Change::maintenance(enabled, message), actor)
+            .await?;
+        Ok(self.mode())
+    }
+
+    /// Sets keys to JSON values (given as JSON text) and unsets keys, as one entry.
+    pub async fn update(
+        &self,
+        set: BTreeMap<String, String>,
+        unset: Vec<String>,
+        actor: &str,
+    ) -> Result<(u64, Arc<SettingsState>), SettingsError> {
+        let mut change = Change {
+            set: BTreeMap::new(),
+            unset,
+        };
+        for (key, text) in set {
+            validate_key(&key).map_err(SettingsError::Invalid)?;
+            let value = serde_json::from_str(&text).map_err(|e| {
+                SettingsError::Invalid(format!("the value of {key:?} is not valid JSON: {e}"))
+            })?;
+            change.set.insert(key, value);
+        }
+        self.change(change, actor).await?;
+        Ok(self.current())
+    }
+
+    async fn change(&self, change: Change, actor: &str) -> Result<Entry, SettingsError> {
+        if self.role != Role::Primary {
+            return Err(SettingsError::NotPrimary {
+                site_id: self.site_id.to_string(),
+                primary: self
+                    .primary
+                    .clone()
+                    .unwrap_or_else(|| "(unknown)".to_string()),
+            });
+        }
+        validate_actor(actor).map_err(SettingsError::Invalid)?;
+        self.log
+            .view()
+            .validate(&change)
+            .map_err(SettingsError::Invalid)?;
+        let payload = serde_json::to_vec(&change)
+            .map_err(|e| SettingsError::Invalid(format!("cannot encode the change: {e}")))?;
+        Ok(self.log.append(self.epoch(), actor, payload).await?)
+    }
+
+    /// Applies an entry streamed from the primary (secondary), refusing an epoch lower
+    /// than the highest this site has seen.
+    pub async fn apply_replicated(&self, entry: Entry) -> Result<Applied, SettingsError> {
+        let seen = self.epoch();
+        if entry.epoch < seen {
+            return Err(LogError::StaleEpoch {
+                log: LOG_NAME.into(),
+                index: entry.index,
+                epoch: entry.epoch,
+                current: seen,
+            }
+            .into());
+        }
+        let epoch = entry.epoch;
+        let applied = self.log.apply(entry).await?;
+        if epoch > seen {
+            let raised = self.store.raise_epoch(epoch).await?;
+            self.epoch.fetch_max(raised, Ordering::AcqRel);
+        }
+        Ok(applied)
+    }
+
+    /// Every change of the mode from now on, the current mode first.
+    pub fn watch_mode(self: &Arc<Self>) -> ModeWatch {
+        let rx = self.log.subscribe();
+        let p = rx.borrow().clone();
+        let mut queue = VecDeque::new();
+        queue.push_back(self.mode_of(&p));
+        ModeWatch {
+            settings: Arc::clone(self),
+            rx,
+            state: (*p.view).clone(),
+            index: p.head.index,
+            queue,
+        }
+    }
+}
+
+/// A subscription to mode changes. Changes that land faster than the subscriber reads are
+/// replayed from the log, so every change is seen, in order, even though the `watch`
+/// channel underneath keeps only the latest value.
+pub struct ModeWatch {
+    settings: Arc<Settings>,
+    rx: watch::Receiver<Published<SettingsState>>,
+    /// The settings after `index`, as this subscriber has replayed them.
+    state: SettingsState,
+    index: u64,
+    queue: VecDeque<ModeView>,
+}
+
+/// Entries replayed per read while catching up.
+const REPLAY_BATCH: usize = 256;
+
+impl ModeWatch {
+    /// The next mode change; `None` once the site shuts down. Cancel-safe.
+    pub async fn next(&mut self) -> Option<ModeView> {
+        loop {
+            if let Some(view) = self.queue.pop_front() {
+                return Some(view);
+            }
+            let head = self.rx.borrow_and_update().head;
+            if head.index > self.index {
+                self.replay_to(head.index);
+                continue;
+            }
+            self.rx.changed().await.ok()?;
+        }
+    }
+
+    /// Replays entries after `self.index` up to `to`, queueing a view at each mode change.
+    fn replay_to(&mut self, to: u64) {
+        while self.index < to {
+            let batch = match self.settings.log.range(self.index + 1, REPLAY_BATCH) {
+                Ok(batch) if !batch.is_empty() => batch,
+                result => {
+                    // Cannot replay (should not happen): jump to the latest, losing nothing
+                    // the subscriber could not also get from GetMode.
+                    if let Err(error) = result {
+                        tracing::error!(%error, "cannot replay the settings log for a mode watch");
+                    }
+                    self.jump_to_latest();
+                    return;
+                }
+            };
+            for entry in batch {
+                let before = self.state.maintenance.clone();
+                if let Err(error) = self.state.apply_entry(&entry) {
+                    tracing::error!(index = entry.index, %error, "cannot replay a settings entry");
+                    self.jump_to_latest();
+                    return;
+                }
+                self.index = entry.index;
+                if self.state.maintenance != before {
+                    self.queue.push_back(ModeView {
+                        maintenance: self.state.maintenance.clone(),
+                        settings_index: entry.index,
+                        settings_hash: entry.hash,
+                        epoch: self.settings.epoch().max(entry.epoch),
+                        site_id: Arc::clone(&self.settings.site_id),
+                        role: self.settings.role,
+                    });
+                }
+            }
+        }
+    }
+
+    fn jump_to_latest(&mut self) {
+        let p = self.rx.borrow().clone();
+        let view = self.settings.mode_of(&p);
+        if view.maintenance != self.state.maintenance {
+            self.queue.push_back(view);
+        }
+        self.state = (*p.view).clone();
+        self.index = p.head.index;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn site(role: Role) -> (tempfile::TempDir, Arc<Settings>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let primary = (role == Role::Secondary).then(|| "http://10.0.0.1:7600".to_string());
+        let s = Settings::open(store, "s", role, primary).await.unwrap();
+        (dir, Arc::new(s))
+    }
+
+    #[tokio::test]
+    async fn a_primary_starts_at_epoch_one_and_records_changes() {
+        let (_d, s) = site(Role::Primary).await;
+        assert_eq!(s.epoch(), 1);
+        let view = s
+            .set_maintenance(true, Some("upgrade".into()), "alice")
+            .await
+            .unwrap();
+        assert!(view.maintenance.enabled);
+        assert_eq!(view.settings_index, 1);
+        assert_eq!(view.maintenance.updated_by.as_deref(), Some("alice"));
+    }
+
+    #[tokio::test]
+    async fn a_secondary_refuses_changes_naming_the_primary() {
+        let (_d, s) = site(Role::Secondary).await;
+        let err = s.set_maintenance(true, None, "a").await.unwrap_err();
+        assert!(err.to_string().contains("http://10.0.0.1:7600"), "{err}");
+        assert_eq!(s.mode().settings_index, 0);
+    }
+
+    #[tokio::test]
+    async fn invalid_values_store_nothing() {
+        let (_d, s) = site(Role::Primary).await;
+        let set = [("k".to_string(), "{not json".to_string())].into();
+        let err = s.update(set, vec![], "a").await.unwrap_err();
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+        let err = s
+            .set_maintenance(true, Some("x".repeat(256)), "a")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("256 characters"), "{err}");
+        assert_eq!(s.log().head().index, 0);
+    }
+
+    #[tokio::test]
+    async fn a_slow_watcher_still_sees_every_change_in_order() {
+        let (_d, s) = site(Role::Primary).await;
+        let mut watch = s.watch_mode();
+        assert!(!watch.next().await.unwrap().maintenance.enabled);
+        s.set_maintenance(true, Some("one".into()), "a")
+            .await
+            .unwrap();
+        s.update([("other".into(), "1".into())].into(), vec![], "a")
+            .await
+            .unwrap();
+        s.set_maintenance(false, None, "a").await.unwrap();
+        s.set_maintenance(true, Some("two".into()), "a")
+            .await
+            .unwrap();
+        let mut seen = vec![];
+        for _ in 0..3 {
+            let v = watch.next().await.unwrap();
+            seen.push((
+                v.settings_index,
+                v.maintenance.enabled,
+                v.maintenance.message,
+            ));
+        }
+        assert_eq!(
+            seen,
+            [
+                (1, true, Some("one".into())),
+                (3, false, None),
+                (4, true, Some("two".into()))
+            ]
+        );
+    }
+}

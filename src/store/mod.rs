@@ -1,0 +1,108 @@
+//! The site's embedded database: one sled `Db` under `<data dir>/db`, opened once.
+//!
+//! Every durable thing a site knows lives here (the replicated logs, their materialised
+//! state, the highest epoch seen), so one `flush` makes a change durable. The on-disk format
+//! is versioned: a database written by a newer, incompatible format is refused rather than
+//! misread.
+
+use std::path::{Path, PathBuf};
+
+/// Version of the on-disk layout. Bump with an upgrade step when the layout changes.
+pub const FORMAT_VERSION: u64 = 1;
+
+const META_TREE: &str = "site/meta";
+const FORMAT_KEY: &[u8] = b"format_version";
+const EPOCH_KEY: &[u8] = b"highest_epoch";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error(
+        "the database at {path} has format version {found}; this build reads {FORMAT_VERSION}"
+    )]
+    Format { path: PathBuf, found: u64 },
+    #[error("corrupt record {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+}
+
+/// The site's database handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the database under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join("db");
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let meta = db.open_tree(META_TREE)?;
+        match meta.get(FORMAT_KEY)? {
+            None => {
+                meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+            Some(raw) => {
+                let found = decode_u64(&raw, "format version")?;
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::Format { path, found });
+                }
+            }
+        }
+        Ok(Store { db, meta })
+    }
+
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// The highest epoch this site has seen (0 if none yet).
+    pub fn highest_epoch(&self) -> Result<u64, StoreError> {
+        match self.meta.get(EPOCH_KEY)? {
+            None => Ok(0),
+            Some(raw) => decode_u64(&raw, "highest epoch"),
+        }
+    }
+
+    /// Raises the highest epoch seen to `epoch` (never lowers it), durably.
+    pub async fn raise_epoch(&self, epoch: u64) -> Result<u64, StoreError> {
+        let merged = self.meta.update_and_fetch(EPOCH_KEY, |old| {
+            let old = old
+                .and_then(|raw| <[u8; 8]>::try_from(raw).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some(old.max(epoch).to_be_bytes().to_vec())
+        })?;
+        self.db.flush_async().await?;
+        match merged {
+            Some(raw) => decode_u64(&raw, "highest epoch"),
+            None => Ok(epoch),
+        }
+    }
+
+    /// Flushes everything written so far to disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+/// Decodes a big-endian u64 record, naming `what` if it is malformed.
+pub fn decode_u64(raw: &[u8], what: &str) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(raw)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            what: what.to_string(),
+            detail: format!("expected 8 bytes, found {}", raw.len()),
+        })
+}

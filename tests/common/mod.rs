@@ -1,0 +1,343 @@
+//! Test harness: real `geo-agent` processes on loopback ports chosen by the kernel, gRPC
+//! clients for them, and waiting on conditions with deadlines (never fixed sleeps).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use geo_agent::server::pb;
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_geo-agent");
+/// Generous: CI machines are small and busy. Waits end as soon as the condition holds.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A deployment's shared files: the tokens, and a directory per site.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub admin_token: String,
+    pub site_token: String,
+}
+
+impl Cluster {
+    pub fn new() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let admin_token = format!("admin-{:032x}", rand_u128());
+        let site_token = format!("site-{:032x}", rand_u128());
+        std::fs::write(dir.path().join("admin-token"), &admin_token).unwrap();
+        std::fs::write(dir.path().join("site-token"), &site_token).unwrap();
+        Cluster {
+            dir,
+            admin_token,
+            site_token,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn common_args(&self, name: &str) -> Vec<String> {
+        vec![
+            "run".into(),
+            "--site-id".into(),
+            name.into(),
+            "--data-dir".into(),
+            self.path(name).display().to_string(),
+            "--admin-token-file".into(),
+            self.path("admin-token").display().to_string(),
+            "--site-token-file".into(),
+            self.path("site-token").display().to_string(),
+            "--heartbeat-interval".into(),
+            "200ms".into(),
+        ]
+    }
+
+    pub fn primary(&self, name: &str) -> SiteProc {
+        let mut args = self.common_args(name);
+        args.extend(["--role".into(), "primary".into()]);
+        SiteProc::start(name, args, self.path(&format!("{name}.log")))
+    }
+
+    pub fn secondary(&self, name: &str, primary: &SiteProc) -> SiteProc {
+        let mut args = self.common_args(name);
+        args.extend([
+            "--role".into(),
+            "secondary".into(),
+            "--primary".into(),
+            primary.url(),
+        ]);
+        SiteProc::start(name, args, self.path(&format!("{name}.log")))
+    }
+}
+
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let a = h.finish() as u128;
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(a as u64);
+    (a << 64) | h.finish() as u128
+}
+
+/// One running site process.
+pub struct SiteProc {
+    pub name: String,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl SiteProc {
+    fn start(name: &str, args: Vec<String>, log: PathBuf) -> SiteProc {
+        let (child, grpc, http) = spawn_site(&args, &log);
+        SiteProc {
+            name: name.into(),
+            grpc,
+            http,
+            log,
+            args,
+            child: Some(child),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("site is running");
+        // SAFETY: kill(2) on a pid we own; no memory is involved.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        wait_exit(&mut c)
+    }
+
+    /// Starts the site again on the same data directory and the same ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the site before restarting it");
+        let mut args = self.args.clone();
+        args.extend([
+            "--listen".into(),
+            self.grpc.to_string(),
+            "--http-listen".into(),
+            self.http.to_string(),
+        ]);
+        let (child, grpc, http) = spawn_site(&args, &self.log);
+        assert_eq!((grpc, http), (self.grpc, self.http));
+        self.child = Some(child);
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn mode(&self) -> pb::ModeClient {
+        pb::mode_service_client::ModeServiceClient::new(channel(&self.url()).await)
+    }
+
+    pub async fn admin(&self) -> pb::AdminClient {
+        pb::admin_service_client::AdminServiceClient::new(channel(&self.url()).await)
+    }
+
+    pub async fn replication(&self) -> pb::ReplicationClient {
+        pb::replication_service_client::ReplicationServiceClient::new(channel(&self.url()).await)
+    }
+
+    pub async fn get_mode(&self) -> pb::ModeState {
+        self.mode()
+            .await
+            .get_mode(pb::GetModeRequest {})
+            .await
+            .expect("GetMode")
+            .into_inner()
+    }
+}
+
+impl Drop for SiteProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn wait_exit(c: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = c.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not exit in time");
+        std::thread::park_timeout(Duration::from_millis(10));
+    }
+}
+
+/// Spawns `geo-agent ARGS` (port 0 unless ARGS say otherwise), stderr to `log`, and waits
+/// for the line that says where it serves.
+fn spawn_site(args: &[String], log: &Path) -> (Child, SocketAddr, SocketAddr) {
+    let mut args = args.to_vec();
+    if !args.iter().any(|a| a == "--listen") {
+        args.extend([
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--http-listen".into(),
+            "127.0.0.1:0".into(),
+        ]);
+    }
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .env("RUST_LOG", "geo_agent=debug,info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn geo-agent");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split(" serving gRPC on ").nth(1) {
+                let mut parts = rest.split(" and HTTP on ");
+                let grpc = parts.next().and_then(|a| a.parse().ok());
+                let http = parts.next().and_then(|a| a.trim().parse().ok());
+                if let (Some(g), Some(h)) = (grpc, http) {
+                    let _ = tx.send((g, h));
+                }
+            }
+        }
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok((g, h)) => (child, g, h),
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "geo-agent {args:?} did not start; its log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// A channel to `url`, retrying until the deadline (a site that just started may still be
+/// binding).
+pub async fn channel(url: &str) -> Channel {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match geo_agent::server::client::connect(url).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > deadline => panic!("cannot connect to {url}: {e}"),
+            Err(_) => tokio::task::yield_now().await,
+        }
+    }
+}
+
+/// `message` with `authorization: Bearer token`.
+pub fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// Polls `probe` until it returns `Some`, or panics with `what` after the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    loop {
+        tick.tick().await;
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    }
+}
+
+/// Reads entries `1..=to` of a site's settings log through `StreamSettings`.
+pub async fn settings_log(site: &SiteProc, site_token: &str, to: u64) -> Vec<pb::LogEntry> {
+    let mut client = site.replication().await;
+    let req = pb::StreamLogRequest {
+        from_index: 1,
+        site_id: "test-reader".into(),
+        epoch: 0,
+    };
+    let mut stream = client
+        .stream_settings(bearer(req, site_token))
+        .await
+        .expect("StreamSettings")
+        .into_inner();
+    let mut out = Vec::new();
+    while (out.len() as u64) < to {
+        let msg = tokio::time::timeout(DEADLINE, stream.message())
+            .await
+            .expect("log stream stalled")
+            .expect("log stream failed")
+            .expect("log stream ended early");
+        if let Some(pb::log_message::Kind::Entry(e)) = msg.kind {
+            out.push(e);
+        }
+    }
+    out
+}
+
+/// Sets maintenance mode on `site` with the admin token.
+pub async fn set_maintenance(
+    site: &SiteProc,
+    token: &str,
+    enabled: bool,
+    message: &str,
+) -> Result<pb::ModeState, tonic::Status> {
+    let req = pb::SetMaintenanceModeRequest {
+        enabled,
+        message: message.into(),
+        actor: "test".into(),
+    };
+    site.admin()
+        .await
+        .set_maintenance_mode(bearer(req, token))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Runs the CLI with `args`, returning (exit code, stdout, stderr).
+pub fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("GEO_AGENT_ADDR")
+        .env_remove("GEO_AGENT_TOKEN")
+        .env_remove("GEO_AGENT_TOKEN_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run geo-agent");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
