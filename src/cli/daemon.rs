@@ -181,7 +181,10 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
     for (config, grpc_url, http, ..) in &sites {
         println!(
             "  {:<14} {:<10} gRPC {:<24} HTTP http://{}",
-            config.site_id, config.role, grpc_url, http
+            config.site_id,
+            config.role.as_str(),
+            grpc_url,
+            http
         );
     }
     let token_file = args.data_dir.join(ADMIN_TOKEN_FILE);

@@ -328,10 +328,10 @@ pub async fn set_maintenance(
 pub fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .args(args)
-        .envs(env.iter().copied())
         .env_remove("GEO_AGENT_ADDR")
         .env_remove("GEO_AGENT_TOKEN")
         .env_remove("GEO_AGENT_TOKEN_FILE")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run geo-agent");
