@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::gate::{AllowRoute, Cidr, DenyMode, GateConfig};
 use crate::server::auth::Token;
 use crate::server::client::normalize_url;
 use crate::settings::Role;
@@ -74,6 +75,69 @@ pub struct FileConfig {
     pub admin_token_file: Option<PathBuf>,
     pub site_token_file: Option<PathBuf>,
     pub heartbeat_interval: Option<String>,
+    #[serde(default)]
+    pub gate: GateFile,
+}
+
+/// The `[gate]` table: how maintenance mode is enforced (SPEC §3).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GateFile {
+    /// e.g. "/gitlab" when GitLab is served under a path.
+    pub relative_url_root: Option<String>,
+    /// "403" (default) or "503" (with Retry-After and the admin's message).
+    pub deny_mode: Option<String>,
+    /// Seconds for Retry-After in 503 mode [default: 300].
+    pub retry_after: Option<u32>,
+    /// Client networks exempt from maintenance, e.g. ["10.1.2.0/24"] (admins' hosts).
+    #[serde(default)]
+    pub exempt_cidrs: Vec<String>,
+    /// Extra allowlisted routes, e.g. ["POST /api/v4/custom/ping", "POST,PUT /hooks/*"].
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Largest body the gate inspects (GraphQL, LFS batch) [default: 1 MiB].
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Seconds for Retry-After in 503 mode when the file does not say.
+pub const DEFAULT_RETRY_AFTER: u32 = 300;
+
+impl GateFile {
+    fn into_config(self) -> Result<GateConfig, ConfigError> {
+        let invalid = |e: crate::gate::GateError| ConfigError::Invalid(format!("[gate] {e}"));
+        let mut c = GateConfig::default();
+        if let Some(root) = self.relative_url_root {
+            c.relative_url_root = root;
+        }
+        c.deny_mode = match self.deny_mode.as_deref() {
+            None | Some("403") => DenyMode::Forbidden403,
+            Some("503") => DenyMode::Unavailable503 {
+                retry_after_secs: self.retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+            },
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "[gate] deny_mode must be \"403\" or \"503\", not {other:?}"
+                )))
+            }
+        };
+        c.exempt_cidrs = self
+            .exempt_cidrs
+            .iter()
+            .map(|s| Cidr::parse(s))
+            .collect::<Result<_, _>>()
+            .map_err(invalid)?;
+        c.extra_allowlist = self
+            .allow
+            .iter()
+            .map(|s| AllowRoute::parse(s))
+            .collect::<Result<_, _>>()
+            .map_err(invalid)?;
+        if let Some(n) = self.max_body_bytes {
+            c.max_body_bytes = n;
+        }
+        c.validate().map_err(invalid)?;
+        Ok(c)
+    }
 }
 
 /// A validated configuration.
@@ -89,6 +153,8 @@ pub struct Config {
     pub admin_token: Token,
     pub site_token: Token,
     pub heartbeat: Duration,
+    /// How the gate enforces maintenance mode.
+    pub gate: GateConfig,
     /// Token files this load generated, to tell the operator about.
     pub generated: Vec<(&'static str, PathBuf)>,
 }
@@ -178,6 +244,7 @@ impl Config {
                 "heartbeat_interval must be between 10ms and 60s".into(),
             ));
         }
+        let gate = file.gate.into_config()?;
         let mut generated = Vec::new();
         let admin_token = token(
             args.admin_token_file.clone().or(file.admin_token_file),
@@ -209,6 +276,7 @@ impl Config {
             admin_token,
             site_token,
             heartbeat,
+            gate,
             generated,
         })
     }
@@ -402,6 +470,37 @@ mod tests {
         a.site_token_file = Some(token);
         let c = Config::load(&a).unwrap();
         assert_eq!(c.primary.as_deref(), Some("http://127.0.0.1:7600"));
+    }
+
+    #[test]
+    fn the_gate_table_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("geo.toml");
+        let mut a = args(dir.path());
+        a.config = Some(file.clone());
+        std::fs::write(
+            &file,
+            "[gate]\nrelative_url_root = \"/gitlab\"\ndeny_mode = \"503\"\nexempt_cidrs = [\"10.1.0.0/16\"]\nallow = [\"POST /api/v4/ping\"]\n",
+        )
+        .unwrap();
+        let c = Config::load(&a).unwrap();
+        assert_eq!(c.gate.relative_url_root, "/gitlab");
+        assert_eq!(
+            c.gate.deny_mode,
+            DenyMode::Unavailable503 {
+                retry_after_secs: 300
+            }
+        );
+        assert_eq!(c.gate.exempt_cidrs.len(), 1);
+        assert_eq!(c.gate.extra_allowlist.len(), 1);
+        for bad in [
+            "deny_mode = \"418\"",
+            "exempt_cidrs = [\"10.1.0.1/16\"]",
+            "colour = 1",
+        ] {
+            std::fs::write(&file, format!("[gate]\n{bad}\n")).unwrap();
+            assert!(Config::load(&a).is_err(), "{bad}");
+        }
     }
 
     #[test]

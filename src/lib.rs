@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod gate;
 pub mod log;
 pub mod replication;
 pub mod server;

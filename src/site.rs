@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, Instrument};
 
 use crate::config::Config;
+use crate::gate::{self, GateConfig};
 use crate::replication::{Follower, FollowerError, FollowerStatus};
 use crate::server::auth::Token;
 use crate::server::client::GrpcLogSource;
@@ -39,6 +40,8 @@ pub struct Site {
     pub site_token: Token,
     /// How often a serving site sends heartbeats on a log stream.
     pub heartbeat: Duration,
+    /// How the gate enforces maintenance mode here.
+    pub gate: GateConfig,
     /// Cancelled once, to stop everything.
     pub shutdown: CancellationToken,
     store: Store,
@@ -90,6 +93,7 @@ impl Site {
             admin_token: config.admin_token.clone(),
             site_token: config.site_token.clone(),
             heartbeat: config.heartbeat,
+            gate: config.gate.clone(),
             shutdown,
             store,
         };
@@ -101,6 +105,20 @@ impl Site {
 
     pub fn follower_status(&self) -> Option<FollowerStatus> {
         self.follower.as_ref().map(|rx| rx.borrow().clone())
+    }
+
+    /// Asks the gate about `req` with the current mode (a `watch` borrow, no I/O).
+    pub fn check(&self, req: &gate::Request) -> Result<gate::Decision, gate::GateError> {
+        let mode = self.settings.mode();
+        let view = gate::SiteView {
+            role: match mode.role {
+                Role::Primary => gate::SiteRole::Primary,
+                Role::Secondary => gate::SiteRole::Secondary,
+            },
+            maintenance: mode.maintenance.enabled,
+            message: mode.maintenance.message,
+        };
+        gate::decide(req, &view, &self.gate)
     }
 
     /// The mode as `GetMode` answers it.

@@ -11,6 +11,7 @@ use super::DevArgs;
 use crate::config::{
     read_token, write_token, Config, RunArgs, ADMIN_TOKEN_FILE, DEFAULT_HEARTBEAT, SITE_TOKEN_FILE,
 };
+use crate::gate::GateConfig;
 use crate::server::auth::Token;
 use crate::settings::Role;
 use crate::site::{Opened, Site};
@@ -157,6 +158,7 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
             admin_token: admin_token.clone(),
             site_token: site_token.clone(),
             heartbeat: DEFAULT_HEARTBEAT,
+            gate: GateConfig::default(),
             generated: Vec::new(),
         };
         let (opened, grpc, http) = open_and_bind(&config, shutdown.clone()).await?;

@@ -5,6 +5,7 @@
 
 mod client;
 mod daemon;
+mod gate;
 
 use std::path::PathBuf;
 
@@ -49,6 +50,12 @@ pub enum Command {
     /// Read and change application settings (needs the admin token).
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// Ask a site's gate whether a request may run (exit 0 allowed, 1 denied, 2 error).
+    #[command(subcommand)]
+    Check(gate::CheckCommand),
+    /// Git hooks that ask the gate.
+    #[command(subcommand)]
+    Hook(gate::HookCommand),
 }
 
 #[derive(Args, Debug)]
@@ -154,6 +161,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Mode(c) => client::mode(c).await,
         Command::Maintenance(c) => client::maintenance(c).await,
         Command::Settings(c) => client::settings(c).await,
+        Command::Check(c) => gate::check(c).await,
+        Command::Hook(c) => gate::hook(c).await,
     }
 }
 

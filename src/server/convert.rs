@@ -4,6 +4,7 @@
 use tonic::{Code, Status};
 
 use super::pb;
+use crate::gate;
 use crate::log::{Entry, Head, LogError, HASH_LEN};
 use crate::replication::{FollowerState, FollowerStatus, Received};
 use crate::settings::{ModeView, Role, SettingsError};
@@ -185,4 +186,111 @@ pub fn mode_json(m: &pb::ModeState) -> serde_json::Value {
         });
     }
     out
+}
+
+/// A gate question from the wire, checked field by field.
+pub fn gate_request(req: pb::CheckRequest) -> Result<gate::Request, Status> {
+    use pb::check_request::Request as R;
+    let none_if_empty = |s: String| (!s.is_empty()).then_some(s);
+    match req.request {
+        None => Err(Status::invalid_argument(
+            "a check needs one of: http, git, registry, action",
+        )),
+        Some(R::Http(h)) => {
+            if h.method.is_empty() || h.path.is_empty() {
+                return Err(Status::invalid_argument(
+                    "an HTTP check needs a method and a path",
+                ));
+            }
+            let client_ip = match h.client_ip.as_str() {
+                "" => None,
+                ip => Some(ip.parse().map_err(|_| {
+                    Status::invalid_argument(format!("client_ip {ip:?} is not an IP address"))
+                })?),
+            };
+            Ok(gate::Request::Http(gate::HttpRequest {
+                method: h.method,
+                path: h.path,
+                accept: none_if_empty(h.accept),
+                content_type: none_if_empty(h.content_type),
+                referer: none_if_empty(h.referer),
+                body: h.body,
+                client_ip,
+            }))
+        }
+        Some(R::Git(g)) => {
+            let op = match pb::GitOperation::try_from(g.operation) {
+                Ok(pb::GitOperation::UploadPack) => gate::GitOp::UploadPack,
+                Ok(pb::GitOperation::ReceivePack) => gate::GitOp::ReceivePack,
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "git operation must be upload-pack or receive-pack",
+                    ))
+                }
+            };
+            let protocol = match pb::GitProtocol::try_from(g.protocol) {
+                Ok(pb::GitProtocol::Ssh) => gate::GitProtocol::Ssh,
+                Ok(pb::GitProtocol::Http) => gate::GitProtocol::Http,
+                _ => return Err(Status::invalid_argument("git protocol must be ssh or http")),
+            };
+            Ok(gate::Request::Git(gate::GitRequest {
+                op,
+                protocol,
+                proxied: g.proxied,
+            }))
+        }
+        Some(R::Registry(r)) => Ok(gate::Request::Registry(gate::RegistryRequest {
+            scopes: r.scopes,
+        })),
+        Some(R::Action(a)) => Ok(gate::Request::Action(gate::ActionRequest {
+            action: a.action,
+            source: none_if_empty(a.source),
+        })),
+    }
+}
+
+pub fn decision(d: &gate::Decision) -> pb::Decision {
+    pb::Decision {
+        verdict: match d.verdict {
+            gate::Verdict::Allow => pb::Verdict::Allow,
+            gate::Verdict::ProxyToPrimary => pb::Verdict::ProxyToPrimary,
+            gate::Verdict::Deny => pb::Verdict::Deny,
+        } as i32,
+        status: u32::from(d.status),
+        content_type: d.content_type.to_string(),
+        message: d.message.as_deref().unwrap_or_default().to_string(),
+        body: d.body.as_deref().unwrap_or_default().to_string(),
+        location: d.location.clone().unwrap_or_default(),
+        retry_after: d.retry_after.unwrap_or(0),
+        granted_scopes: d.granted_scopes.clone(),
+        rule: d.rule.to_string(),
+        reason: d.reason.to_string(),
+    }
+}
+
+/// Malformed gate input is the caller's mistake.
+pub fn gate_status(e: gate::GateError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// The JSON object `check --json` prints.
+pub fn decision_json(d: &pb::Decision) -> serde_json::Value {
+    let verdict = match pb::Verdict::try_from(d.verdict) {
+        Ok(pb::Verdict::Allow) => "allow",
+        Ok(pb::Verdict::ProxyToPrimary) => "proxy_to_primary",
+        Ok(pb::Verdict::Deny) => "deny",
+        _ => "unknown",
+    };
+    serde_json::json!({
+        "verdict": verdict,
+        "status": d.status,
+        "content_type": d.content_type,
+        "message": d.message,
+        "body": d.body,
+        "location": d.location,
+        "retry_after": d.retry_after,
+        "granted_scopes": d.granted_scopes,
+        "rule": d.rule,
+        "reason": d.reason,
+    })
 }

@@ -1,22 +1,224 @@
-//! The HTTP listener: a liveness probe and the mode as JSON, for tools that do not speak
-//! gRPC (load balancers, curl, shell scripts).
+//! The HTTP listener: the gate for nginx (`auth_request`), the git `allowed` check for
+//! gitlab-shell-style callers, the mode as JSON, and a liveness probe.
+//!
+//! nginx's `auth_request` understands only 2xx (allow), 401 and 403 (deny); anything else
+//! becomes a 500. So `/gate/auth` always refuses with 401/403 and carries the decision's own
+//! status in `X-Gate-Status`, and `/gate/respond` renders the exact answer (301 redirect,
+//! 503 with `Retry-After`, the JSON body) for nginx's `error_page` to serve. See
+//! `contrib/nginx/geo-gate.conf`.
 
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 
 use super::convert;
+use crate::gate::{self, Decision, Verdict};
 use crate::site::Site;
+
+/// Headers nginx sets on the `auth_request` subrequest (see the shipped snippet).
+pub const ORIGINAL_METHOD: &str = "x-original-method";
+pub const ORIGINAL_URI: &str = "x-original-uri";
 
 pub fn router(site: Arc<Site>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/mode", get(mode))
+        .route("/gate/auth", any(gate_auth))
+        .route("/gate/respond", any(gate_respond))
+        .route("/api/v4/internal/allowed", post(git_allowed))
         .with_state(site)
 }
 
 async fn mode(State(site): State<Arc<Site>>) -> Json<serde_json::Value> {
     Json(convert::mode_json(&site.mode_state()))
+}
+
+/// The original request, as nginx describes it in headers.
+fn original_request(
+    method: &Method,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<gate::HttpRequest, String> {
+    let text = |name: &str| -> Result<Option<String>, String> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_string)
+                    .map_err(|_| format!("header {name} is not visible ASCII"))
+            })
+            .transpose()
+    };
+    let path = text(ORIGINAL_URI)?
+        .ok_or_else(|| format!("missing {ORIGINAL_URI}: set it to $request_uri"))?;
+    let method = text(ORIGINAL_METHOD)?.unwrap_or_else(|| method.to_string());
+    let client_ip = text("x-real-ip")?
+        .or(text("x-forwarded-for")?
+            .and_then(|f| f.split(',').next().map(|s| s.trim().to_string())))
+        .map(|ip| {
+            ip.parse()
+                .map_err(|_| format!("client address {ip:?} is not an IP address"))
+        })
+        .transpose()?;
+    Ok(gate::HttpRequest {
+        method,
+        path,
+        accept: text("accept")?,
+        content_type: text("content-type")?,
+        referer: text("referer")?,
+        body: (!body.is_empty()).then(|| body.to_vec()),
+        client_ip,
+    })
+}
+
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "message": message })),
+    )
+        .into_response()
+}
+
+fn decide(
+    site: &Site,
+    method: &Method,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Decision, String> {
+    let req = original_request(method, headers, body)?;
+    site.check(&gate::Request::Http(req))
+        .map_err(|e| e.to_string())
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// For `auth_request`: 204 to let the request through, 401/403 to refuse.
+async fn gate_auth(
+    State(site): State<Arc<Site>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let d = match decide(&site, &method, &headers, body) {
+        Ok(d) => d,
+        Err(e) => return bad_request(e),
+    };
+    let mut out = if d.verdict == Verdict::Deny {
+        let status = if d.status == 401 { 401 } else { 403 };
+        let mut r = render(&d);
+        *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+        r
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    };
+    let h = out.headers_mut();
+    h.insert("x-gate-status", HeaderValue::from(d.status));
+    h.insert("x-gate-rule", header_value(d.rule));
+    h.insert("x-gate-verdict", header_value(verdict(d.verdict)));
+    out
+}
+
+/// The exact answer for a refused request (nginx serves it from `error_page`).
+async fn gate_respond(
+    State(site): State<Arc<Site>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match decide(&site, &method, &headers, body) {
+        Ok(d) if d.verdict == Verdict::Deny => render(&d),
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => bad_request(e),
+    }
+}
+
+fn verdict(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Allow => "allow",
+        Verdict::ProxyToPrimary => "proxy_to_primary",
+        Verdict::Deny => "deny",
+    }
+}
+
+/// A decision as an HTTP response: status, body, Location, Retry-After.
+fn render(d: &Decision) -> Response {
+    let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN);
+    let body = d
+        .body
+        .as_deref()
+        .or(d.message.as_deref())
+        .unwrap_or_default()
+        .to_string();
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    if !d.content_type.is_empty() {
+        h.insert(header::CONTENT_TYPE, header_value(&d.content_type));
+    }
+    if let Some(loc) = &d.location {
+        h.insert(header::LOCATION, header_value(loc));
+    }
+    if let Some(secs) = d.retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+/// What gitlab-shell-style callers send to ask whether a git command may run.
+#[derive(Deserialize)]
+struct AllowedRequest {
+    /// `git-upload-pack` or `git-receive-pack`.
+    action: String,
+    /// `ssh` (default) or `http`.
+    #[serde(default)]
+    protocol: Option<String>,
+}
+
+/// `/api/v4/internal/allowed`: 200 `{"status": true}`, or the refusal (401 over SSH, with
+/// `{"status": false, "message": …}` so the client shows the text).
+async fn git_allowed(State(site): State<Arc<Site>>, body: Bytes) -> Response {
+    let req: AllowedRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("expected JSON with action and protocol: {e}")),
+    };
+    let op = match req.action.as_str() {
+        "git-upload-pack" => gate::GitOp::UploadPack,
+        "git-receive-pack" => gate::GitOp::ReceivePack,
+        other => return bad_request(format!("unknown git action {other:?}")),
+    };
+    let protocol = match req.protocol.as_deref() {
+        None | Some("ssh") => gate::GitProtocol::Ssh,
+        Some("http") => gate::GitProtocol::Http,
+        Some(other) => return bad_request(format!("unknown protocol {other:?}")),
+    };
+    let question = gate::Request::Git(gate::GitRequest {
+        op,
+        protocol,
+        proxied: false,
+    });
+    match site.check(&question) {
+        Err(e) => bad_request(e.to_string()),
+        Ok(d) if d.verdict == Verdict::Deny => {
+            let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN);
+            let message = d.message.as_deref().unwrap_or_default();
+            (
+                status,
+                Json(serde_json::json!({ "status": false, "message": message })),
+            )
+                .into_response()
+        }
+        Ok(d) => Json(serde_json::json!({
+            "status": true,
+            "geo_proxy_to_primary": d.verdict == Verdict::ProxyToPrimary,
+        }))
+        .into_response(),
+    }
 }

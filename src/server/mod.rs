@@ -8,6 +8,7 @@ mod admin;
 pub mod auth;
 pub mod client;
 pub mod convert;
+mod gate;
 mod http;
 mod mode;
 mod replication;
@@ -27,6 +28,7 @@ pub mod pb {
 
     pub type ModeClient = mode_service_client::ModeServiceClient<tonic::transport::Channel>;
     pub type AdminClient = admin_service_client::AdminServiceClient<tonic::transport::Channel>;
+    pub type GateClient = gate_service_client::GateServiceClient<tonic::transport::Channel>;
     pub type ReplicationClient =
         replication_service_client::ReplicationServiceClient<tonic::transport::Channel>;
 }
@@ -61,6 +63,9 @@ pub async fn serve(
     let grpc_server = Server::builder()
         .add_service(pb::mode_service_server::ModeServiceServer::new(
             mode::ModeSvc::new(Arc::clone(&site)),
+        ))
+        .add_service(pb::gate_service_server::GateServiceServer::new(
+            gate::GateSvc::new(Arc::clone(&site)),
         ))
         .add_service(
             pb::admin_service_server::AdminServiceServer::with_interceptor(

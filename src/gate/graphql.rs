@@ -1,0 +1,841 @@
+//! The `/api/graphql` row's body check: queries pass, mutations are blocked, except
+//! `geoRegistriesUpdate` (Geo's own bookkeeping). The query is parsed with a real GraphQL
+//! parser (`apollo-parser`), never pattern-matched: `mutation` can hide behind comments,
+//! strings, aliases, fragments and operation names.
+//!
+//! Trade-off: the gate reads every place Rails would take the operation from — a JSON body
+//! (one operation or a batch), a form body, a multipart upload's `operations` part, and the
+//! query string — and picks the operation GitLab would run (by `operationName`, or the only
+//! one). A document that does not parse is allowed and said to be unparseable (SPEC: GitLab
+//! cannot run it either). Everything the gate cannot rule out but GitLab might run is
+//! refused instead: duplicate `query`/`operationName` keys (JSON parsers disagree on which
+//! copy wins), a mutation in the query string beside a query in the body (Rails reads the
+//! body only for some content types), documents past the parser's nesting limit or batches
+//! past [`MAX_BATCH`], a document with a mutation but no selectable operation, and a
+//! mutation whose fields cannot all be proven to be `geoRegistriesUpdate`. The parser's
+//! recursion limit also keeps hostile nesting from overflowing the stack.
+
+use super::form;
+use super::http::media_type;
+use super::rules::{ids, Check};
+use apollo_parser::cst;
+use apollo_parser::Parser;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+
+/// The one mutation that may run on a read-only site.
+const GEO_REGISTRIES_UPDATE: &str = "geoRegistriesUpdate";
+/// Deepest nesting the parser follows. Real GitLab queries nest a dozen levels.
+const RECURSION_LIMIT: usize = 128;
+/// Deepest chain of fragment spreads followed when collecting a mutation's fields.
+const FRAGMENT_DEPTH_LIMIT: usize = 32;
+/// Most operations in one batched request the gate inspects. The GitLab UI batches a
+/// handful; a body of thousands of tiny operations only costs parse time.
+const MAX_BATCH: usize = 100;
+/// Longest multipart boundary (RFC 2046).
+const MAX_BOUNDARY: usize = 70;
+
+/// One GraphQL request as Rails would see it in `params`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Op {
+    query: Option<String>,
+    operation_name: Option<String>,
+    /// `query` or `operationName` given more than once.
+    duplicate: bool,
+    /// Why this request cannot run (a non-string `query`, a non-object batch element).
+    bad: Option<&'static str>,
+}
+
+/// What one operation would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Read,
+    GeoMutation,
+    Mutation(String),
+    TooComplex(String),
+    Unparseable(String),
+    NoOperation(String),
+}
+
+/// Inspects a GraphQL request that has already passed the size bound.
+pub(crate) fn check(body: Option<&[u8]>, content_type: Option<&str>, query_string: &str) -> Check {
+    let url = url_op(query_string);
+    let ops = match body {
+        None => match url {
+            Some(op) if op.query.is_some() => vec![op],
+            _ => {
+                return Check::Pass {
+                    rule: ids::GRAPHQL_NO_BODY,
+                    reason: "GraphQL request without a body: cannot tell a query from a mutation"
+                        .into(),
+                };
+            }
+        },
+        Some(b) => match parse_body(b, content_type) {
+            Err(why) => return unparseable(why),
+            Ok(Payload::Single(mut op)) => {
+                let mut ops = Vec::with_capacity(2);
+                // Rails merges query-string params under body params: the body wins.
+                if let Some(u) = url {
+                    op.duplicate |= u.duplicate;
+                    if op.operation_name.is_none() {
+                        op.operation_name.clone_from(&u.operation_name);
+                    }
+                    if op.query.is_none() {
+                        op.query = u.query;
+                    } else if u.query.is_some() {
+                        // But Rails reads the body only for some content types, so the URL's
+                        // query may be the one that runs: inspect both.
+                        ops.push(u);
+                    }
+                }
+                ops.push(op);
+                ops
+            }
+            Ok(Payload::Batch(ops)) => ops,
+        },
+    };
+    if ops.is_empty() {
+        return unparseable("an empty batch".into());
+    }
+    if ops.len() > MAX_BATCH {
+        return Check::Block {
+            rule: ids::GRAPHQL_TOO_COMPLEX,
+            reason: format!(
+                "GraphQL batch of {} operations is more than the {MAX_BATCH} the gate inspects",
+                ops.len()
+            )
+            .into(),
+        };
+    }
+    if ops.iter().any(|op| op.duplicate) {
+        return Check::Block {
+            rule: ids::GRAPHQL_AMBIGUOUS,
+            reason: "GraphQL request repeats \"query\" or \"operationName\": which copy runs \
+                     depends on the parser, so it is refused"
+                .into(),
+        };
+    }
+    let outcomes: Vec<Outcome> = ops.iter().map(evaluate_op).collect();
+    summarise(&outcomes)
+}
+
+fn unparseable(why: String) -> Check {
+    Check::Pass {
+        rule: ids::GRAPHQL_UNPARSEABLE,
+        reason: format!(
+            "GraphQL request is unparseable ({why}); allowed because GitLab cannot run it either"
+        )
+        .into(),
+    }
+}
+
+/// The strongest outcome decides: any mutation blocks the whole (batched) request.
+fn summarise(outcomes: &[Outcome]) -> Check {
+    let find = |f: fn(&Outcome) -> Option<&String>| outcomes.iter().find_map(f);
+    if let Some(field) = find(|o| match o {
+        Outcome::Mutation(f) => Some(f),
+        _ => None,
+    }) {
+        return Check::Block {
+            rule: ids::GRAPHQL_MUTATION,
+            reason: format!("GraphQL mutation ({field}) on a read-only instance").into(),
+        };
+    }
+    if let Some(why) = find(|o| match o {
+        Outcome::TooComplex(w) => Some(w),
+        _ => None,
+    }) {
+        return Check::Block {
+            rule: ids::GRAPHQL_TOO_COMPLEX,
+            reason: format!("GraphQL document is too complex to inspect ({why})").into(),
+        };
+    }
+    if let Some(why) = find(|o| match o {
+        Outcome::Unparseable(w) => Some(w),
+        _ => None,
+    }) {
+        return unparseable(why.clone());
+    }
+    if let Some(why) = find(|o| match o {
+        Outcome::NoOperation(w) => Some(w),
+        _ => None,
+    }) {
+        return Check::Pass {
+            rule: ids::GRAPHQL_NO_OPERATION,
+            reason: format!("GraphQL request selects no operation ({why}); GitLab cannot run it")
+                .into(),
+        };
+    }
+    if outcomes.contains(&Outcome::GeoMutation) {
+        return Check::Pass {
+            rule: ids::GRAPHQL_GEO_MUTATION,
+            reason: "GraphQL mutation geoRegistriesUpdate (Geo bookkeeping) is allowed".into(),
+        };
+    }
+    Check::Pass {
+        rule: ids::ALLOW_GRAPHQL,
+        reason: "GraphQL query".into(),
+    }
+}
+
+fn evaluate_op(op: &Op) -> Outcome {
+    if let Some(why) = op.bad {
+        return Outcome::Unparseable(why.into());
+    }
+    match &op.query {
+        None => Outcome::Unparseable("no \"query\"".into()),
+        Some(q) => evaluate(q, op.operation_name.as_deref()),
+    }
+}
+
+/// Parses a document and classifies the operation that would run.
+fn evaluate(query: &str, operation_name: Option<&str>) -> Outcome {
+    let tree = Parser::new(query).recursion_limit(RECURSION_LIMIT).parse();
+    if let Some(e) = tree.errors().find(|e| e.is_limit()) {
+        return Outcome::TooComplex(e.message().to_string());
+    }
+    if let Some(e) = tree.errors().next() {
+        return Outcome::Unparseable(format!("{} at byte {}", e.message(), e.index()));
+    }
+    let doc = tree.document();
+    let mut ops = Vec::new();
+    let mut fragments = Vec::new();
+    for def in doc.definitions() {
+        match def {
+            cst::Definition::OperationDefinition(o) => ops.push(o),
+            cst::Definition::FragmentDefinition(f) => fragments.push(f),
+            _ => {}
+        }
+    }
+    let name = operation_name.filter(|n| !n.is_empty());
+    let selected = match name {
+        Some(n) => ops
+            .iter()
+            .find(|o| name_text(o.name()).as_deref() == Some(n)),
+        None if ops.len() == 1 => ops.first(),
+        None => None,
+    };
+    let Some(op) = selected else {
+        if ops.iter().any(is_mutation) {
+            // GitLab would refuse to pick one; if some server did pick, it could be the
+            // mutation. Nothing legitimate sends this, so refuse.
+            return Outcome::Mutation("no operation selected in a document with a mutation".into());
+        }
+        return Outcome::NoOperation(match name {
+            Some(n) => format!("no operation named {n:?}"),
+            None if ops.is_empty() => "the document has no operation".into(),
+            None => "several operations and no operationName".into(),
+        });
+    };
+    if !is_mutation(op) {
+        return Outcome::Read;
+    }
+    let mut fields = Vec::new();
+    let mut visited = Vec::new();
+    if let Err(why) = collect_fields(op.selection_set(), &fragments, &mut visited, 0, &mut fields) {
+        return Outcome::Mutation(why);
+    }
+    let geo_only = fields
+        .iter()
+        .all(|f| f == GEO_REGISTRIES_UPDATE || f == "__typename");
+    if geo_only && fields.iter().any(|f| f == GEO_REGISTRIES_UPDATE) {
+        Outcome::GeoMutation
+    } else {
+        let first = fields
+            .iter()
+            .find(|f| *f != GEO_REGISTRIES_UPDATE && *f != "__typename");
+        Outcome::Mutation(match first {
+            Some(f) => f.clone(),
+            None => "a mutation without fields".into(),
+        })
+    }
+}
+
+fn is_mutation(op: &cst::OperationDefinition) -> bool {
+    op.operation_type()
+        .is_some_and(|t| t.mutation_token().is_some())
+}
+
+/// Avoids `Name::text`, which panics on a name without a token.
+fn name_text(name: Option<cst::Name>) -> Option<String> {
+    name.and_then(|n| n.ident_token())
+        .map(|t| t.text().to_string())
+}
+
+/// The top-level field names of a selection set, through fragments and inline fragments.
+/// Each fragment is expanded once: its fields are a set, and re-expanding would let a
+/// small document fan out exponentially.
+fn collect_fields(
+    set: Option<cst::SelectionSet>,
+    fragments: &[cst::FragmentDefinition],
+    visited: &mut Vec<String>,
+    depth: usize,
+    out: &mut Vec<String>,
+) -> Result<(), String> {
+    if depth > FRAGMENT_DEPTH_LIMIT {
+        return Err("fragments nested too deeply to inspect".into());
+    }
+    let Some(set) = set else { return Ok(()) };
+    for sel in set.selections() {
+        match sel {
+            cst::Selection::Field(f) => match name_text(f.name()) {
+                Some(n) => out.push(n),
+                None => return Err("a field without a name".into()),
+            },
+            cst::Selection::InlineFragment(i) => {
+                collect_fields(i.selection_set(), fragments, visited, depth + 1, out)?;
+            }
+            cst::Selection::FragmentSpread(s) => {
+                let Some(name) = name_text(s.fragment_name().and_then(|n| n.name())) else {
+                    return Err("a fragment spread without a name".into());
+                };
+                if visited.contains(&name) {
+                    continue;
+                }
+                visited.push(name.clone());
+                let mut found = false;
+                for f in fragments {
+                    if name_text(f.fragment_name().and_then(|n| n.name())).as_deref()
+                        == Some(name.as_str())
+                    {
+                        found = true;
+                        collect_fields(f.selection_set(), fragments, visited, depth + 1, out)?;
+                    }
+                }
+                if !found {
+                    return Err(format!("unknown fragment {name:?}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `query` / `operationName` from the URL's query string, if it has either.
+fn url_op(query_string: &str) -> Option<Op> {
+    if query_string.is_empty() {
+        return None;
+    }
+    let op = form_op(query_string);
+    (op.query.is_some() || op.operation_name.is_some() || op.duplicate).then_some(op)
+}
+
+fn form_op(input: &str) -> Op {
+    let mut op = Op::default();
+    for (key, slot) in [
+        ("query", &mut op.query),
+        ("operationName", &mut op.operation_name),
+    ] {
+        let mut values = form::values(input, key);
+        *slot = values.next().map(|v| v.into_owned());
+        if values.next().is_some() {
+            op.duplicate = true;
+        }
+    }
+    op
+}
+
+#[derive(Debug)]
+enum Payload {
+    Single(Op),
+    Batch(Vec<Op>),
+}
+
+/// Reads the body the way Rails' parameter parsers would, by content type.
+fn parse_body(body: &[u8], content_type: Option<&str>) -> Result<Payload, String> {
+    let media = content_type.map(media_type).unwrap_or("");
+    if media.eq_ignore_ascii_case("multipart/form-data") {
+        let ct = content_type.unwrap_or("");
+        let part = multipart_operations(body, ct)?;
+        return parse_json(part);
+    }
+    if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Ok(Payload::Single(form_op(&String::from_utf8_lossy(body))));
+    }
+    match parse_json(body) {
+        Ok(p) => Ok(p),
+        // Rack parses a POST body without a content type as a form.
+        Err(_) if content_type.is_none() && !body.starts_with(b"{") && !body.starts_with(b"[") => {
+            let op = form_op(&String::from_utf8_lossy(body));
+            if op.query.is_some() {
+                Ok(Payload::Single(op))
+            } else {
+                Err("neither JSON nor a form with a \"query\"".into())
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Payload, String> {
+    serde_json::from_slice::<Payload>(body).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Payload, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Payload;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a GraphQL request object or a batch of them")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Payload, A::Error> {
+                read_op(map).map(Payload::Single)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Payload, A::Error> {
+                let mut ops = Vec::new();
+                while let Some(BatchElem(op)) = seq.next_element()? {
+                    ops.push(op);
+                }
+                Ok(Payload::Batch(ops))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn read_op<'de, A: MapAccess<'de>>(mut map: A) -> Result<Op, A::Error> {
+    let mut op = Op::default();
+    let (mut seen_query, mut seen_name) = (false, false);
+    // Keys are owned so that escaped keys ("qu\u0065ry") compare as they decode.
+    while let Some(key) = map.next_key::<String>()? {
+        let (seen, slot, what) = match key.as_str() {
+            "query" => (&mut seen_query, &mut op.query, "\"query\" is not a string"),
+            "operationName" => (
+                &mut seen_name,
+                &mut op.operation_name,
+                "\"operationName\" is not a string",
+            ),
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+        };
+        op.duplicate |= *seen;
+        *seen = true;
+        match map.next_value::<serde_json::Value>()? {
+            serde_json::Value::String(s) => *slot = Some(s),
+            serde_json::Value::Null => {}
+            _ => op.bad = Some(what),
+        }
+    }
+    Ok(op)
+}
+
+/// A batch element: an object is a request; anything else cannot run.
+struct BatchElem(Op);
+
+impl<'de> Deserialize<'de> for BatchElem {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<BatchElem, D::Error> {
+        fn not_object() -> BatchElem {
+            BatchElem(Op {
+                bad: Some("a batch element is not an object"),
+                ..Op::default()
+            })
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BatchElem;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BatchElem, A::Error> {
+                read_op(map).map(BatchElem)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BatchElem, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(not_object())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<BatchElem, E> {
+                Ok(not_object())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<BatchElem, E> {
+                Ok(not_object())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<BatchElem, E> {
+                Ok(not_object())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<BatchElem, E> {
+                Ok(not_object())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<BatchElem, E> {
+                Ok(not_object())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<BatchElem, E> {
+                Ok(not_object())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The `operations` part of a GraphQL multipart request (the upload spec GitLab uses).
+fn multipart_operations<'b>(body: &'b [u8], content_type: &str) -> Result<&'b [u8], String> {
+    let boundary = content_type
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
+        .map(|(_, v)| v.trim().trim_matches('"'))
+        .filter(|b| !b.is_empty() && b.len() <= MAX_BOUNDARY)
+        .ok_or("multipart body without a valid boundary")?;
+    let mut delim = Vec::with_capacity(boundary.len() + 2);
+    delim.extend_from_slice(b"--");
+    delim.extend_from_slice(boundary.as_bytes());
+    let mut rest = body;
+    // Skip the preamble up to the first delimiter.
+    let start = find(rest, &delim).ok_or("multipart body without a part")?;
+    rest = &rest[start + delim.len()..];
+    while let Some(end) = find(rest, &delim) {
+        let part = &rest[..end];
+        rest = &rest[end + delim.len()..];
+        let part = part.strip_prefix(b"\r\n").unwrap_or(part);
+        let Some(h) = find(part, b"\r\n\r\n") else {
+            continue;
+        };
+        let headers = String::from_utf8_lossy(&part[..h]).to_ascii_lowercase();
+        let is_operations = headers.lines().any(|l| {
+            l.starts_with("content-disposition:")
+                && (l.contains("name=\"operations\"") || l.contains("name=operations"))
+        });
+        if is_operations {
+            let content = &part[h + 4..];
+            return Ok(content.strip_suffix(b"\r\n").unwrap_or(content));
+        }
+    }
+    Err("multipart body without an \"operations\" part".into())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, _) = needle.split_first()?;
+    haystack
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == first)
+        .map(|(i, _)| i)
+        .find(|&i| haystack[i..].starts_with(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(query: &str, name: Option<&str>) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "query": query, "operationName": name })).unwrap()
+    }
+
+    /// (rule, passes)
+    fn run(body: &[u8], ct: Option<&str>, qs: &str) -> (&'static str, bool) {
+        match check(Some(body), ct, qs) {
+            Check::Pass { rule, .. } => (rule, true),
+            Check::Block { rule, .. } => (rule, false),
+        }
+    }
+
+    fn q(query: &str, name: Option<&str>) -> (&'static str, bool) {
+        run(&json(query, name), Some("application/json"), "")
+    }
+
+    const PASS_QUERY: (&str, bool) = (ids::ALLOW_GRAPHQL, true);
+    const BLOCK_MUTATION: (&str, bool) = (ids::GRAPHQL_MUTATION, false);
+
+    #[test]
+    fn queries_pass_mutations_are_blocked() {
+        assert_eq!(q("{ currentUser { id } }", None), PASS_QUERY);
+        assert_eq!(
+            q("query Q { project(fullPath: \"a/b\") { id } }", None),
+            PASS_QUERY
+        );
+        assert_eq!(
+            q("subscription S { issueUpdated { id } }", None),
+            PASS_QUERY
+        );
+        assert_eq!(
+            q("mutation { destroyProject(input: {}) { errors } }", None),
+            BLOCK_MUTATION
+        );
+        assert_eq!(
+            q(
+                "mutation M { createIssue(input: {}) { errors } }",
+                Some("M")
+            ),
+            BLOCK_MUTATION
+        );
+    }
+
+    #[test]
+    fn the_operation_that_would_run_decides() {
+        let doc = "query Q { a } mutation M { createIssue { id } }";
+        assert_eq!(q(doc, Some("Q")), PASS_QUERY);
+        assert_eq!(q(doc, Some("M")), BLOCK_MUTATION);
+        // No name and two operations: GitLab cannot pick, but one is a mutation.
+        assert_eq!(q(doc, None), BLOCK_MUTATION);
+        assert_eq!(
+            q("query A { a } query B { b }", None),
+            (ids::GRAPHQL_NO_OPERATION, true)
+        );
+        assert_eq!(
+            q("query A { a }", Some("Nope")),
+            (ids::GRAPHQL_NO_OPERATION, true)
+        );
+        assert_eq!(
+            q("query A { a }", Some("")),
+            PASS_QUERY,
+            "empty name = no name"
+        );
+        assert_eq!(
+            q("fragment F on Query { a }", None),
+            (ids::GRAPHQL_NO_OPERATION, true)
+        );
+    }
+
+    #[test]
+    fn mutation_keyword_in_strings_or_comments_is_not_a_mutation() {
+        let doc = "# mutation { destroyProject }\nquery { search(q: \"mutation { x }\") { id } }";
+        assert_eq!(q(doc, None), PASS_QUERY);
+    }
+
+    #[test]
+    fn geo_registries_update_is_the_only_allowed_mutation() {
+        let geo = "mutation { geoRegistriesUpdate(input: {registryId: \"1\", action: RESYNC, registryClass: PROJECT_REPOSITORY_REGISTRY}) { errors } }";
+        assert_eq!(q(geo, None), (ids::GRAPHQL_GEO_MUTATION, true));
+        let aliased = "mutation { r: geoRegistriesUpdate(input: {}) { errors } __typename }";
+        assert_eq!(q(aliased, None), (ids::GRAPHQL_GEO_MUTATION, true));
+        let alias_hides_other =
+            "mutation { geoRegistriesUpdate: destroyProject(input: {}) { errors } }";
+        assert_eq!(q(alias_hides_other, None), BLOCK_MUTATION);
+        let mixed = "mutation { geoRegistriesUpdate(input: {}) { errors } createIssue(input: {}) { errors } }";
+        assert_eq!(q(mixed, None), BLOCK_MUTATION);
+        let skipped =
+            "mutation { geoRegistriesUpdate { errors } createIssue @skip(if: true) { errors } }";
+        assert_eq!(
+            q(skipped, None),
+            BLOCK_MUTATION,
+            "directives do not hide a field"
+        );
+        assert_eq!(q("mutation { __typename }", None), BLOCK_MUTATION);
+    }
+
+    #[test]
+    fn fragments_are_followed() {
+        let via_fragment = "mutation { ...F } fragment F on Mutation { createIssue { id } }";
+        assert_eq!(q(via_fragment, None), BLOCK_MUTATION);
+        let geo_fragment =
+            "mutation { ...F } fragment F on Mutation { geoRegistriesUpdate { errors } }";
+        assert_eq!(q(geo_fragment, None), (ids::GRAPHQL_GEO_MUTATION, true));
+        let inline = "mutation { ... on Mutation { geoRegistriesUpdate { errors } destroyProject { errors } } }";
+        assert_eq!(q(inline, None), BLOCK_MUTATION);
+        let unknown = "mutation { ...Missing }";
+        assert_eq!(
+            q(unknown, None),
+            BLOCK_MUTATION,
+            "cannot prove it is geo-only"
+        );
+        let cycle = "mutation { ...A } fragment A on Mutation { ...B geoRegistriesUpdate { e } } fragment B on Mutation { ...A }";
+        assert_eq!(q(cycle, None), (ids::GRAPHQL_GEO_MUTATION, true));
+        // A long chain of fragments is cut off, and that refuses the mutation.
+        let mut chain = String::from("mutation { ...F0 }");
+        for i in 0..100 {
+            chain.push_str(&format!(" fragment F{i} on Mutation {{ ...F{} }}", i + 1));
+        }
+        chain.push_str(" fragment F100 on Mutation { geoRegistriesUpdate { e } }");
+        assert_eq!(q(&chain, None), BLOCK_MUTATION);
+        // A fan-out bomb is expanded once per fragment, not exponentially.
+        let mut bomb = String::from("mutation { ...F0 }");
+        for i in 0..30 {
+            bomb.push_str(&format!(
+                " fragment F{i} on Mutation {{ ...F{n} ...F{n} ...F{n} }}",
+                n = i + 1
+            ));
+        }
+        bomb.push_str(" fragment F30 on Mutation { geoRegistriesUpdate { e } }");
+        assert_eq!(q(&bomb, None), (ids::GRAPHQL_GEO_MUTATION, true));
+    }
+
+    #[test]
+    fn unparseable_requests_pass_and_say_so() {
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"not json", Some("application/json")),
+            (b"{\"query\": \"mutation {\"}", Some("application/json")),
+            (b"{\"query\": \"{ a } }}}\"}", Some("application/json")),
+            (b"{\"query\": 42}", Some("application/json")),
+            (b"{\"variables\": {}}", Some("application/json")),
+            (b"\"just a string\"", Some("application/json")),
+            (b"\xff\xfe\xfd", Some("application/json")),
+            (b"{\"query\": \"\xff\"}", Some("application/json")),
+            (b"[]", Some("application/json")),
+            (b"", None),
+        ];
+        for &(body, ct) in cases {
+            let got = check(Some(body), ct, "");
+            match got {
+                Check::Pass { rule, reason } => {
+                    assert_eq!(rule, ids::GRAPHQL_UNPARSEABLE, "{body:?}");
+                    assert!(reason.contains("unparseable"), "{reason}");
+                }
+                other => panic!("{body:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_without_overflowing_the_stack() {
+        let deep = format!(
+            "mutation {{ {}x{} }}",
+            "a { ".repeat(5000),
+            " }".repeat(5000)
+        );
+        assert_eq!(q(&deep, None), (ids::GRAPHQL_TOO_COMPLEX, false));
+        let deep_value = format!("{{ a(x: {}1{}) }}", "[".repeat(50_000), "]".repeat(50_000));
+        assert_eq!(q(&deep_value, None), (ids::GRAPHQL_TOO_COMPLEX, false));
+        let deep_json = "[".repeat(100_000);
+        assert_eq!(
+            run(deep_json.as_bytes(), None, "").0,
+            ids::GRAPHQL_UNPARSEABLE
+        );
+    }
+
+    #[test]
+    fn batches_are_blocked_if_any_operation_mutates() {
+        let batch = br#"[{"query":"{ a }"},{"query":"mutation { createIssue { id } }"}]"#;
+        assert_eq!(run(batch, Some("application/json"), ""), BLOCK_MUTATION);
+        let ok = br#"[{"query":"{ a }"},{"query":"query B { b }","operationName":"B"}]"#;
+        assert_eq!(run(ok, Some("application/json"), ""), PASS_QUERY);
+        let many = format!("[{}]", vec![r#"{"query":"{ a }"}"#; 101].join(","));
+        assert_eq!(
+            run(many.as_bytes(), Some("application/json"), ""),
+            (ids::GRAPHQL_TOO_COMPLEX, false)
+        );
+        let enough = format!("[{}]", vec![r#"{"query":"{ a }"}"#; 100].join(","));
+        assert_eq!(
+            run(enough.as_bytes(), Some("application/json"), ""),
+            PASS_QUERY
+        );
+        let odd = br#"[{"query":"{ a }"}, 5, "x", null, [1]]"#;
+        assert_eq!(
+            run(odd, Some("application/json"), "").0,
+            ids::GRAPHQL_UNPARSEABLE
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let dup = br#"{"query":"{ a }","query":"mutation { createIssue { id } }"}"#;
+        assert_eq!(
+            run(dup, Some("application/json"), ""),
+            (ids::GRAPHQL_AMBIGUOUS, false)
+        );
+        let escaped = br#"{"query":"{ a }","qu\u0065ry":"{ b }"}"#;
+        assert_eq!(
+            run(escaped, Some("application/json"), ""),
+            (ids::GRAPHQL_AMBIGUOUS, false)
+        );
+        let dup_name = br#"{"query":"query A { a } mutation B { b }","operationName":"A","operationName":"B"}"#;
+        assert_eq!(
+            run(dup_name, Some("application/json"), ""),
+            (ids::GRAPHQL_AMBIGUOUS, false)
+        );
+        let form = b"query=%7B+a+%7D&query=mutation+%7B+b+%7D";
+        assert_eq!(
+            run(form, Some("application/x-www-form-urlencoded"), ""),
+            (ids::GRAPHQL_AMBIGUOUS, false)
+        );
+    }
+
+    #[test]
+    fn form_bodies_and_query_strings_are_read_like_rails() {
+        let form = b"query=mutation+%7B+createIssue+%7B+id+%7D+%7D";
+        assert_eq!(
+            run(
+                form,
+                Some("application/x-www-form-urlencoded; charset=UTF-8"),
+                ""
+            ),
+            BLOCK_MUTATION
+        );
+        assert_eq!(
+            run(form, None, ""),
+            BLOCK_MUTATION,
+            "no content type: Rack reads a form"
+        );
+        let read = b"query=%7B+a+%7D";
+        assert_eq!(
+            run(read, Some("application/x-www-form-urlencoded"), ""),
+            PASS_QUERY
+        );
+        // No body, the query in the URL.
+        let got = check(None, None, "query=mutation%7Bx%7D");
+        assert!(
+            matches!(
+                got,
+                Check::Block {
+                    rule: ids::GRAPHQL_MUTATION,
+                    ..
+                }
+            ),
+            "{got:?}"
+        );
+        assert!(matches!(
+            check(None, None, "foo=bar"),
+            Check::Pass {
+                rule: ids::GRAPHQL_NO_BODY,
+                ..
+            }
+        ));
+        // Body without a query: the URL's applies; the body's wins when both are there.
+        let body = br#"{"operationName":null}"#;
+        assert_eq!(
+            run(body, Some("application/json"), "query=mutation%7Bx%7D"),
+            BLOCK_MUTATION
+        );
+        let body = json("{ a }", None);
+        assert_eq!(
+            run(&body, Some("application/json"), "query=%7Bb%7D"),
+            PASS_QUERY
+        );
+        // Whether Rails reads the body depends on the content type: a mutation in either
+        // place is refused.
+        assert_eq!(
+            run(&body, Some("text/plain"), "query=mutation%7Bx%7D"),
+            BLOCK_MUTATION
+        );
+        assert_eq!(
+            run(&body, Some("application/json"), "query=mutation%7Bx%7D"),
+            BLOCK_MUTATION
+        );
+        let named = json("query A { a } mutation B { b }", None);
+        assert_eq!(
+            run(&named, Some("application/json"), "operationName=B"),
+            BLOCK_MUTATION
+        );
+        assert_eq!(
+            run(&named, Some("application/json"), "operationName=A"),
+            PASS_QUERY
+        );
+    }
+
+    #[test]
+    fn multipart_uploads_are_read() {
+        let ct = "multipart/form-data; boundary=\"XyZ\"";
+        let body = b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n\
+{\"query\":\"mutation($f: Upload!) { designManagementUpload(input: {files: [$f]}) { errors } }\"}\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{\"0\":[\"variables.f\"]}\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"0\"; filename=\"a.png\"\r\n\r\n\x89PNG\xff\r\n--XyZ--\r\n";
+        assert_eq!(run(body, Some(ct), ""), BLOCK_MUTATION);
+        let query = b"--b\r\nContent-Disposition: form-data; name=operations\r\n\r\n{\"query\":\"{ a }\"}\r\n--b--";
+        assert_eq!(
+            run(query, Some("multipart/form-data; boundary=b"), ""),
+            PASS_QUERY
+        );
+        let bad: &[(&[u8], &str)] = &[
+            (b"--b\r\n\r\n--b--", "multipart/form-data; boundary=b"),
+            (b"whatever", "multipart/form-data"),
+            (b"whatever", "multipart/form-data; boundary="),
+        ];
+        for &(body, ct) in bad {
+            assert_eq!(run(body, Some(ct), "").0, ids::GRAPHQL_UNPARSEABLE, "{ct}");
+        }
+    }
+}
