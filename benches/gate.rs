@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 const IN_PROCESS_ROUNDS: usize = 2_000_000;
 const GRPC_SECONDS: u64 = 5;
+/// Concurrent clients; `GATE_BENCH_CLIENTS` overrides.
 const GRPC_CLIENTS: usize = 32;
 const GRPC_CHANNELS: usize = 4;
 
@@ -103,6 +104,10 @@ async fn over_grpc() {
     let url = format!("http://{}", grpc.local_addr().expect("addr"));
     let server = tokio::spawn(opened.serve(grpc, http));
 
+    let clients = std::env::var("GATE_BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(GRPC_CLIENTS);
     let mut channels = Vec::new();
     for _ in 0..GRPC_CHANNELS {
         channels.push(connect(&url).await.expect("connect"));
@@ -110,7 +115,7 @@ async fn over_grpc() {
     let deadline = Instant::now() + Duration::from_secs(GRPC_SECONDS);
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..GRPC_CLIENTS {
+    for i in 0..clients {
         let mut client =
             pb::gate_service_client::GateServiceClient::new(channels[i % GRPC_CHANNELS].clone());
         tasks.push(tokio::spawn(async move {
@@ -140,7 +145,7 @@ async fn over_grpc() {
     all.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "\nGateService.Check over loopback, {GRPC_CLIENTS} clients on {GRPC_CHANNELS} connections, {GRPC_SECONDS} s\n  checks/s {:.0}   p50 {:.0} µs   p90 {:.0} µs   p99 {:.0} µs   max {:.0} µs   n {}",
+        "\nGateService.Check over loopback, {clients} clients on {GRPC_CHANNELS} connections, {GRPC_SECONDS} s\n  checks/s {:.0}   p50 {:.0} µs   p90 {:.0} µs   p99 {:.0} µs   max {:.0} µs   n {}",
         all.len() as f64 / elapsed.as_secs_f64(),
         us(percentile(&all, 50.0)),
         us(percentile(&all, 90.0)),
