@@ -56,10 +56,6 @@ pub struct Opened {
 impl Site {
     /// Opens the site's storage and settings; builds its follower if it is a secondary.
     pub async fn open(config: &Config, shutdown: CancellationToken) -> Result<Opened, SiteError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Corrupt {
-            what: config.data_dir.display().to_string(),
-            detail: e.to_string(),
-        })?;
         let store = Store::open(&config.data_dir)?;
         let settings = Arc::new(
             Settings::open(

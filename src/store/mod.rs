@@ -16,6 +16,11 @@ const EPOCH_KEY: &[u8] = b"highest_epoch";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("cannot create the data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the database at {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
     #[error("storage error: {0}")]
@@ -38,6 +43,10 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
         let path = data_dir.join("db");
         let db = sled::Config::new()
             .path(&path)
