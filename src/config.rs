@@ -22,6 +22,9 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7601";
 pub const DEFAULT_DATA_DIR: &str = "geo-agent-data";
 pub const DEFAULT_PRIMARY_SITE_ID: &str = "primary";
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+pub const DEFAULT_SYNC_CONCURRENCY: usize = crate::replication::sync::DEFAULT_CONCURRENCY;
+pub const MAX_SYNC_CONCURRENCY: usize = 256;
+pub const DEFAULT_REVERIFY_INTERVAL: Duration = crate::replication::verify::DEFAULT_INTERVAL;
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub const SITE_TOKEN_FILE: &str = "site-token";
 const MAX_SITE_ID_LEN: usize = 64;
@@ -60,6 +63,13 @@ pub struct RunArgs {
     /// How often a site sends heartbeats on replication streams, e.g. 500ms, 1s [default: 1s].
     #[arg(long, env = "GEO_AGENT_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
     pub heartbeat_interval: Option<Duration>,
+    /// Objects a secondary fetches at once [default: 8].
+    #[arg(long, env = "GEO_AGENT_SYNC_CONCURRENCY")]
+    pub sync_concurrency: Option<usize>,
+    /// How often each local copy is re-hashed and compared with the primary's checksum,
+    /// e.g. 12h, 7d [default: 7d].
+    #[arg(long, env = "GEO_AGENT_REVERIFY_INTERVAL", value_parser = parse_duration)]
+    pub reverify_interval: Option<Duration>,
 }
 
 /// The configuration file's shape. Every key is optional; unknown keys are errors.
@@ -75,6 +85,8 @@ pub struct FileConfig {
     pub admin_token_file: Option<PathBuf>,
     pub site_token_file: Option<PathBuf>,
     pub heartbeat_interval: Option<String>,
+    pub sync_concurrency: Option<usize>,
+    pub reverify_interval: Option<String>,
     #[serde(default)]
     pub gate: GateFile,
 }
@@ -153,6 +165,10 @@ pub struct Config {
     pub admin_token: Token,
     pub site_token: Token,
     pub heartbeat: Duration,
+    /// Objects a secondary fetches at once.
+    pub sync_concurrency: usize,
+    /// How often local copies are re-verified.
+    pub reverify_interval: Duration,
     /// How the gate enforces maintenance mode.
     pub gate: GateConfig,
     /// Token files this load generated, to tell the operator about.
@@ -244,6 +260,26 @@ impl Config {
                 "heartbeat_interval must be between 10ms and 60s".into(),
             ));
         }
+        let sync_concurrency = args
+            .sync_concurrency
+            .or(file.sync_concurrency)
+            .unwrap_or(DEFAULT_SYNC_CONCURRENCY);
+        if !(1..=MAX_SYNC_CONCURRENCY).contains(&sync_concurrency) {
+            return Err(ConfigError::Invalid(format!(
+                "sync_concurrency must be between 1 and {MAX_SYNC_CONCURRENCY}"
+            )));
+        }
+        let reverify_interval = match (args.reverify_interval, file.reverify_interval) {
+            (Some(d), _) => d,
+            (None, Some(text)) => parse_duration(&text)
+                .map_err(|e| ConfigError::Invalid(format!("reverify_interval: {e}")))?,
+            (None, None) => DEFAULT_REVERIFY_INTERVAL,
+        };
+        if reverify_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid(
+                "reverify_interval must be at least 100ms".into(),
+            ));
+        }
         let gate = file.gate.into_config()?;
         let mut generated = Vec::new();
         let admin_token = token(
@@ -276,6 +312,8 @@ impl Config {
             admin_token,
             site_token,
             heartbeat,
+            sync_concurrency,
+            reverify_interval,
             gate,
             generated,
         })
@@ -376,15 +414,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s, 5m"))?;
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s, 5m, 7d"))?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
         other => {
             return Err(format!(
-                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+                "unknown unit {other:?} in {text:?}: use ms, s, m, h or d"
             ))
         }
     };

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod gate;
 pub mod log;
+pub mod objects;
 pub mod replication;
 pub mod server;
 pub mod settings;

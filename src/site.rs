@@ -1,4 +1,4 @@
-//! One site: its storage, settings, follower and servers, wired together and run until
+//! One site: its storage, settings, objects, background tasks and servers, wired together and run until
 //! shutdown. This is the composition root the daemon and `dev` share.
 
 use std::sync::Arc;
@@ -6,14 +6,17 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 use tracing::{error, info, Instrument};
 
 use crate::config::Config;
 use crate::gate::{self, GateConfig};
-use crate::replication::{Follower, FollowerError, FollowerStatus};
+use crate::objects::{ObjectError, Objects};
+use crate::replication::{sync, verify, Follower, FollowerError, FollowerStatus};
 use crate::server::auth::Token;
-use crate::server::client::GrpcLogSource;
+use crate::server::client::{lazy_channel, GrpcLogSource, GrpcObjectSource, LogKind};
 use crate::server::{self, convert, pb, ServeError};
 use crate::settings::{Role, Settings, SettingsError};
 use crate::store::{Store, StoreError};
@@ -25,9 +28,13 @@ pub enum SiteError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
     #[error(transparent)]
+    Objects(#[from] ObjectError),
+    #[error(transparent)]
     Serve(#[from] ServeError),
     #[error(transparent)]
     Follower(#[from] FollowerError),
+    #[error("the primary's address: {0}")]
+    Primary(String),
     #[error("a critical task panicked: {0}")]
     Panicked(String),
 }
@@ -35,7 +42,14 @@ pub enum SiteError {
 /// What the servers share while a site runs.
 pub struct Site {
     pub settings: Arc<Settings>,
+    pub objects: Arc<Objects>,
+    /// The settings-log follower's state (secondaries).
     pub follower: Option<watch::Receiver<FollowerStatus>>,
+    /// The event-log follower's state (secondaries).
+    pub events_follower: Option<watch::Receiver<FollowerStatus>>,
+    /// One connection to the primary (secondaries), shared by the followers, the sync
+    /// workers, forwarded writes and read-through pulls.
+    pub primary_channel: Option<Channel>,
     pub admin_token: Token,
     pub site_token: Token,
     /// How often a serving site sends heartbeats on a log stream.
@@ -47,14 +61,24 @@ pub struct Site {
     store: Store,
 }
 
+/// The background work of a secondary.
+struct Secondary {
+    settings: Follower<GrpcLogSource, Settings>,
+    events: Follower<GrpcLogSource, Objects>,
+    fetch: GrpcObjectSource,
+}
+
 /// A site opened but not yet serving.
 pub struct Opened {
     pub site: Arc<Site>,
-    follower: Option<Follower<GrpcLogSource>>,
+    secondary: Option<Secondary>,
+    sync_concurrency: usize,
+    reverify_interval: Duration,
 }
 
 impl Site {
-    /// Opens the site's storage and settings; builds its follower if it is a secondary.
+    /// Opens the site's storage, settings and objects; builds its followers and sync
+    /// workers if it is a secondary.
     pub async fn open(config: &Config, shutdown: CancellationToken) -> Result<Opened, SiteError> {
         let store = Store::open(&config.data_dir)?;
         let settings = Arc::new(
@@ -66,26 +90,60 @@ impl Site {
             )
             .await?,
         );
-        let (follower, status) = match (&config.role, &config.primary) {
+        let objects = Arc::new(Objects::open(
+            &store,
+            &config.data_dir,
+            Arc::clone(&settings),
+        )?);
+        let (secondary, channel, status, events_status) = match (&config.role, &config.primary) {
             (Role::Secondary, Some(primary)) => {
-                let source = GrpcLogSource {
+                let channel = lazy_channel(primary).map_err(SiteError::Primary)?;
+                let source = |log| GrpcLogSource {
                     primary: primary.clone(),
+                    channel: channel.clone(),
+                    token: config.site_token.clone(),
+                    site_id: config.site_id.clone(),
+                    log,
+                };
+                let idle = config.heartbeat * 5;
+                let (settings_follower, status) = Follower::new(
+                    Arc::clone(&settings),
+                    source(LogKind::Settings),
+                    primary.clone(),
+                    idle,
+                );
+                let (events_follower, events_status) = Follower::new(
+                    Arc::clone(&objects),
+                    source(LogKind::Events),
+                    primary.clone(),
+                    idle,
+                );
+                let fetch = GrpcObjectSource {
+                    primary: primary.clone(),
+                    channel: channel.clone(),
                     token: config.site_token.clone(),
                     site_id: config.site_id.clone(),
                 };
-                let (f, rx) = Follower::new(
-                    Arc::clone(&settings),
-                    source,
-                    primary.clone(),
-                    config.heartbeat * 5,
-                );
-                (Some(f), Some(rx))
+                let secondary = Secondary {
+                    settings: settings_follower,
+                    events: events_follower,
+                    fetch,
+                };
+                (
+                    Some(secondary),
+                    Some(channel),
+                    Some(status),
+                    Some(events_status),
+                )
             }
-            _ => (None, None),
+            _ => (None, None, None, None),
         };
         let site = Site {
             settings,
+            objects,
             follower: status,
+            events_follower: events_status,
+            primary_channel: channel,
             admin_token: config.admin_token.clone(),
             site_token: config.site_token.clone(),
             heartbeat: config.heartbeat,
@@ -95,7 +153,9 @@ impl Site {
         };
         Ok(Opened {
             site: Arc::new(site),
-            follower,
+            secondary,
+            sync_concurrency: config.sync_concurrency,
+            reverify_interval: config.reverify_interval,
         })
     }
 
@@ -124,46 +184,83 @@ impl Site {
 }
 
 impl Opened {
-    /// Serves until the shutdown token is cancelled. A follower that dies of a storage
-    /// failure takes the site down with an error rather than leaving it serving stale data.
+    /// Serves until the shutdown token is cancelled. A critical task (a follower, the sync
+    /// workers, the verifier) that dies of a storage failure takes the site down with an
+    /// error rather than leaving it serving stale data.
     pub async fn serve(self, grpc: TcpListener, http: TcpListener) -> Result<(), SiteError> {
         let site = self.site;
         let shutdown = site.shutdown.clone();
         let span = tracing::info_span!("site", id = %site.settings.site_id());
-        let follower = self.follower.map(|f| {
-            tokio::spawn(
-                f.run(shutdown.clone())
-                    .instrument(tracing::info_span!(parent: &span, "follower")),
-            )
-        });
+        let mut tasks: JoinSet<(&'static str, Result<(), SiteError>)> = JoinSet::new();
+        let mut spawn = |name: &'static str, task: BoxFuture<Result<(), SiteError>>| {
+            let child = tracing::info_span!(parent: &span, "task", name);
+            tasks.spawn(async move { (name, task.await) }.instrument(child));
+        };
+        let verifier = verify::run(
+            Arc::clone(&site.objects),
+            self.reverify_interval,
+            shutdown.clone(),
+        );
+        spawn("verifier", Box::pin(async { Ok(verifier.await?) }));
+        if let Some(secondary) = self.secondary {
+            let (settings, events) = (secondary.settings, secondary.events);
+            let s = shutdown.clone();
+            spawn(
+                "settings follower",
+                Box::pin(async { Ok(settings.run(s).await?) }),
+            );
+            let s = shutdown.clone();
+            spawn(
+                "events follower",
+                Box::pin(async { Ok(events.run(s).await?) }),
+            );
+            let sync = sync::run(
+                Arc::clone(&site.objects),
+                Arc::new(secondary.fetch),
+                self.sync_concurrency,
+                shutdown.clone(),
+            );
+            spawn("sync workers", Box::pin(async { Ok(sync.await?) }));
+        }
         let servers = server::serve(Arc::clone(&site), grpc, http).instrument(span.clone());
         tokio::pin!(servers);
         let mut failure: Option<SiteError> = None;
-        let served = match follower {
-            None => servers.await,
-            Some(mut task) => {
-                tokio::select! {
-                    r = &mut servers => {
-                        shutdown.cancel();
-                        if let Ok(Err(e)) = task.await { failure = Some(e.into()); }
-                        r
+        let mut note =
+            |name: &str, result: Result<Result<(), SiteError>, tokio::task::JoinError>| {
+                let err = match result {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => e,
+                    Err(join) => SiteError::Panicked(format!("{name}: {join}")),
+                };
+                error!(task = name, error = %err, "critical task failed; shutting the site down");
+                failure.get_or_insert(err);
+            };
+        let served = loop {
+            tokio::select! {
+                r = &mut servers => break r,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    let (name, result) = match done {
+                        Ok((name, r)) => (name, Ok(r)),
+                        Err(e) => ("a task", Err(e)),
+                    };
+                    if result.as_ref().is_ok_and(|r| r.is_ok()) && !shutdown.is_cancelled() {
+                        // A task that ends by itself before shutdown (a diverged follower
+                        // waits instead) is as bad as one that fails.
+                        note(name, Ok(Err(SiteError::Panicked(format!("{name} stopped")))));
+                    } else {
+                        note(name, result);
                     }
-                    r = &mut task => {
-                        let err = match r {
-                            Ok(Ok(())) => None,
-                            Ok(Err(e)) => Some(SiteError::from(e)),
-                            Err(join) => Some(SiteError::Panicked(format!("settings follower: {join}"))),
-                        };
-                        if let Some(e) = &err {
-                            error!(error = %e, "critical task failed; shutting the site down");
-                        }
-                        failure = err;
-                        shutdown.cancel();
-                        servers.await
-                    }
+                    shutdown.cancel();
                 }
             }
         };
+        shutdown.cancel();
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((name, r)) => note(name, Ok(r)),
+                Err(e) => note("a task", Err(e)),
+            }
+        }
         site.store.flush().await?;
         info!(site = %site.settings.site_id(), "site stopped");
         if let Some(e) = failure {
@@ -173,3 +270,5 @@ impl Opened {
         Ok(())
     }
 }
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;

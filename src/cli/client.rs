@@ -11,7 +11,7 @@ use crate::server::convert::{mode_json, PRIMARY_METADATA};
 use crate::server::pb;
 
 /// Why a command could not give an answer (exit 2).
-enum Failure {
+pub(super) enum Failure {
     Local(String),
     Rpc(Status),
 }
@@ -28,7 +28,7 @@ impl From<String> for Failure {
     }
 }
 
-fn report(result: Result<u8, Failure>) -> u8 {
+pub(super) fn report(result: Result<u8, Failure>) -> u8 {
     match result {
         Ok(code) => code,
         Err(Failure::Local(msg)) => {
@@ -49,11 +49,11 @@ fn report(result: Result<u8, Failure>) -> u8 {
     }
 }
 
-async fn channel(args: &ClientArgs) -> Result<Channel, Failure> {
+pub(super) async fn channel(args: &ClientArgs) -> Result<Channel, Failure> {
     Ok(connect(&args.addr).await?)
 }
 
-fn token(args: &ClientArgs) -> Result<Token, Failure> {
+pub(super) fn token(args: &ClientArgs) -> Result<Token, Failure> {
     let token =
         match (&args.token, &args.token_file) {
             (Some(t), _) => Token::new(t).map_err(|e| format!("--token: {e}"))?,
@@ -66,7 +66,7 @@ fn token(args: &ClientArgs) -> Result<Token, Failure> {
     Ok(token)
 }
 
-fn actor(a: &ActorArgs) -> String {
+pub(super) fn actor(a: &ActorArgs) -> String {
     a.actor
         .clone()
         .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))

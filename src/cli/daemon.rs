@@ -9,7 +9,8 @@ use tracing::{error, info};
 
 use super::DevArgs;
 use crate::config::{
-    read_token, write_token, Config, RunArgs, ADMIN_TOKEN_FILE, DEFAULT_HEARTBEAT, SITE_TOKEN_FILE,
+    read_token, write_token, Config, RunArgs, ADMIN_TOKEN_FILE, DEFAULT_HEARTBEAT,
+    DEFAULT_REVERIFY_INTERVAL, DEFAULT_SYNC_CONCURRENCY, SITE_TOKEN_FILE,
 };
 use crate::gate::GateConfig;
 use crate::server::auth::Token;
@@ -158,6 +159,8 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
             admin_token: admin_token.clone(),
             site_token: site_token.clone(),
             heartbeat: DEFAULT_HEARTBEAT,
+            sync_concurrency: DEFAULT_SYNC_CONCURRENCY,
+            reverify_interval: DEFAULT_REVERIFY_INTERVAL,
             gate: GateConfig::default(),
             generated: Vec::new(),
         };

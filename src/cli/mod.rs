@@ -6,6 +6,7 @@
 mod client;
 mod daemon;
 mod gate;
+mod objects;
 
 use std::path::PathBuf;
 
@@ -56,6 +57,11 @@ pub enum Command {
     /// Git hooks that ask the gate.
     #[command(subcommand)]
     Hook(gate::HookCommand),
+    /// Push an object (committed by the primary; a secondary forwards it). Exit 1 when
+    /// refused by maintenance mode.
+    Push(objects::PushArgs),
+    /// Pull an object from any site, checking its sha256.
+    Pull(objects::PullArgs),
 }
 
 #[derive(Args, Debug)]
@@ -163,6 +169,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Settings(c) => client::settings(c).await,
         Command::Check(c) => gate::check(c).await,
         Command::Hook(c) => gate::hook(c).await,
+        Command::Push(a) => objects::push(a).await,
+        Command::Pull(a) => objects::pull(a).await,
     }
 }
 

@@ -1,8 +1,11 @@
-//! The settings-log follower: resume from the applied index, apply in order, reconnect with
-//! capped exponential backoff and jitter, stop for good on divergence.
+//! A log follower: resume from the applied index, apply in order (in batches while catching
+//! up), reconnect with capped exponential backoff and jitter, stop for good on divergence.
+//! The same follower keeps the settings log and the event log in step with the primary's.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use backoff::backoff::Backoff;
@@ -12,13 +15,14 @@ use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::log::{now_ms, Entry, Head};
-use crate::settings::{Settings, SettingsError};
+use crate::log::{now_ms, Entry, Head, LogError};
 
 /// First retry after a lost stream.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 /// Longest wait between retries: a healed link propagates the mode within about this long.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Most entries applied in one transaction while catching up.
+pub const APPLY_BATCH: usize = 512;
 
 /// One message from the primary's stream.
 #[derive(Debug, Clone)]
@@ -45,6 +49,28 @@ pub trait LogSource: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Stream, SourceError>> + Send;
 }
 
+/// Why a replica did not apply entries.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The log refused them (a gap, a stale epoch, divergence): a fact about the stream.
+    #[error(transparent)]
+    Refused(#[from] LogError),
+    /// This site cannot write: following must stop.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// The log a follower writes into: the settings or the event log of this site.
+pub trait Replica: Send + Sync + 'static {
+    fn log_name(&self) -> &str;
+    /// The last applied entry.
+    fn head(&self) -> Head;
+    /// The highest epoch this site has seen.
+    fn epoch(&self) -> u64;
+    /// Applies consecutive entries from the primary, all or none.
+    fn apply(&self, entries: Vec<Entry>) -> impl Future<Output = Result<(), ReplicaError>> + Send;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FollowerState {
@@ -66,8 +92,11 @@ pub struct FollowerStatus {
 
 /// A failure that makes following impossible: the site itself is broken.
 #[derive(Debug, thiserror::Error)]
-#[error("settings follower stopped: {0}")]
-pub struct FollowerError(#[from] SettingsError);
+#[error("{log} log follower stopped: {detail}")]
+pub struct FollowerError {
+    pub log: String,
+    pub detail: String,
+}
 
 /// How one stream ended.
 enum Ended {
@@ -78,21 +107,21 @@ enum Ended {
     Shutdown,
 }
 
-pub struct Follower<S: LogSource> {
-    settings: Arc<Settings>,
+pub struct Follower<S: LogSource, R: Replica> {
+    replica: Arc<R>,
     source: S,
     status: watch::Sender<FollowerStatus>,
     /// No message for this long means the stream is dead (half-open TCP, stalled primary).
     idle_timeout: Duration,
 }
 
-impl<S: LogSource> Follower<S> {
+impl<S: LogSource, R: Replica> Follower<S, R> {
     pub fn new(
-        settings: Arc<Settings>,
+        replica: Arc<R>,
         source: S,
         primary: String,
         idle_timeout: Duration,
-    ) -> (Follower<S>, watch::Receiver<FollowerStatus>) {
+    ) -> (Follower<S, R>, watch::Receiver<FollowerStatus>) {
         let (status, rx) = watch::channel(FollowerStatus {
             state: FollowerState::Connecting,
             primary,
@@ -102,7 +131,7 @@ impl<S: LogSource> Follower<S> {
         });
         (
             Follower {
-                settings,
+                replica,
                 source,
                 status,
                 idle_timeout,
@@ -113,6 +142,7 @@ impl<S: LogSource> Follower<S> {
 
     /// Follows until shutdown or divergence. Errors only when this site's storage fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), FollowerError> {
+        let log = self.replica.log_name().to_string();
         let mut backoff = ExponentialBackoffBuilder::new()
             .with_initial_interval(BACKOFF_INITIAL)
             .with_max_interval(BACKOFF_MAX)
@@ -124,7 +154,7 @@ impl<S: LogSource> Follower<S> {
             match self.follow_once(&shutdown, &mut backoff).await? {
                 Ended::Shutdown => return Ok(()),
                 Ended::Diverged(reason) => {
-                    error!(primary = %self.status.borrow().primary, %reason, "settings log diverged from the primary; stopped applying");
+                    error!(%log, primary = %self.status.borrow().primary, %reason, "log diverged from the primary's; stopped applying");
                     self.status.send_modify(|s| {
                         s.state = FollowerState::Diverged;
                         s.error = Some(reason);
@@ -134,7 +164,7 @@ impl<S: LogSource> Follower<S> {
                 }
                 Ended::Retry(reason) => {
                     let delay = backoff.next_backoff().unwrap_or(BACKOFF_MAX);
-                    warn!(%reason, retry_in_ms = delay.as_millis() as u64, "settings stream lost");
+                    warn!(%log, %reason, retry_in_ms = delay.as_millis() as u64, "log stream lost");
                     self.status.send_modify(|s| {
                         s.state = FollowerState::Connecting;
                         s.error = Some(reason);
@@ -153,20 +183,28 @@ impl<S: LogSource> Follower<S> {
         shutdown: &CancellationToken,
         backoff: &mut backoff::ExponentialBackoff,
     ) -> Result<Ended, FollowerError> {
-        let from = self.settings.log().head().index + 1;
+        let from = self.replica.head().index + 1;
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
-            r = self.source.open(from, self.settings.epoch()) => r,
+            r = self.source.open(from, self.replica.epoch()) => r,
         };
         let mut stream = match opened {
             Ok(s) => s,
             Err(e) => return Ok(Ended::Retry(e.0)),
         };
-        info!(from, "following the primary's settings log");
+        info!(
+            log = self.replica.log_name(),
+            from, "following the primary's log"
+        );
+        // A message read while gathering a batch that is not an entry, handled next.
+        let mut held: Option<Option<Result<Received, SourceError>>> = None;
         loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
-                n = tokio::time::timeout(self.idle_timeout, stream.next()) => n,
+            let next = match held.take() {
+                Some(n) => Ok(n),
+                None => tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                    n = tokio::time::timeout(self.idle_timeout, stream.next()) => n,
+                },
             };
             let message = match next {
                 Err(_) => {
@@ -182,24 +220,43 @@ impl<S: LogSource> Follower<S> {
             backoff.reset();
             match message {
                 Received::Entry(entry) => {
-                    let index = entry.index;
-                    match self.settings.apply_replicated(entry).await {
-                        Ok(_) => {
+                    // Take whatever else has already arrived, to apply it in one commit.
+                    let mut batch = vec![entry];
+                    while batch.len() < APPLY_BATCH {
+                        match ready(&mut stream).await {
+                            None => break,
+                            Some(Some(Ok(Received::Entry(e)))) => batch.push(e),
+                            Some(other) => {
+                                held = Some(other);
+                                break;
+                            }
+                        }
+                    }
+                    let last = batch.last().map_or(0, |e| e.index);
+                    match self.replica.apply(batch).await {
+                        Ok(()) => {
                             // Bind first: a `borrow()` guard inside the call would still be
                             // held when `contact` takes the write lock.
                             let known = self.status.borrow().primary_head;
-                            self.contact(index.max(known));
+                            self.contact(last.max(known));
                         }
-                        Err(SettingsError::Log(e)) if e.is_divergence() => {
+                        Err(ReplicaError::Refused(e)) if e.is_divergence() => {
                             return Ok(Ended::Diverged(e.to_string()))
                         }
-                        Err(e @ SettingsError::Log(crate::log::LogError::Gap { .. }))
-                        | Err(e @ SettingsError::Log(crate::log::LogError::StaleEpoch { .. }))
-                        | Err(e @ SettingsError::Log(crate::log::LogError::Apply { .. })) => {
-                            warn!(error = %e, "refused an entry from the primary");
+                        Err(ReplicaError::Refused(
+                            e @ (LogError::Gap { .. }
+                            | LogError::StaleEpoch { .. }
+                            | LogError::Apply { .. }),
+                        )) => {
+                            warn!(error = %e, "refused entries from the primary");
                             return Ok(Ended::Retry(e.to_string()));
                         }
-                        Err(e) => return Err(e.into()),
+                        Err(e) => {
+                            return Err(FollowerError {
+                                log: self.replica.log_name().to_string(),
+                                detail: e.to_string(),
+                            })
+                        }
                     }
                 }
                 Received::Heartbeat { head, .. } => {
@@ -218,8 +275,9 @@ impl<S: LogSource> Follower<S> {
     /// A heartbeat also proves things about history: the primary's head can never be
     /// behind ours, and at the same index it must be the same entry.
     fn check_heartbeat(&self, primary: Head) -> Option<HeartbeatVerdict> {
-        let ours = self.settings.log().head();
-        let seen = self.settings.epoch();
+        let ours = self.replica.head();
+        let seen = self.replica.epoch();
+        let log = self.replica.log_name();
         if primary.index > 0 && primary.epoch < seen {
             return Some(HeartbeatVerdict::Refused(format!(
                 "the primary is at epoch {}, lower than epoch {seen} seen here: it is not the current primary",
@@ -228,13 +286,13 @@ impl<S: LogSource> Follower<S> {
         }
         if primary.index < ours.index {
             return Some(HeartbeatVerdict::Diverged(format!(
-                "the primary's settings log ends at {} but this site has applied up to {}",
+                "the primary's {log} log ends at {} but this site has applied up to {}",
                 primary.index, ours.index
             )));
         }
         if primary.index == ours.index && primary.hash != ours.hash {
             return Some(HeartbeatVerdict::Diverged(format!(
-                "entry {} differs between the primary and this site",
+                "{log} log entry {} differs between the primary and this site",
                 ours.index
             )));
         }
@@ -251,6 +309,15 @@ impl<S: LogSource> Follower<S> {
     }
 }
 
+/// The stream's next item if it has already arrived: `None` when it would have to wait.
+async fn ready<St: Stream + Unpin>(stream: &mut St) -> Option<Option<St::Item>> {
+    std::future::poll_fn(|cx| match Pin::new(&mut *stream).poll_next(cx) {
+        Poll::Ready(item) => Poll::Ready(Some(item)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
 enum HeartbeatVerdict {
     Diverged(String),
     Refused(String),
@@ -261,7 +328,7 @@ mod tests {
     //! The follower against an in-memory source that offers bad entries.
     use super::*;
     use crate::log::{Entry, GENESIS};
-    use crate::settings::{Change, Role};
+    use crate::settings::{Change, Role, Settings};
     use crate::store::Store;
     use std::sync::Mutex;
 

@@ -1,13 +1,18 @@
-//! Replication on a secondary: the follower that keeps the settings log in step with the
-//! primary's.
+//! Replication on a secondary: the followers that keep the settings log and the event log in
+//! step with the primary's, the sync workers that fetch the bytes the events announce, and
+//! the verifier that re-checks local copies (on every site).
 //!
-//! The follower knows nothing of gRPC: it reads a [`LogSource`] (the gRPC client lives at
-//! the edge, in `server::client`) and writes through [`crate::settings::Settings`], so the
-//! checks it relies on — contiguity, epoch, hash chain — are the log's own.
+//! None of it knows gRPC: the follower reads a [`LogSource`] and the sync workers an
+//! [`ObjectSource`] (the gRPC clients live at the edge, in `server::client`), and they write
+//! through the domain types, so the checks they rely on — contiguity, epoch, hash chain,
+//! checksums — are those of the log and the object store themselves.
 
 mod follower;
+pub mod sync;
+pub mod verify;
 
 pub use follower::{
-    Follower, FollowerError, FollowerState, FollowerStatus, LogSource, Received, SourceError,
-    BACKOFF_MAX,
+    Follower, FollowerError, FollowerState, FollowerStatus, LogSource, Received, Replica,
+    ReplicaError, SourceError, BACKOFF_MAX,
 };
+pub use sync::ObjectSource;

@@ -1,5 +1,6 @@
 //! Bearer tokens: the admin token guards `AdminService`, the site token guards
-//! `ReplicationService`. Compared in constant time; never printed, not even by `Debug`.
+//! `ReplicationService`, and `ObjectService` takes either (sites forward writes to it).
+//! Compared in constant time; never printed, not even by `Debug`.
 
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
@@ -93,6 +94,53 @@ impl Guard {
     }
 }
 
+/// Which token a call to a service that takes either one presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The admin token: an admin, or a front end acting for users.
+    Admin,
+    /// The site token: another site of the deployment.
+    Site,
+}
+
+/// Accepts the admin or the site token (`ObjectService`), and records which one in the
+/// request's extensions as a [`Caller`].
+#[derive(Clone)]
+pub struct EitherGuard {
+    pub admin: Token,
+    pub site: Token,
+    pub service: &'static str,
+}
+
+impl EitherGuard {
+    pub fn check<T>(&self, mut req: Request<T>) -> Result<Request<T>, Status> {
+        let caller = {
+            let Some(value) = req.metadata().get("authorization") else {
+                return Err(Status::unauthenticated(format!(
+                    "{} needs the admin token or the site token: send `authorization: Bearer <token>`",
+                    self.service
+                )));
+            };
+            let presented = value
+                .as_bytes()
+                .strip_prefix(b"Bearer ")
+                .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+            if self.admin.matches(presented) {
+                Caller::Admin
+            } else if self.site.matches(presented) {
+                Caller::Site
+            } else {
+                return Err(Status::unauthenticated(format!(
+                    "invalid token for {}",
+                    self.service
+                )));
+            }
+        };
+        req.extensions_mut().insert(caller);
+        Ok(req)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +198,32 @@ mod tests {
                 "{msg}"
             );
         }
+    }
+
+    #[test]
+    fn either_token_is_accepted_and_recorded() {
+        let (_, admin, site) = guard();
+        let g = EitherGuard {
+            admin: admin.clone(),
+            site: site.clone(),
+            service: "ObjectService",
+        };
+        let caller = |t: &Token| {
+            let r = g
+                .check(with(Some(format!("Bearer {}", t.expose()))))
+                .unwrap();
+            *r.extensions().get::<Caller>().unwrap()
+        };
+        assert_eq!(caller(&admin), Caller::Admin);
+        assert_eq!(caller(&site), Caller::Site);
+        let err = g
+            .check(with(Some("Bearer nope-nope-nope-nope".into())))
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            g.check(with(None)).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
     }
 
     #[test]

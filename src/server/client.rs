@@ -1,5 +1,5 @@
 //! Clients of other sites' gRPC APIs: address parsing, connecting, bearer tokens, and the
-//! [`LogSource`] the follower reads the primary's settings log through.
+//! sources the followers and sync workers read the primary through.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use tonic::Request;
 
 use super::auth::Token;
 use super::{convert, pb};
-use crate::replication::{LogSource, Received, SourceError};
+use crate::replication::{LogSource, ObjectSource, Received, SourceError};
 
 /// How long to wait for a TCP connection to a site.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -48,6 +48,9 @@ pub fn endpoint(url: &str) -> Result<Endpoint, String> {
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(10))
+                // Grow the HTTP/2 windows with the measured bandwidth-delay product, so one
+                // connection carries bulk transfers at disk speed.
+                .http2_adaptive_window(true)
         })
         .map_err(|e| format!("{url}: {e}"))
 }
@@ -83,11 +86,26 @@ pub fn source_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Reads the primary's settings log over gRPC.
+/// A channel to `url` that connects on first use and reconnects by itself: what a site
+/// keeps to its primary.
+pub fn lazy_channel(url: &str) -> Result<Channel, String> {
+    Ok(endpoint(url)?.connect_lazy())
+}
+
+/// Which of the primary's logs a [`GrpcLogSource`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogKind {
+    Settings,
+    Events,
+}
+
+/// Reads one of the primary's logs over gRPC.
 pub struct GrpcLogSource {
     pub primary: String,
+    pub channel: Channel,
     pub token: Token,
     pub site_id: String,
+    pub log: LogKind,
 }
 
 type BoxedReceived = Pin<Box<dyn Stream<Item = Result<Received, SourceError>> + Send>>;
@@ -96,8 +114,7 @@ impl LogSource for GrpcLogSource {
     type Stream = BoxedReceived;
 
     async fn open(&self, from_index: u64, epoch: u64) -> Result<BoxedReceived, SourceError> {
-        let channel = connect(&self.primary).await.map_err(SourceError)?;
-        let mut client = pb::replication_service_client::ReplicationServiceClient::new(channel);
+        let mut client = pb::ReplicationClient::new(self.channel.clone());
         let req = authorized(
             pb::StreamLogRequest {
                 from_index,
@@ -108,9 +125,11 @@ impl LogSource for GrpcLogSource {
         )
         .map_err(SourceError)?;
         let primary = self.primary.clone();
-        let stream = client
-            .stream_settings(req)
-            .await
+        let opened = match self.log {
+            LogKind::Settings => client.stream_settings(req).await,
+            LogKind::Events => client.stream_events(req).await,
+        };
+        let stream = opened
             .map_err(|s| SourceError(format!("{primary} refused the stream: {}", s.message())))?
             .into_inner();
         Ok(Box::pin(stream.map(move |item| match item {
@@ -119,6 +138,68 @@ impl LogSource for GrpcLogSource {
                 "stream from {primary} failed: {}",
                 s.message()
             ))),
+        })))
+    }
+}
+
+/// Calls `FetchObject` on `channel`'s site.
+pub async fn fetch_object(
+    channel: Channel,
+    token: &Token,
+    site_id: &str,
+    name: &str,
+    sha256: &str,
+) -> Result<tonic::Streaming<pb::PullResponse>, tonic::Status> {
+    let mut client = pb::ReplicationClient::new(channel);
+    let req = authorized(
+        pb::FetchObjectRequest {
+            name: name.to_string(),
+            sha256: sha256.to_string(),
+            site_id: site_id.to_string(),
+        },
+        token,
+    )
+    .map_err(tonic::Status::internal)?;
+    Ok(client.fetch_object(req).await?.into_inner())
+}
+
+/// Fetches object bytes from the primary for the sync workers.
+pub struct GrpcObjectSource {
+    pub primary: String,
+    pub channel: Channel,
+    pub token: Token,
+    pub site_id: String,
+}
+
+type BoxedChunks = Pin<Box<dyn Stream<Item = Result<Vec<u8>, SourceError>> + Send>>;
+
+impl ObjectSource for GrpcObjectSource {
+    type Chunks = BoxedChunks;
+
+    async fn fetch(&self, name: &str, sha256: &str) -> Result<BoxedChunks, SourceError> {
+        let primary = self.primary.clone();
+        let failed = move |s: tonic::Status| SourceError(format!("{primary}: {}", s.message()));
+        let mut stream = fetch_object(
+            self.channel.clone(),
+            &self.token,
+            &self.site_id,
+            name,
+            sha256,
+        )
+        .await
+        .map_err(failed.clone())?;
+        match stream.message().await.map_err(failed.clone())? {
+            Some(pb::PullResponse {
+                part: Some(pb::pull_response::Part::Header(_)),
+            }) => {}
+            _ => return Err(SourceError("the primary sent no header".into())),
+        }
+        Ok(Box::pin(stream.map(move |item| match item {
+            Ok(pb::PullResponse {
+                part: Some(pb::pull_response::Part::Chunk(c)),
+            }) => Ok(c),
+            Ok(_) => Err(SourceError("the primary sent a second header".into())),
+            Err(s) => Err(failed(s)),
         })))
     }
 }

@@ -6,6 +6,7 @@ use tonic::{Code, Status};
 use super::pb;
 use crate::gate;
 use crate::log::{Entry, Head, LogError, HASH_LEN};
+use crate::objects::{ObjectError, ObjectMeta, Row, SyncState, Verification};
 use crate::replication::{FollowerState, FollowerStatus, Received};
 use crate::settings::{ModeView, Role, SettingsError};
 
@@ -146,18 +147,20 @@ pub fn settings_status(e: SettingsError) -> Status {
     }
 }
 
+/// A timestamp as RFC 3339 in UTC, for JSON output.
+pub fn rfc3339(t: &Option<prost_types::Timestamp>) -> Option<String> {
+    t.as_ref().and_then(|t| {
+        chrono::DateTime::from_timestamp_millis(millis(t))
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    })
+}
+
 /// The JSON object `mode get --json`, `mode watch --json` and the HTTP `/mode` print.
 pub fn mode_json(m: &pb::ModeState) -> serde_json::Value {
     let role = match pb::Role::try_from(m.role) {
         Ok(pb::Role::Primary) => "primary",
         Ok(pb::Role::Secondary) => "secondary",
         _ => "unknown",
-    };
-    let rfc3339 = |t: &Option<prost_types::Timestamp>| {
-        t.as_ref().and_then(|t| {
-            chrono::DateTime::from_timestamp_millis(millis(t))
-                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        })
     };
     let mut out = serde_json::json!({
         "maintenance_mode": m.maintenance_mode,
@@ -292,5 +295,89 @@ pub fn decision_json(d: &pb::Decision) -> serde_json::Value {
         "granted_scopes": d.granted_scopes,
         "rule": d.rule,
         "reason": d.reason,
+    })
+}
+
+/// The one mapping from object errors to gRPC: refusals FAILED_PRECONDITION (with the
+/// primary in metadata), bad input INVALID_ARGUMENT, a broken site INTERNAL.
+pub fn object_status(e: ObjectError) -> Status {
+    match &e {
+        ObjectError::Invalid(_) | ObjectError::Mismatch(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        ObjectError::NotFound(_) => Status::not_found(e.to_string()),
+        ObjectError::Refused { primary, .. } => {
+            let mut s = Status::failed_precondition(e.to_string());
+            if let Some(v) = primary.as_deref().and_then(|p| p.parse().ok()) {
+                s.metadata_mut().insert(PRIMARY_METADATA, v);
+            }
+            s
+        }
+        ObjectError::Superseded(_) | ObjectError::Log(LogError::StaleEpoch { .. }) => {
+            Status::failed_precondition(e.to_string())
+        }
+        ObjectError::Log(_) | ObjectError::Io { .. } | ObjectError::Corrupt(_) => {
+            tracing::error!(error = %e, "object operation failed");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+/// UNAVAILABLE naming the primary a secondary could not reach (clients may retry it).
+pub fn primary_unreachable(primary: &str, detail: &str) -> Status {
+    let mut s = Status::unavailable(format!(
+        "the primary at {primary} cannot be reached: {detail}"
+    ));
+    if let Ok(v) = primary.parse() {
+        s.metadata_mut().insert(PRIMARY_METADATA, v);
+    }
+    s
+}
+
+pub fn object_meta(m: &ObjectMeta) -> pb::ObjectMeta {
+    pb::ObjectMeta {
+        name: m.name.clone(),
+        kind: m.kind.clone(),
+        size: m.size,
+        sha256: m.sha256.clone(),
+        version: m.version,
+        updated_at: Some(timestamp(m.updated_at_ms)),
+        updated_by: m.updated_by.clone(),
+    }
+}
+
+pub fn replica(r: &Row) -> pb::Replica {
+    pb::Replica {
+        sync: match r.sync {
+            SyncState::Pending => pb::SyncState::Pending,
+            SyncState::Started => pb::SyncState::Started,
+            SyncState::Synced => pb::SyncState::Synced,
+            SyncState::Failed => pb::SyncState::Failed,
+        } as i32,
+        retry_count: r.retries,
+        next_retry_at: (r.next_retry_ms > 0).then(|| timestamp(r.next_retry_ms)),
+        last_error: r.last_error.clone().unwrap_or_default(),
+        local_version: r.local.as_ref().map_or(0, |l| l.version),
+        verification: match r.verification {
+            Verification::Pending => pb::VerificationState::Pending,
+            Verification::Succeeded => pb::VerificationState::Succeeded,
+            Verification::Failed => pb::VerificationState::Failed,
+        } as i32,
+        verified_at: r.verified_at_ms.map(timestamp),
+        checksum_mismatch: r.checksum_mismatch,
+        verification_failure: r.verification_failure.clone().unwrap_or_default(),
+    }
+}
+
+/// The JSON object `stat --json` and `pull`'s header print.
+pub fn object_json(m: &pb::ObjectMeta) -> serde_json::Value {
+    serde_json::json!({
+        "name": m.name,
+        "kind": m.kind,
+        "size": m.size,
+        "sha256": m.sha256,
+        "version": m.version,
+        "updated_at": rfc3339(&m.updated_at),
+        "updated_by": m.updated_by,
     })
 }

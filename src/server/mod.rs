@@ -11,6 +11,7 @@ pub mod convert;
 mod gate;
 mod http;
 mod mode;
+mod objects;
 mod replication;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::site::Site;
-use auth::Guard;
+use auth::{EitherGuard, Guard};
 
 /// The generated protobuf types and gRPC stubs of `proto/geo/v1`.
 pub mod pb {
@@ -29,6 +30,7 @@ pub mod pb {
     pub type ModeClient = mode_service_client::ModeServiceClient<tonic::transport::Channel>;
     pub type AdminClient = admin_service_client::AdminServiceClient<tonic::transport::Channel>;
     pub type GateClient = gate_service_client::GateServiceClient<tonic::transport::Channel>;
+    pub type ObjectClient = object_service_client::ObjectServiceClient<tonic::transport::Channel>;
     pub type ReplicationClient =
         replication_service_client::ReplicationServiceClient<tonic::transport::Channel>;
 }
@@ -60,7 +62,13 @@ pub async fn serve(
         other: site.admin_token.clone(),
         service: "ReplicationService",
     };
+    let either_guard = EitherGuard {
+        admin: site.admin_token.clone(),
+        site: site.site_token.clone(),
+        service: "ObjectService",
+    };
     let grpc_server = Server::builder()
+        .http2_adaptive_window(Some(true))
         .add_service(pb::mode_service_server::ModeServiceServer::new(
             mode::ModeSvc::new(Arc::clone(&site)),
         ))
@@ -77,6 +85,12 @@ pub async fn serve(
             pb::replication_service_server::ReplicationServiceServer::with_interceptor(
                 replication::ReplicationSvc::new(Arc::clone(&site)),
                 move |req| site_guard.check(req),
+            ),
+        )
+        .add_service(
+            pb::object_service_server::ObjectServiceServer::with_interceptor(
+                objects::ObjectSvc::new(Arc::clone(&site)),
+                move |req| either_guard.check(req),
             ),
         )
         .serve_with_incoming_shutdown(

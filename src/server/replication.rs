@@ -10,8 +10,10 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, warn, Instrument};
 
 use super::convert;
+use super::objects::{local_stream, PullStream};
 use super::pb;
-use crate::log::now_ms;
+use crate::log::{now_ms, Log, Machine};
+use crate::objects::{parse_sha256, ObjectError, ObjectName};
 use crate::site::Site;
 
 /// Entries read from the log per batch while a follower catches up.
@@ -19,6 +21,8 @@ const BATCH: usize = 256;
 /// Messages buffered per stream: enough to keep the link busy, small enough that a slow
 /// follower pushes back on the reader instead of on memory.
 const STREAM_BUFFER: usize = 64;
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogMessage, Status>> + Send>>;
 
 pub struct ReplicationSvc {
     site: Arc<Site>,
@@ -28,17 +32,13 @@ impl ReplicationSvc {
     pub fn new(site: Arc<Site>) -> ReplicationSvc {
         ReplicationSvc { site }
     }
-}
 
-#[tonic::async_trait]
-impl pb::replication_service_server::ReplicationService for ReplicationSvc {
-    type StreamSettingsStream = Pin<Box<dyn Stream<Item = Result<pb::LogMessage, Status>> + Send>>;
-
-    async fn stream_settings(
+    /// Streams `log` from the request's index on, then tails it, with heartbeats.
+    fn stream_log<M: Machine>(
         &self,
-        req: Request<pb::StreamLogRequest>,
-    ) -> Result<Response<Self::StreamSettingsStream>, Status> {
-        let req = req.into_inner();
+        log: Arc<Log<M>>,
+        req: pb::StreamLogRequest,
+    ) -> Result<LogStream, Status> {
         let settings = Arc::clone(&self.site.settings);
         let ours = settings.epoch();
         if req.epoch > ours {
@@ -48,13 +48,12 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
                 req.epoch
             )));
         }
-        let mut tail = settings.log().tail(req.from_index);
+        let mut tail = log.tail(req.from_index);
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let shutdown = self.site.shutdown.clone();
         let mut heartbeat = tokio::time::interval(self.site.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let span =
-            tracing::info_span!("stream_settings", follower = %req.site_id, from = req.from_index);
+        let span = tracing::info_span!("stream_log", log = log.name(), follower = %req.site_id, from = req.from_index);
         tokio::spawn(
             async move {
                 debug!("follower connected");
@@ -63,7 +62,7 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
                         _ = shutdown.cancelled() => break,
                         _ = tx.closed() => break,
                         _ = heartbeat.tick() => {
-                            let hb = convert::heartbeat(settings.log().head(), settings.epoch(), now_ms());
+                            let hb = convert::heartbeat(log.head(), settings.epoch(), now_ms());
                             Ok(vec![pb::log_message::Kind::Heartbeat(hb)])
                         }
                         batch = tail.next_batch(BATCH) => match batch {
@@ -73,7 +72,7 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
                                 .map(|e| pb::log_message::Kind::Entry(convert::log_entry(e)))
                                 .collect()),
                             Some(Err(e)) => {
-                                warn!(error = %e, "cannot read the settings log");
+                                warn!(error = %e, "cannot read the log");
                                 Err(Status::internal(e.to_string()))
                             }
                         },
@@ -81,7 +80,11 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
                     match message {
                         Ok(kinds) => {
                             for kind in kinds {
-                                if tx.send(Ok(pb::LogMessage { kind: Some(kind) })).await.is_err() {
+                                if tx
+                                    .send(Ok(pb::LogMessage { kind: Some(kind) }))
+                                    .await
+                                    .is_err()
+                                {
                                     return;
                                 }
                             }
@@ -96,6 +99,49 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
             }
             .instrument(span),
         );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::replication_service_server::ReplicationService for ReplicationSvc {
+    type StreamSettingsStream = LogStream;
+
+    async fn stream_settings(
+        &self,
+        req: Request<pb::StreamLogRequest>,
+    ) -> Result<Response<LogStream>, Status> {
+        let log = Arc::clone(self.site.settings.log());
+        self.stream_log(log, req.into_inner()).map(Response::new)
+    }
+
+    type StreamEventsStream = LogStream;
+
+    async fn stream_events(
+        &self,
+        req: Request<pb::StreamLogRequest>,
+    ) -> Result<Response<LogStream>, Status> {
+        let log = Arc::clone(self.site.objects.log());
+        self.stream_log(log, req.into_inner()).map(Response::new)
+    }
+
+    type FetchObjectStream = PullStream;
+
+    async fn fetch_object(
+        &self,
+        req: Request<pb::FetchObjectRequest>,
+    ) -> Result<Response<PullStream>, Status> {
+        let req = req.into_inner();
+        let object = ObjectName::parse(&req.name).map_err(Status::invalid_argument)?;
+        if !req.sha256.is_empty() {
+            parse_sha256(&req.sha256).map_err(Status::invalid_argument)?;
+        }
+        let sha = Some(req.sha256.as_str()).filter(|s| !s.is_empty());
+        match local_stream(&self.site, &object, sha)? {
+            Some(stream) => Ok(Response::new(stream)),
+            None => Err(convert::object_status(ObjectError::NotFound(
+                object.to_string(),
+            ))),
+        }
     }
 }

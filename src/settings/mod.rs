@@ -15,7 +15,7 @@ use std::sync::Arc;
 use sled::transaction::TransactionalTree;
 use tokio::sync::watch;
 
-use crate::log::{Applied, Entry, Hash, Log, LogError, Machine, Published};
+use crate::log::{Entry, Hash, Log, LogError, Machine, Published};
 use crate::store::{Store, StoreError};
 
 pub use state::{
@@ -253,26 +253,37 @@ impl Settings {
         Ok(self.log.append(self.epoch(), actor, payload).await?)
     }
 
-    /// Applies an entry streamed from the primary (secondary), refusing an epoch lower
-    /// than the highest this site has seen.
-    pub async fn apply_replicated(&self, entry: Entry) -> Result<Applied, SettingsError> {
+    /// Applies entries streamed from the primary (secondary), refusing an epoch lower than
+    /// the highest this site has seen.
+    pub async fn apply_replicated(&self, entries: Vec<Entry>) -> Result<usize, SettingsError> {
+        self.refuse_stale(LOG_NAME, &entries)?;
+        let applied = self.log.apply_batch(entries).await;
+        // Entries before a refused one were applied: their epoch counts either way.
+        self.observe_epoch(self.log.head().epoch).await?;
+        Ok(applied?)
+    }
+
+    /// Refuses entries of `log` whose epoch is lower than the highest this site has seen.
+    pub fn refuse_stale(&self, log: &str, entries: &[Entry]) -> Result<(), LogError> {
         let seen = self.epoch();
-        if entry.epoch < seen {
-            return Err(LogError::StaleEpoch {
-                log: LOG_NAME.into(),
-                index: entry.index,
-                epoch: entry.epoch,
+        match entries.iter().find(|e| e.epoch < seen) {
+            None => Ok(()),
+            Some(e) => Err(LogError::StaleEpoch {
+                log: log.into(),
+                index: e.index,
+                epoch: e.epoch,
                 current: seen,
-            }
-            .into());
+            }),
         }
-        let epoch = entry.epoch;
-        let applied = self.log.apply(entry).await?;
-        if epoch > seen {
+    }
+
+    /// Records that `epoch` exists (durably, before anything relies on it).
+    pub async fn observe_epoch(&self, epoch: u64) -> Result<(), StoreError> {
+        if epoch > self.epoch() {
             let raised = self.store.raise_epoch(epoch).await?;
             self.epoch.fetch_max(raised, Ordering::AcqRel);
         }
-        Ok(applied)
+        Ok(())
     }
 
     /// Every change of the mode from now on, the current mode first.
@@ -287,6 +298,32 @@ impl Settings {
             state: (*p.view).clone(),
             index: p.head.index,
             queue,
+        }
+    }
+}
+
+impl crate::replication::Replica for Settings {
+    fn log_name(&self) -> &str {
+        LOG_NAME
+    }
+
+    fn head(&self) -> crate::log::Head {
+        self.log.head()
+    }
+
+    fn epoch(&self) -> u64 {
+        Settings::epoch(self)
+    }
+
+    async fn apply(&self, entries: Vec<Entry>) -> Result<(), crate::replication::ReplicaError> {
+        use crate::replication::ReplicaError;
+        match self.apply_replicated(entries).await {
+            Ok(_) => Ok(()),
+            Err(SettingsError::Log(e @ LogError::Storage { .. })) => {
+                Err(ReplicaError::Fatal(e.to_string()))
+            }
+            Err(SettingsError::Log(e)) => Err(ReplicaError::Refused(e)),
+            Err(e) => Err(ReplicaError::Fatal(e.to_string())),
         }
     }
 }

@@ -1,0 +1,332 @@
+//! Object bytes on disk: atomic installs, streamed reads and writes, and garbage collection.
+//!
+//! A version lives at `objects/<2 hex>/<sha256(name)>-<sha256(bytes)>`. Names never become
+//! paths (nothing a name holds can reach outside the directory, and `a` and `a/b` can both
+//! exist), and each version has its own file, so installing one is: write a temporary file
+//! → fsync → rename into place → fsync the directory, all before the sled commit that makes
+//! the version current. A crash leaves either the old version current or the new one; a file
+//! no registry row points at is an orphan of such a crash and [`Files::collect_garbage`]
+//! removes it at startup.
+//!
+//! Writing and hashing run on blocking threads fed through small bounded channels, so a
+//! transfer of any size holds a few chunks in memory and a slow disk pushes back on the
+//! network instead of filling memory.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+/// Bytes per chunk on the wire and per read from disk.
+pub const CHUNK: usize = 256 * 1024;
+/// Chunks queued between the network and a disk thread.
+const QUEUE: usize = 4;
+
+/// The sha256 and size of bytes that were written or read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digested {
+    pub sha256: [u8; 32],
+    pub size: u64,
+}
+
+impl Digested {
+    pub fn hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
+/// The object directory of one site.
+#[derive(Clone, Debug)]
+pub struct Files {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+impl Files {
+    /// Opens `<data_dir>/objects`, creating it, and empties its temporary directory (what is
+    /// there was being written when the site stopped).
+    pub fn open(data_dir: &Path) -> io::Result<Files> {
+        let root = data_dir.join("objects");
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp)?;
+        for entry in fs::read_dir(&tmp)? {
+            let entry = entry?;
+            fs::remove_file(entry.path())?;
+        }
+        Ok(Files { root, tmp })
+    }
+
+    /// Where the version of `name` with checksum `sha256_hex` lives.
+    pub fn path(&self, name: &str, sha256_hex: &str) -> PathBuf {
+        let id = hex::encode(Sha256::digest(name.as_bytes()));
+        self.root.join(&id[..2]).join(format!("{id}-{sha256_hex}"))
+    }
+
+    /// Starts writing a new file; [`Sink::finish`] fsyncs it, dropping the sink removes it.
+    pub fn sink(&self) -> io::Result<Sink> {
+        let path = self.tmp.join(format!("{:016x}", rand::random::<u64>()));
+        let file = File::options().write(true).create_new(true).open(&path)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::task::spawn_blocking(move || write_all(file, path, rx));
+        Ok(Sink { tx, task })
+    }
+
+    /// Moves a finished temporary file to the place of `name`'s version `sha256_hex`, and
+    /// makes the rename durable.
+    pub fn install(&self, temp: &Path, name: &str, sha256_hex: &str) -> io::Result<PathBuf> {
+        let dest = self.path(name, sha256_hex);
+        let dir = dest.parent().unwrap_or(&self.root);
+        if !dir.exists() {
+            fs::create_dir_all(dir)?;
+            sync_dir(&self.root)?;
+        }
+        fs::rename(temp, &dest)?;
+        sync_dir(dir)?;
+        Ok(dest)
+    }
+
+    /// Removes a version's file, durably; a file that is already gone is not an error.
+    pub fn remove(&self, name: &str, sha256_hex: &str) -> io::Result<()> {
+        let path = self.path(name, sha256_hex);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().unwrap_or(&self.root)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes every object file not in `keep`; returns how many it removed.
+    pub fn collect_garbage(&self, keep: &HashSet<PathBuf>) -> io::Result<usize> {
+        let mut removed = 0;
+        for shard in fs::read_dir(&self.root)? {
+            let shard = shard?.path();
+            if shard == self.tmp || !shard.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(&shard)? {
+                let file = file?.path();
+                if !keep.contains(&file) {
+                    fs::remove_file(&file)?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Opens a file and streams its chunks from a blocking thread.
+    pub fn reader(path: &Path) -> io::Result<mpsc::Receiver<io::Result<Vec<u8>>>> {
+        Ok(chunks(File::open(path)?))
+    }
+}
+
+/// Streams what `source` yields in chunks of [`CHUNK`] bytes, read on a blocking thread.
+pub fn chunks(source: impl Read + Send + 'static) -> mpsc::Receiver<io::Result<Vec<u8>>> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    tokio::task::spawn_blocking(move || read_all(source, tx));
+    rx
+}
+
+/// Hashes a file (blocking: call from a blocking thread).
+pub fn digest_file(path: &Path) -> io::Result<Digested> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(Digested {
+        sha256: hasher.finalize().into(),
+        size,
+    })
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+enum Piece {
+    Chunk(Vec<u8>),
+    Finish,
+}
+
+/// A temporary file being written (see [`Files::sink`]).
+pub struct Sink {
+    tx: mpsc::Sender<Piece>,
+    task: tokio::task::JoinHandle<io::Result<(PathBuf, Digested)>>,
+}
+
+impl Sink {
+    /// Queues a chunk; waits while the disk is behind.
+    pub async fn write(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        if self.tx.send(Piece::Chunk(chunk)).await.is_err() {
+            // The writer stopped: its error is in the task.
+            return Err(self.failure().await);
+        }
+        Ok(())
+    }
+
+    /// Flushes and fsyncs; returns the temporary path and what was written.
+    pub async fn finish(self) -> io::Result<(PathBuf, Digested)> {
+        let _ = self.tx.send(Piece::Finish).await;
+        drop(self.tx);
+        self.task
+            .await
+            .map_err(|e| io::Error::other(format!("the writer thread failed: {e}")))?
+    }
+
+    async fn failure(&mut self) -> io::Error {
+        match (&mut self.task).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => io::Error::other("the writer finished early"),
+            Err(e) => io::Error::other(format!("the writer thread failed: {e}")),
+        }
+    }
+}
+
+fn write_all(
+    mut file: File,
+    path: PathBuf,
+    mut rx: mpsc::Receiver<Piece>,
+) -> io::Result<(PathBuf, Digested)> {
+    let result = (|| {
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(piece) = rx.blocking_recv() {
+            match piece {
+                Piece::Chunk(chunk) => {
+                    hasher.update(&chunk);
+                    file.write_all(&chunk)?;
+                    size += chunk.len() as u64;
+                }
+                Piece::Finish => {
+                    file.sync_all()?;
+                    return Ok(Digested {
+                        sha256: hasher.finalize().into(),
+                        size,
+                    });
+                }
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "the transfer ended before it was complete",
+        ))
+    })();
+    match result {
+        Ok(d) => Ok((path, d)),
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+fn read_all(mut file: impl Read, tx: mpsc::Sender<io::Result<Vec<u8>>>) {
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let mut filled = 0;
+        let result = loop {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    filled += n;
+                    if filled == buf.len() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        if filled == 0 {
+            return;
+        }
+        buf.truncate(filled);
+        if tx.blocking_send(Ok(buf)).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sink_installs_atomically_and_an_abandoned_one_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::open(dir.path()).unwrap();
+        let mut sink = files.sink().unwrap();
+        sink.write(b"hello ".to_vec()).await.unwrap();
+        sink.write(b"world".to_vec()).await.unwrap();
+        let (temp, d) = sink.finish().await.unwrap();
+        assert_eq!(d.size, 11);
+        assert_eq!(d.hex(), hex::encode(Sha256::digest(b"hello world")));
+        let path = files.install(&temp, "a/b", &d.hex()).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"hello world");
+        assert_eq!(digest_file(&path).unwrap(), d);
+
+        let mut sink = files.sink().unwrap();
+        sink.write(b"partial".to_vec()).await.unwrap();
+        drop(sink);
+        // The writer thread removes its file once the channel closes.
+        let tmp = dir.path().join("objects/tmp");
+        for _ in 0..200 {
+            if fs::read_dir(&tmp).unwrap().next().is_none() {
+                break;
+            }
+            tokio::task::yield_now().await;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(fs::read_dir(&tmp).unwrap().next().is_none());
+    }
+
+    #[tokio::test]
+    async fn garbage_is_what_no_row_points_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::open(dir.path()).unwrap();
+        let mut keep = HashSet::new();
+        for (i, name) in ["x", "y"].iter().enumerate() {
+            let mut sink = files.sink().unwrap();
+            sink.write(vec![i as u8; 10]).await.unwrap();
+            let (temp, d) = sink.finish().await.unwrap();
+            let p = files.install(&temp, name, &d.hex()).unwrap();
+            if i == 0 {
+                keep.insert(p);
+            }
+        }
+        assert_eq!(files.collect_garbage(&keep).unwrap(), 1);
+        assert_eq!(files.collect_garbage(&keep).unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reader_streams_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..CHUNK * 2 + 7).map(|i| i as u8).collect();
+        fs::write(&path, &data).unwrap();
+        let mut rx = Files::reader(&path).unwrap();
+        let mut got = Vec::new();
+        let mut chunks = 0;
+        while let Some(c) = rx.recv().await {
+            got.extend(c.unwrap());
+            chunks += 1;
+        }
+        assert_eq!(chunks, 3);
+        assert_eq!(got, data);
+    }
+}

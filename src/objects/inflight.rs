@@ -1,0 +1,130 @@
+//! Writes in flight, as live guards: a write is listed exactly while its [`WriteGuard`]
+//! exists, so "drained" is read off what is really running and cannot drift the way a
+//! counter can (SPEC §4).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use crate::log::now_ms;
+
+/// One write that is running.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Write {
+    pub id: u64,
+    /// e.g. `push group/project.git`.
+    pub what: String,
+    /// Who asked: a peer address, or the secondary that forwarded it.
+    pub from: String,
+    pub since_ms: i64,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    writes: BTreeMap<u64, Write>,
+}
+
+/// The writes in flight at this site.
+#[derive(Clone)]
+pub struct InFlight {
+    inner: Arc<Mutex<Inner>>,
+    /// How many writes are in flight, for waiting on a drain.
+    count: Arc<watch::Sender<usize>>,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            inner: Arc::default(),
+            count: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl InFlight {
+    /// Registers a write; it is in flight until the guard is dropped.
+    pub fn begin(&self, what: String, from: String) -> WriteGuard {
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        inner.writes.insert(
+            id,
+            Write {
+                id,
+                what,
+                from,
+                since_ms: now_ms(),
+            },
+        );
+        self.count.send_replace(inner.writes.len());
+        WriteGuard {
+            inflight: self.clone(),
+            id,
+        }
+    }
+
+    /// The writes in flight now, oldest first.
+    pub fn list(&self) -> Vec<Write> {
+        self.lock().writes.values().cloned().collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().writes.is_empty()
+    }
+
+    /// Changes whenever a write begins or ends.
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the map half-updated.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Keeps a write listed as in flight (see [`InFlight::begin`]).
+pub struct WriteGuard {
+    inflight: InFlight,
+    id: u64,
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        let mut inner = self.inflight.lock();
+        inner.writes.remove(&self.id);
+        self.inflight.count.send_replace(inner.writes.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_is_listed_exactly_while_its_guard_lives() {
+        let f = InFlight::default();
+        assert!(f.is_empty());
+        let a = f.begin("push a".into(), "127.0.0.1:1".into());
+        let b = f.begin("push b".into(), "s2".into());
+        assert_eq!(
+            f.list().iter().map(|w| w.what.as_str()).collect::<Vec<_>>(),
+            ["push a", "push b"]
+        );
+        drop(a);
+        assert_eq!(f.list().len(), 1);
+        // A guard dropped by a panicking task still ends its write.
+        let f2 = f.clone();
+        let _ = std::thread::spawn(move || {
+            let _g = f2.begin("push c".into(), "x".into());
+            panic!("boom");
+        })
+        .join();
+        assert_eq!(f.list().len(), 1);
+        drop(b);
+        assert!(f.is_empty());
+        assert_eq!(*f.subscribe().borrow(), 0);
+    }
+}

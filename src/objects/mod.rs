@@ -1,0 +1,410 @@
+//! Replicated objects: named blobs with a kind label, their bytes as files under the data
+//! directory, their history in the event log.
+//!
+//! Every committed create, update or delete is an entry of the **event log** — the same
+//! [`Log`] implementation as the settings log, with [`EventsMachine`] deriving the catalog
+//! and this site's registry from it. On the primary a push is streamed to a temporary file,
+//! hashed as it is written, installed atomically and only then made current by appending its
+//! event; the append is the commit point. Secondaries apply the primary's events (recording
+//! them is cheap) and their sync workers fetch the bytes (`replication::sync`).
+//!
+//! Where a write goes is decided here ([`Objects::route`]): committed on a primary outside
+//! maintenance, forwarded by a secondary, refused in maintenance wherever it enters. Writes
+//! are tracked as live guards ([`InFlight`]) so a push that began before maintenance may
+//! finish and "drained" is exact.
+
+pub mod catalog;
+pub mod files;
+pub mod inflight;
+pub mod name;
+mod registry;
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::gate::GIT_PUSH_MESSAGE;
+use crate::log::{Entry, Head, Log, LogError};
+use crate::replication::{Replica, ReplicaError};
+use crate::settings::{Role, Settings};
+use crate::store::Store;
+use catalog::{decode, key, CATALOG, REGISTRY};
+pub use catalog::{Event, EventsMachine, Local, ObjectMeta, Row, SyncState, Verification};
+pub use files::{Digested, Files, Sink};
+pub use inflight::{InFlight, Write, WriteGuard};
+pub use name::{parse_kind, parse_sha256, ObjectName};
+pub use registry::{retry_delay, Due, SyncJob};
+
+/// Name of the event log's sled trees.
+pub const LOG_NAME: &str = "events";
+/// Largest page `List` returns.
+pub const MAX_PAGE: usize = 1000;
+pub const DEFAULT_PAGE: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("object {0:?} does not exist")]
+    NotFound(String),
+    /// Refused because of the mode, the role or the epoch.
+    #[error("{message}")]
+    Refused {
+        message: String,
+        /// Where the primary is, when a secondary refuses.
+        primary: Option<String>,
+    },
+    /// The bytes received differ from what the header announced.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The version asked for is no longer current.
+    #[error("{0}")]
+    Superseded(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("object storage is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl ObjectError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> ObjectError {
+        let what = what.into();
+        move |source| ObjectError::Io { what, source }
+    }
+}
+
+/// A write forwarded by a secondary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proxied {
+    pub site_id: String,
+    /// The highest epoch the forwarding site has seen.
+    pub epoch: u64,
+}
+
+/// Where a write that entered this site goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// This is the primary: commit it here.
+    Commit,
+    /// This is a secondary: forward it to the primary.
+    Forward { primary: String },
+}
+
+/// The objects of one site.
+pub struct Objects {
+    log: Arc<Log<EventsMachine>>,
+    files: Files,
+    inflight: InFlight,
+    settings: Arc<Settings>,
+    /// Orders install → append → remove the old file, so the file an event names is always
+    /// there once the event is, and the last commit of a name is the one every site keeps.
+    commit: Mutex<()>,
+}
+
+impl Objects {
+    /// Opens the event log and the object directory, and removes the files a crash
+    /// orphaned (written but never committed, or replaced but not yet removed).
+    pub fn open(
+        store: &Store,
+        data_dir: &Path,
+        settings: Arc<Settings>,
+    ) -> Result<Objects, ObjectError> {
+        let machine = EventsMachine {
+            authoritative: settings.role() == Role::Primary,
+        };
+        let log = Arc::new(Log::open(store.db(), LOG_NAME, machine)?);
+        let files = Files::open(data_dir).map_err(ObjectError::io(format!(
+            "cannot open the object directory under {}",
+            data_dir.display()
+        )))?;
+        let objects = Objects {
+            log,
+            files,
+            inflight: InFlight::default(),
+            settings,
+            commit: Mutex::new(()),
+        };
+        let mut keep = HashSet::new();
+        for item in objects.log.state().scan_prefix([REGISTRY]) {
+            let (k, v) = item.map_err(|e| ObjectError::Corrupt(e.to_string()))?;
+            let name = catalog::key_name(&k).map_err(ObjectError::Corrupt)?;
+            let row: Row = decode(&v, "a registry row").map_err(ObjectError::Corrupt)?;
+            if let Some(local) = row.local {
+                keep.insert(objects.files.path(name, &local.sha256));
+            }
+        }
+        let removed = objects
+            .files
+            .collect_garbage(&keep)
+            .map_err(ObjectError::io("cannot remove orphaned object files"))?;
+        if removed > 0 {
+            info!(removed, "removed object files no commit refers to");
+        }
+        Ok(objects)
+    }
+
+    pub fn log(&self) -> &Arc<Log<EventsMachine>> {
+        &self.log
+    }
+
+    pub fn files(&self) -> &Files {
+        &self.files
+    }
+
+    pub fn inflight(&self) -> &InFlight {
+        &self.inflight
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    /// Decides where a write entering this site goes (SPEC §3 "Git", DESIGN "Push").
+    /// Call it *after* [`InFlight::begin`]: a write that passed this check is then already
+    /// listed, so a drain that starts right after cannot miss it.
+    pub fn route(&self, proxied: Option<&Proxied>) -> Result<Route, ObjectError> {
+        let mode = self.settings.mode();
+        let primary = self.settings.primary().map(str::to_string);
+        let refuse = |message: String| ObjectError::Refused {
+            message,
+            primary: primary.clone(),
+        };
+        match mode.role {
+            Role::Secondary => {
+                if let Some(p) = proxied {
+                    return Err(refuse(format!(
+                        "site {} is a secondary and does not take writes forwarded by {}; forward them to the primary",
+                        mode.site_id, p.site_id
+                    )));
+                }
+                if mode.maintenance.enabled {
+                    return Err(refuse(GIT_PUSH_MESSAGE.to_string()));
+                }
+                match &primary {
+                    Some(url) => Ok(Route::Forward {
+                        primary: url.clone(),
+                    }),
+                    None => Err(refuse(format!(
+                        "site {} is a secondary and knows no primary to forward writes to",
+                        mode.site_id
+                    ))),
+                }
+            }
+            Role::Primary => {
+                if let Some(p) = proxied {
+                    if p.epoch > mode.epoch {
+                        return Err(refuse(format!(
+                            "site {} is at epoch {}, but {} has seen epoch {}: this site is not the current primary",
+                            mode.site_id, mode.epoch, p.site_id, p.epoch
+                        )));
+                    }
+                    if p.epoch < mode.epoch {
+                        return Err(refuse(format!(
+                            "{} forwarded a write at epoch {}, older than epoch {} here: it follows an old primary",
+                            p.site_id, p.epoch, mode.epoch
+                        )));
+                    }
+                }
+                if mode.maintenance.enabled {
+                    return Err(refuse(GIT_PUSH_MESSAGE.to_string()));
+                }
+                Ok(Route::Commit)
+            }
+        }
+    }
+
+    /// Makes a received, fsynced temporary file the current version of `name` (primary).
+    pub async fn commit_put(
+        &self,
+        name: &ObjectName,
+        kind: &str,
+        temp: PathBuf,
+        digest: Digested,
+        author: &str,
+    ) -> Result<ObjectMeta, ObjectError> {
+        let sha = digest.hex();
+        let _commit = self.commit.lock().await;
+        let previous = self.meta(name.as_str())?;
+        let files = self.files.clone();
+        let (n, s) = (name.to_string(), sha.clone());
+        blocking(move || files.install(&temp, &n, &s))
+            .await
+            .map_err(ObjectError::io(format!("cannot install {name}")))?;
+        let event = Event::Put {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            size: digest.size,
+            sha256: sha.clone(),
+        };
+        let entry = match self
+            .log
+            .append(self.settings.epoch(), author, event.encode())
+            .await
+        {
+            Ok(entry) => entry,
+            Err(e) => {
+                if previous.as_ref().is_none_or(|p| p.sha256 != sha) {
+                    self.remove_file(name.as_str(), &sha).await;
+                }
+                return Err(e.into());
+            }
+        };
+        if let Some(old) = previous.filter(|p| p.sha256 != sha) {
+            self.remove_file(name.as_str(), &old.sha256).await;
+        }
+        Ok(ObjectMeta {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            size: digest.size,
+            sha256: sha,
+            version: entry.index,
+            updated_at_ms: entry.timestamp_ms,
+            updated_by: entry.author,
+        })
+    }
+
+    /// Deletes `name` (primary); returns the index of the delete event.
+    pub async fn commit_delete(&self, name: &ObjectName, author: &str) -> Result<u64, ObjectError> {
+        let _commit = self.commit.lock().await;
+        let Some(previous) = self.meta(name.as_str())? else {
+            return Err(ObjectError::NotFound(name.to_string()));
+        };
+        let event = Event::Delete {
+            name: name.to_string(),
+        };
+        let entry = self
+            .log
+            .append(self.settings.epoch(), author, event.encode())
+            .await?;
+        self.remove_file(name.as_str(), &previous.sha256).await;
+        Ok(entry.index)
+    }
+
+    /// Removes a file no row refers to any more. A failure only leaves an orphan, which the
+    /// next start collects, so it is logged rather than returned.
+    async fn remove_file(&self, name: &str, sha: &str) {
+        let files = self.files.clone();
+        let (n, s) = (name.to_string(), sha.to_string());
+        if let Err(error) = blocking(move || files.remove(&n, &s)).await {
+            warn!(object = name, %error, "cannot remove a replaced object file");
+        }
+    }
+
+    /// The object as the event log applied here describes it.
+    pub fn meta(&self, name: &str) -> Result<Option<ObjectMeta>, ObjectError> {
+        self.read(&key(CATALOG, name), "a catalog record")
+    }
+
+    /// This site's registry row for `name`.
+    pub fn row(&self, name: &str) -> Result<Option<Row>, ObjectError> {
+        self.read(&key(REGISTRY, name), "a registry row")
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        k: &[u8],
+        what: &str,
+    ) -> Result<Option<T>, ObjectError> {
+        match self
+            .log
+            .state()
+            .get(k)
+            .map_err(|e| ObjectError::Corrupt(e.to_string()))?
+        {
+            None => Ok(None),
+            Some(raw) => decode(&raw, what).map(Some).map_err(ObjectError::Corrupt),
+        }
+    }
+
+    /// Objects whose name starts with `prefix`, after `after`, in name order; and the name
+    /// to continue after when there are more.
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<ObjectMeta>, Option<String>), ObjectError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let start = if after.is_empty() {
+            key(CATALOG, prefix)
+        } else {
+            let mut k = key(CATALOG, after);
+            k.push(0);
+            k
+        };
+        let wanted = key(CATALOG, prefix);
+        let mut out = Vec::new();
+        for item in self.log.state().range(start..) {
+            let (k, v) = item.map_err(|e| ObjectError::Corrupt(e.to_string()))?;
+            if !k.starts_with(&wanted) {
+                break;
+            }
+            if out.len() == limit {
+                let last = out.last().map(|m: &ObjectMeta| m.name.clone());
+                return Ok((out, last));
+            }
+            out.push(decode(&v, "a catalog record").map_err(ObjectError::Corrupt)?);
+        }
+        Ok((out, None))
+    }
+
+    /// The current version of `name` and its file, when this site holds exactly that
+    /// version (always on the primary; once synced on a secondary).
+    pub fn local_copy(&self, name: &str) -> Result<Option<(ObjectMeta, PathBuf)>, ObjectError> {
+        let Some(meta) = self.meta(name)? else {
+            return Ok(None);
+        };
+        let held = self.row(name)?.and_then(|r| match r.local {
+            Some(l) if l.sha256 == meta.sha256 && r.sync == SyncState::Synced => Some(l),
+            _ => None,
+        });
+        Ok(held.map(|l| {
+            let path = self.files.path(name, &l.sha256);
+            (meta, path)
+        }))
+    }
+}
+
+impl Replica for Objects {
+    fn log_name(&self) -> &str {
+        LOG_NAME
+    }
+
+    fn head(&self) -> Head {
+        self.log.head()
+    }
+
+    fn epoch(&self) -> u64 {
+        self.settings.epoch()
+    }
+
+    async fn apply(&self, entries: Vec<Entry>) -> Result<(), ReplicaError> {
+        self.settings.refuse_stale(LOG_NAME, &entries)?;
+        let applied = self.log.apply_batch(entries).await;
+        // Entries before a refused one were applied: their epoch counts either way.
+        self.settings
+            .observe_epoch(self.log.head().epoch)
+            .await
+            .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
+        match applied {
+            Ok(_) => Ok(()),
+            Err(e @ LogError::Storage { .. }) => Err(ReplicaError::Fatal(e.to_string())),
+            Err(e) => Err(ReplicaError::Refused(e)),
+        }
+    }
+}
+
+/// Runs blocking file-system work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(format!("a blocking task failed: {e}")))?
+}

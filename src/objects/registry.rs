@@ -1,0 +1,389 @@
+//! The registry's state transitions: what sync work is due, and how a fetch, a removal, a
+//! failure or a verification is recorded.
+//!
+//! Each transition is one sled transaction that re-reads the catalog, so a worker that
+//! finishes after a newer event arrived never records the older version as current. Rows
+//! written here are not flushed one by one: if a crash takes such an update back, the row
+//! says "pending" again and the object is fetched once more, which is safe. The file work
+//! (install, fsync, remove) is always done before the row that describes it.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use tracing::warn;
+
+use super::catalog::{
+    decode, encode, key, key_name, Local, ObjectMeta, Row, SyncState, Verification, CATALOG, QUEUE,
+    REGISTRY,
+};
+use super::{blocking, Digested, ObjectError, Objects};
+use crate::settings::Role;
+
+/// First retry after a failed sync.
+pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// Longest wait between retries of one object.
+pub const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The wait before retry number `retries` (1 = the first retry): doubling from
+/// [`RETRY_INITIAL`] up to [`RETRY_MAX`], scaled by `jitter` (0.5..1.5 spreads retries of
+/// many objects that failed together).
+pub fn retry_delay(retries: u32, jitter: f64) -> Duration {
+    let exp = retries.saturating_sub(1).min(16);
+    let base = RETRY_INITIAL.saturating_mul(1 << exp).min(RETRY_MAX);
+    base.mul_f64(jitter.clamp(0.5, 1.5))
+}
+
+/// Work that is due now, and when more falls due (`None`: nothing else is scheduled, or
+/// the scan stopped early because it found enough).
+#[derive(Debug, Default)]
+pub struct Due<T> {
+    pub now: Vec<T>,
+    pub next_ms: Option<i64>,
+}
+
+/// What a sync worker has to do for one name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncJob {
+    /// Fetch this version from the primary.
+    Fetch(ObjectMeta),
+    /// The object was deleted: remove the local copy.
+    Remove(Local),
+    /// Nothing (already in step).
+    Nothing,
+}
+
+type Tx = Result<(), ConflictableTransactionError<String>>;
+
+fn get<T: serde::de::DeserializeOwned>(
+    t: &TransactionalTree,
+    k: &[u8],
+    what: &str,
+) -> Result<Option<T>, ConflictableTransactionError<String>> {
+    match t.get(k)? {
+        None => Ok(None),
+        Some(raw) => decode(&raw, what)
+            .map(Some)
+            .map_err(ConflictableTransactionError::Abort),
+    }
+}
+
+fn put<T: serde::Serialize>(t: &TransactionalTree, k: &[u8], v: &T) -> Tx {
+    t.insert(k, encode(v))?;
+    Ok(())
+}
+
+fn corrupt(e: TransactionError<String>) -> ObjectError {
+    ObjectError::Corrupt(e.to_string())
+}
+
+impl Objects {
+    /// Names whose sync is due (at most `limit`, skipping `busy`), scanning the queue from
+    /// just after `cursor` and wrapping around; and, when the whole queue was scanned, the
+    /// earliest time a failed one is due again.
+    pub fn sync_due(
+        &self,
+        cursor: Option<&str>,
+        now_ms: i64,
+        limit: usize,
+        busy: &HashSet<String>,
+    ) -> Result<Due<String>, ObjectError> {
+        let state = self.log.state();
+        let start = match cursor {
+            Some(c) => {
+                let mut k = key(QUEUE, c);
+                k.push(0);
+                k
+            }
+            None => key(QUEUE, ""),
+        };
+        let end = vec![QUEUE + 1];
+        let wrapped = state
+            .range(start.clone()..end)
+            .chain(state.range(key(QUEUE, "")..start));
+        let mut due = Vec::new();
+        let mut next: Option<i64> = None;
+        for item in wrapped {
+            let (k, _) = item.map_err(|e| ObjectError::Corrupt(e.to_string()))?;
+            let name = key_name(&k).map_err(ObjectError::Corrupt)?;
+            if busy.contains(name) {
+                continue;
+            }
+            let at = self.row(name)?.map_or(0, |r| r.next_retry_ms);
+            if at <= now_ms {
+                due.push(name.to_string());
+                if due.len() == limit {
+                    return Ok(Due {
+                        now: due,
+                        next_ms: None,
+                    });
+                }
+            } else {
+                next = Some(next.map_or(at, |n: i64| n.min(at)));
+            }
+        }
+        Ok(Due {
+            now: due,
+            next_ms: next,
+        })
+    }
+
+    /// How many names wait for sync work.
+    pub fn queued(&self) -> usize {
+        self.log.state().scan_prefix([QUEUE]).count()
+    }
+
+    /// Decides what `name` needs and marks it started.
+    pub fn start_sync(&self, name: &str, now_ms: i64) -> Result<SyncJob, ObjectError> {
+        self.log
+            .state()
+            .transaction(|t| {
+                let meta: Option<ObjectMeta> = get(t, &key(CATALOG, name), "a catalog record")?;
+                let row: Option<Row> = get(t, &key(REGISTRY, name), "a registry row")?;
+                let Some(mut row) = row else {
+                    t.remove(key(QUEUE, name))?;
+                    return Ok(SyncJob::Nothing);
+                };
+                match (meta, row.local.clone()) {
+                    (None, None) => {
+                        t.remove(key(REGISTRY, name))?;
+                        t.remove(key(QUEUE, name))?;
+                        Ok(SyncJob::Nothing)
+                    }
+                    (None, Some(local)) => Ok(SyncJob::Remove(local)),
+                    (Some(meta), Some(local)) if local.sha256 == meta.sha256 => {
+                        // The same bytes again (re-pushed unchanged): only the version moved.
+                        let verified = row.verified_at_ms.unwrap_or(now_ms);
+                        let mut synced = Row::synced(
+                            Local {
+                                version: meta.version,
+                                ..local
+                            },
+                            verified,
+                        );
+                        synced.verification = row.verification;
+                        put(t, &key(REGISTRY, name), &synced)?;
+                        t.remove(key(QUEUE, name))?;
+                        Ok(SyncJob::Nothing)
+                    }
+                    (Some(meta), _) => {
+                        row.sync = SyncState::Started;
+                        put(t, &key(REGISTRY, name), &row)?;
+                        Ok(SyncJob::Fetch(meta))
+                    }
+                }
+            })
+            .map_err(corrupt)
+    }
+
+    /// Records a fetched, checked, fsynced temporary file as `meta`'s copy — unless the
+    /// catalog has moved on meanwhile, in which case the file is dropped and the name stays
+    /// queued for the newer version.
+    pub async fn finish_fetch(
+        &self,
+        meta: &ObjectMeta,
+        temp: PathBuf,
+        digest: Digested,
+        now_ms: i64,
+    ) -> Result<bool, ObjectError> {
+        let name = meta.name.clone();
+        let sha = digest.hex();
+        let files = self.files.clone();
+        let (n, s) = (name.clone(), sha.clone());
+        blocking(move || files.install(&temp, &n, &s).map(drop))
+            .await
+            .map_err(ObjectError::io(format!("cannot install {name}")))?;
+        let outcome = self
+            .log
+            .state()
+            .transaction(|t| {
+                let current: Option<ObjectMeta> = get(t, &key(CATALOG, &name), "a catalog record")?;
+                let row: Option<Row> = get(t, &key(REGISTRY, &name), "a registry row")?;
+                let old = row.and_then(|r| r.local);
+                match current {
+                    Some(c) if c.sha256 == sha => {
+                        let local = Local {
+                            version: c.version,
+                            sha256: sha.clone(),
+                            size: digest.size,
+                        };
+                        put(t, &key(REGISTRY, &name), &Row::synced(local, now_ms))?;
+                        t.remove(key(QUEUE, &name))?;
+                        Ok((true, old.filter(|o| o.sha256 != sha)))
+                    }
+                    _ => Ok((false, old)),
+                }
+            })
+            .map_err(corrupt)?;
+        match outcome {
+            (true, Some(old)) => self.remove_file(&name, &old.sha256).await,
+            (false, old) if old.as_ref().is_none_or(|o| o.sha256 != sha) => {
+                self.remove_file(&name, &sha).await
+            }
+            _ => {}
+        }
+        Ok(outcome.0)
+    }
+
+    /// Removes the local copy of a deleted object, then its row.
+    pub async fn finish_remove(&self, name: &str, local: &Local) -> Result<(), ObjectError> {
+        let files = self.files.clone();
+        let (n, s) = (name.to_string(), local.sha256.clone());
+        blocking(move || files.remove(&n, &s))
+            .await
+            .map_err(ObjectError::io(format!("cannot remove {name}")))?;
+        self.log
+            .state()
+            .transaction(|t| {
+                let meta: Option<ObjectMeta> = get(t, &key(CATALOG, name), "a catalog record")?;
+                if meta.is_none() {
+                    t.remove(key(REGISTRY, name))?;
+                    t.remove(key(QUEUE, name))?;
+                } else {
+                    // Re-created meanwhile: the file is gone, fetch the new version.
+                    let mut row: Row = get(t, &key(REGISTRY, name), "a registry row")?
+                        .unwrap_or_else(|| Row::pending(None));
+                    row.local = None;
+                    row.sync = SyncState::Pending;
+                    put(t, &key(REGISTRY, name), &row)?;
+                }
+                Ok(())
+            })
+            .map_err(corrupt)
+    }
+
+    /// Records a failed sync of `version` with its retry time; returns the row.
+    pub fn fail_sync(
+        &self,
+        name: &str,
+        version: u64,
+        error: &str,
+        now_ms: i64,
+        jitter: f64,
+    ) -> Result<Option<Row>, ObjectError> {
+        self.log
+            .state()
+            .transaction(|t| {
+                let meta: Option<ObjectMeta> = get(t, &key(CATALOG, name), "a catalog record")?;
+                let Some(mut row) = get::<Row>(t, &key(REGISTRY, name), "a registry row")? else {
+                    return Ok(None);
+                };
+                if meta.as_ref().map(|m| m.version) != Some(version) {
+                    // A newer event reset the row; this failure is about an old version.
+                    return Ok(Some(row));
+                }
+                row.sync = SyncState::Failed;
+                row.retries = row.retries.saturating_add(1);
+                row.next_retry_ms =
+                    now_ms.saturating_add(retry_delay(row.retries, jitter).as_millis() as i64);
+                row.last_error = Some(error.to_string());
+                put(t, &key(REGISTRY, name), &row)?;
+                Ok(Some(row))
+            })
+            .map_err(corrupt)
+    }
+
+    /// Copies due for (re-)verification: never verified, or verified `interval` or more
+    /// ago. Also the earliest time the next one falls due.
+    pub fn verification_due(
+        &self,
+        now_ms: i64,
+        interval: Duration,
+        limit: usize,
+    ) -> Result<Due<(String, Local)>, ObjectError> {
+        let interval = interval.as_millis() as i64;
+        let mut due = Vec::new();
+        let mut next: Option<i64> = None;
+        for item in self.log.state().scan_prefix([REGISTRY]) {
+            let (k, v) = item.map_err(|e| ObjectError::Corrupt(e.to_string()))?;
+            let row: Row = decode(&v, "a registry row").map_err(ObjectError::Corrupt)?;
+            let (SyncState::Synced, Some(local)) = (row.sync, row.local) else {
+                continue;
+            };
+            let at = match (row.verification, row.verified_at_ms) {
+                (Verification::Pending, _) | (_, None) => 0,
+                (_, Some(v)) => v.saturating_add(interval),
+            };
+            if at <= now_ms && due.len() < limit {
+                let name = key_name(&k).map_err(ObjectError::Corrupt)?;
+                due.push((name.to_string(), local));
+            } else {
+                next = Some(next.map_or(at, |n: i64| n.min(at)));
+            }
+        }
+        Ok(Due {
+            now: due,
+            next_ms: next,
+        })
+    }
+
+    /// Records the outcome of re-hashing `local`. A mismatch on a secondary drops the copy
+    /// and queues a fresh sync; on the primary there is nothing to sync from, so the object
+    /// stays marked failed for an operator.
+    pub async fn record_verification(
+        &self,
+        name: &str,
+        local: &Local,
+        outcome: Result<(), String>,
+        now_ms: i64,
+    ) -> Result<(), ObjectError> {
+        let resync = self.settings.role() == Role::Secondary;
+        let dropped = self
+            .log
+            .state()
+            .transaction(|t| {
+                let Some(mut row) = get::<Row>(t, &key(REGISTRY, name), "a registry row")? else {
+                    return Ok(false);
+                };
+                if row.local.as_ref() != Some(local) {
+                    return Ok(false); // replaced meanwhile
+                }
+                row.verified_at_ms = Some(now_ms);
+                match &outcome {
+                    Ok(()) => {
+                        row.verification = Verification::Succeeded;
+                        row.checksum_mismatch = false;
+                        row.verification_failure = None;
+                    }
+                    Err(failure) => {
+                        row.verification = Verification::Failed;
+                        row.checksum_mismatch = true;
+                        row.verification_failure = Some(failure.clone());
+                        if resync {
+                            row.local = None;
+                            row.sync = SyncState::Pending;
+                            row.next_retry_ms = 0;
+                            t.insert(key(QUEUE, name), Vec::new())?;
+                        }
+                    }
+                }
+                put(t, &key(REGISTRY, name), &row)?;
+                Ok(resync && outcome.is_err())
+            })
+            .map_err(corrupt)?;
+        if let Err(failure) = &outcome {
+            warn!(object = name, %failure, resync, "verification failed");
+        }
+        if dropped {
+            self.remove_file(name, &local.sha256).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_cap() {
+        assert_eq!(retry_delay(1, 1.0), Duration::from_secs(1));
+        assert_eq!(retry_delay(2, 1.0), Duration::from_secs(2));
+        assert_eq!(retry_delay(5, 1.0), Duration::from_secs(16));
+        assert_eq!(retry_delay(7, 1.0), RETRY_MAX);
+        assert_eq!(retry_delay(u32::MAX, 1.0), RETRY_MAX);
+        assert_eq!(retry_delay(1, 0.5), Duration::from_millis(500));
+        assert_eq!(retry_delay(1, 9.0), Duration::from_millis(1500));
+    }
+}

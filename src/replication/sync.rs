@@ -1,0 +1,166 @@
+//! Sync workers (secondary): move the bytes the event log announced, at a bounded
+//! concurrency, checking each transfer against the event's sha256 before it is installed.
+//!
+//! The scheduler scans only the registry's queue, round-robin from where it last stopped,
+//! so a few objects that keep failing never starve the rest. A failure is recorded on the
+//! object with its retry time (capped exponential backoff with jitter, see
+//! [`crate::objects::retry_delay`]); none of this stops in maintenance mode.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use super::SourceError;
+use crate::log::now_ms;
+use crate::objects::{Due, ObjectError, ObjectMeta, Objects, SyncJob};
+
+/// Concurrent transfers when the configuration does not say.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// Longest pause between scans when nothing wakes the scheduler.
+const IDLE_RESCAN: Duration = Duration::from_secs(5);
+
+/// Where a secondary fetches object bytes from (the primary's `FetchObject`, in production).
+pub trait ObjectSource: Send + Sync + 'static {
+    type Chunks: Stream<Item = Result<Vec<u8>, SourceError>> + Send + Unpin;
+
+    /// The bytes of `name`'s current version, which must have checksum `sha256`.
+    fn fetch(
+        &self,
+        name: &str,
+        sha256: &str,
+    ) -> impl Future<Output = Result<Self::Chunks, SourceError>> + Send;
+}
+
+/// Runs the sync workers until shutdown. Errors only when this site's storage fails.
+pub async fn run<S: ObjectSource>(
+    objects: Arc<Objects>,
+    source: Arc<S>,
+    concurrency: usize,
+    shutdown: CancellationToken,
+) -> Result<(), ObjectError> {
+    let concurrency = concurrency.max(1);
+    let mut events = objects.log().subscribe();
+    let mut workers: JoinSet<(String, Result<(), ObjectError>)> = JoinSet::new();
+    let mut busy: HashSet<String> = HashSet::new();
+    let mut cursor: Option<String> = None;
+    info!(
+        concurrency,
+        queued = objects.queued(),
+        "sync workers started"
+    );
+    loop {
+        let free = concurrency - busy.len();
+        let due = if free > 0 {
+            objects.sync_due(cursor.as_deref(), now_ms(), free, &busy)?
+        } else {
+            Due::default()
+        };
+        for name in due.now {
+            cursor = Some(name.clone());
+            busy.insert(name.clone());
+            let (objects, source) = (Arc::clone(&objects), Arc::clone(&source));
+            let span = tracing::debug_span!("sync", object = %name);
+            workers.spawn(
+                async move {
+                    let result = sync_one(&objects, source.as_ref(), &name).await;
+                    (name, result)
+                }
+                .instrument(span),
+            );
+        }
+        let wait = due.next_ms.map_or(IDLE_RESCAN, |at| {
+            Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64).min(IDLE_RESCAN)
+        });
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = events.changed() => {
+                if changed.is_err() { break; }
+            }
+            Some(done) = workers.join_next(), if !workers.is_empty() => {
+                let (name, result) = done.map_err(|e| ObjectError::Corrupt(format!("a sync worker panicked: {e}")))?;
+                busy.remove(&name);
+                // Storage failures here are this site's, not the transfer's: stop.
+                if let Err(e @ (ObjectError::Corrupt(_) | ObjectError::Log(_))) = result {
+                    return Err(e);
+                }
+            }
+            _ = tokio::time::sleep(wait), if free > 0 || workers.is_empty() => {}
+        }
+    }
+    // Let transfers in progress end; what they did not record stays queued.
+    workers.abort_all();
+    while workers.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Brings one name in step with the catalog; records a failure on the object.
+async fn sync_one<S: ObjectSource>(
+    objects: &Objects,
+    source: &S,
+    name: &str,
+) -> Result<(), ObjectError> {
+    match objects.start_sync(name, now_ms())? {
+        SyncJob::Nothing => Ok(()),
+        SyncJob::Remove(local) => objects.finish_remove(name, &local).await,
+        SyncJob::Fetch(meta) => match fetch(objects, source, &meta).await {
+            Ok(current) => {
+                debug!(version = meta.version, current, "synced");
+                Ok(())
+            }
+            Err(e) => {
+                let jitter = 0.5 + rand::random::<f64>();
+                let row = objects.fail_sync(name, meta.version, &e, now_ms(), jitter)?;
+                let retries = row.as_ref().map_or(0, |r| r.retries);
+                warn!(object = name, version = meta.version, retries, error = %e, "sync failed");
+                Ok(())
+            }
+        },
+    }
+}
+
+/// Fetches `meta`'s bytes into a temporary file and installs them; an error is a message
+/// for the registry row.
+async fn fetch<S: ObjectSource>(
+    objects: &Objects,
+    source: &S,
+    meta: &ObjectMeta,
+) -> Result<bool, String> {
+    let mut chunks = source
+        .fetch(&meta.name, &meta.sha256)
+        .await
+        .map_err(|e| e.0)?;
+    let mut sink = objects
+        .files()
+        .sink()
+        .map_err(|e| format!("cannot create a temporary file: {e}"))?;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| e.0)?;
+        sink.write(chunk)
+            .await
+            .map_err(|e| format!("cannot write: {e}"))?;
+    }
+    let (temp, digest) = sink
+        .finish()
+        .await
+        .map_err(|e| format!("cannot write: {e}"))?;
+    if digest.hex() != meta.sha256 || digest.size != meta.size {
+        let _ = std::fs::remove_file(&temp);
+        return Err(format!(
+            "the bytes received ({} bytes, sha256 {}) do not match the primary's event ({} bytes, sha256 {})",
+            digest.size,
+            digest.hex(),
+            meta.size,
+            meta.sha256
+        ));
+    }
+    objects
+        .finish_fetch(meta, temp, digest, now_ms())
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,74 @@
+//! The verifier (every site): re-hashes local copies on an interval and compares them with
+//! the checksum the primary recorded in the event log. One copy at a time, on a blocking
+//! thread: verification is meant to use one core, not to compete with serving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::log::now_ms;
+use crate::objects::{files::digest_file, ObjectError, Objects};
+use crate::settings::Role;
+
+/// How often a copy is re-verified when the configuration does not say.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Copies taken per scan of the registry.
+const BATCH: usize = 256;
+/// What a failed verification says on a secondary.
+pub const MISMATCH: &str = "checksum does not match the primary";
+/// What it says on the primary, which compares with the checksum taken when it was pushed.
+pub const MISMATCH_PRIMARY: &str = "checksum does not match the one recorded at push";
+
+/// Runs until shutdown. Errors only when this site's storage fails.
+pub async fn run(
+    objects: Arc<Objects>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), ObjectError> {
+    info!(interval_s = interval.as_secs_f64(), "verifier started");
+    let mismatch = match objects.settings().role() {
+        Role::Primary => MISMATCH_PRIMARY,
+        Role::Secondary => MISMATCH,
+    };
+    loop {
+        let due = objects.verification_due(now_ms(), interval, BATCH)?;
+        for (name, local) in &due.now {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let path = objects.files().path(name, &local.sha256);
+            let digest = tokio::task::spawn_blocking(move || digest_file(&path))
+                .await
+                .map_err(|e| ObjectError::Corrupt(format!("the verifier panicked: {e}")))?;
+            let outcome = match digest {
+                Ok(d) if d.hex() == local.sha256 && d.size == local.size => Ok(()),
+                Ok(d) => Err(format!(
+                    "{mismatch}: found sha256 {} ({} bytes), expected {} ({} bytes)",
+                    d.hex(),
+                    d.size,
+                    local.sha256,
+                    local.size
+                )),
+                Err(e) => Err(format!("cannot read the local copy: {e}")),
+            };
+            debug!(object = %name, ok = outcome.is_ok(), "verified");
+            objects
+                .record_verification(name, local, outcome, now_ms())
+                .await?;
+        }
+        if !due.now.is_empty() {
+            continue;
+        }
+        // Nothing due: sleep until the next copy is, or an interval at most (copies synced
+        // meanwhile were hashed as they were written and fall due an interval later).
+        let wait = due.next_ms.map_or(interval, |at| {
+            Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64)
+        });
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait.min(interval).max(Duration::from_millis(10))) => {}
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! `ObjectService`: push, pull, stat, list and delete objects. The token is checked before a
+//! call reaches this file; [`Caller`] says which one it was.
+//!
+//! A secondary forwards writes to the primary over one shared connection, relaying the
+//! stream chunk by chunk (nothing is buffered beyond a few chunks) and always ending it
+//! with a trailer, so a relay cut short can never be committed as a shorter object.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::info;
+
+use super::auth::Caller;
+use super::client::{authorized, fetch_object};
+use super::convert::{self, object_status, primary_unreachable};
+use super::pb;
+use crate::objects::{parse_kind, parse_sha256, Files, ObjectError, ObjectName, Proxied, Route};
+use crate::site::Site;
+
+/// Chunks relayed between the client and the primary at a time.
+const RELAY_QUEUE: usize = 4;
+
+pub type PullStream = Pin<Box<dyn Stream<Item = Result<pb::PullResponse, Status>> + Send>>;
+
+pub struct ObjectSvc {
+    site: Arc<Site>,
+}
+
+impl ObjectSvc {
+    pub fn new(site: Arc<Site>) -> ObjectSvc {
+        ObjectSvc { site }
+    }
+}
+
+fn name(raw: &str) -> Result<ObjectName, Status> {
+    ObjectName::parse(raw).map_err(Status::invalid_argument)
+}
+
+/// The forwarding site, which only a caller with the site token may claim to be.
+fn proxied(p: Option<pb::ProxiedBy>, caller: Option<Caller>) -> Result<Option<Proxied>, Status> {
+    match p {
+        None => Ok(None),
+        Some(_) if caller != Some(Caller::Site) => Err(Status::permission_denied(
+            "only a site (with the site token) can forward a write",
+        )),
+        Some(p) => Ok(Some(Proxied {
+            site_id: p.site_id,
+            epoch: p.epoch,
+        })),
+    }
+}
+
+fn author(actor: &str, proxied: Option<&Proxied>, caller: Option<Caller>) -> String {
+    let who = if actor.is_empty() {
+        match caller {
+            Some(Caller::Site) => "site",
+            _ => "admin",
+        }
+    } else {
+        actor
+    };
+    match proxied {
+        Some(p) => format!("{who} via {}", p.site_id),
+        None => who.to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::object_service_server::ObjectService for ObjectSvc {
+    async fn push(
+        &self,
+        req: Request<Streaming<pb::PushRequest>>,
+    ) -> Result<Response<pb::PushResponse>, Status> {
+        let caller = req.extensions().get::<Caller>().copied();
+        let peer = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let mut incoming = req.into_inner();
+        let header = match incoming.message().await? {
+            Some(pb::PushRequest {
+                part: Some(pb::push_request::Part::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a push starts with its header (name, kind)",
+                ))
+            }
+        };
+        let object = name(&header.name)?;
+        let kind = parse_kind(&header.kind).map_err(Status::invalid_argument)?;
+        let expected_sha = match header.sha256.as_str() {
+            "" => None,
+            s => Some(parse_sha256(s).map_err(Status::invalid_argument)?),
+        };
+        let proxied = proxied(header.proxied_by.clone(), caller)?;
+        let from = match &proxied {
+            Some(p) => format!("{} (forwarded)", p.site_id),
+            None => peer,
+        };
+        let objects = &self.site.objects;
+        let _write = objects
+            .inflight()
+            .begin(format!("push {object}"), from.clone());
+        match objects.route(proxied.as_ref()).map_err(object_status)? {
+            Route::Forward { primary } => {
+                let mut reply = self.forward_push(&primary, header, incoming).await?;
+                reply.proxied = true;
+                Ok(Response::new(reply))
+            }
+            Route::Commit => {
+                let mut sink = objects.files().sink().map_err(|e| {
+                    object_status(ObjectError::io("cannot create a temporary file")(e))
+                })?;
+                let mut trailer = None;
+                let mut received = 0u64;
+                while let Some(msg) = incoming.message().await? {
+                    match msg.part {
+                        Some(pb::push_request::Part::Chunk(c)) if trailer.is_none() => {
+                            received += c.len() as u64;
+                            if header.size.is_some_and(|n| received > n) {
+                                return Err(Status::invalid_argument(format!(
+                                    "more bytes than the {} the header announced",
+                                    header.size.unwrap_or(0)
+                                )));
+                            }
+                            sink.write(c).await.map_err(|e| {
+                                object_status(ObjectError::io("cannot write the object")(e))
+                            })?;
+                        }
+                        Some(pb::push_request::Part::Trailer(t)) if trailer.is_none() => {
+                            trailer = Some(t)
+                        }
+                        _ => return Err(Status::invalid_argument(
+                            "after the header a push sends only chunks, then at most one trailer",
+                        )),
+                    }
+                }
+                if proxied.is_some() && trailer.is_none() {
+                    return Err(Status::invalid_argument(
+                        "a forwarded push must end with a trailer; this one was cut short",
+                    ));
+                }
+                let (temp, digest) = sink
+                    .finish()
+                    .await
+                    .map_err(|e| object_status(ObjectError::io("cannot write the object")(e)))?;
+                let mut problems = Vec::new();
+                if let Some(n) = header.size.filter(|n| *n != digest.size) {
+                    problems.push(format!("the header announced {n} bytes"));
+                }
+                if let Some(sha) = expected_sha.filter(|s| *s != digest.sha256) {
+                    problems.push(format!("the header announced sha256 {}", hex::encode(sha)));
+                }
+                if let Some(t) = &trailer {
+                    if t.size != digest.size {
+                        problems.push(format!("the trailer says {} bytes", t.size));
+                    }
+                    if !t.sha256.is_empty() && t.sha256 != digest.hex() {
+                        problems.push(format!("the trailer says sha256 {}", t.sha256));
+                    }
+                }
+                if !problems.is_empty() {
+                    let _ = std::fs::remove_file(&temp);
+                    return Err(object_status(ObjectError::Mismatch(format!(
+                        "received {} bytes with sha256 {}, but {}; nothing was stored",
+                        digest.size,
+                        digest.hex(),
+                        problems.join(" and ")
+                    ))));
+                }
+                let who = author(&header.actor, proxied.as_ref(), caller);
+                let meta = objects
+                    .commit_put(&object, &kind, temp, digest, &who)
+                    .await
+                    .map_err(object_status)?;
+                info!(object = %object, version = meta.version, size = meta.size, %from, "object committed");
+                Ok(Response::new(pb::PushResponse {
+                    object: Some(convert::object_meta(&meta)),
+                    proxied: false,
+                    committed_by: self.site.settings.site_id().to_string(),
+                }))
+            }
+        }
+    }
+
+    type PullStream = PullStream;
+
+    async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<PullStream>, Status> {
+        let object = name(&req.get_ref().name)?;
+        let objects = &self.site.objects;
+        if let Some(stream) = local_stream(&self.site, &object, None)? {
+            return Ok(Response::new(stream));
+        }
+        let (Some(channel), Some(primary)) =
+            (&self.site.primary_channel, objects.settings().primary())
+        else {
+            return Err(object_status(ObjectError::NotFound(object.to_string())));
+        };
+        // Not here (yet): read it through from the primary, and say so.
+        let stream = fetch_object(
+            channel.clone(),
+            &self.site.site_token,
+            self.site.settings.site_id(),
+            object.as_str(),
+            "",
+        )
+        .await
+        .map_err(|s| forwarded_status(s, primary))?;
+        let primary = primary.to_string();
+        Ok(Response::new(Box::pin(stream.map(
+            move |item| match item {
+                Ok(mut m) => {
+                    if let Some(pb::pull_response::Part::Header(h)) = &mut m.part {
+                        h.read_through = true;
+                    }
+                    Ok(m)
+                }
+                Err(s) => Err(forwarded_status(s, &primary)),
+            },
+        ))))
+    }
+
+    async fn stat(
+        &self,
+        req: Request<pb::StatRequest>,
+    ) -> Result<Response<pb::ObjectInfo>, Status> {
+        let object = name(&req.get_ref().name)?;
+        let objects = &self.site.objects;
+        let meta = objects.meta(object.as_str()).map_err(object_status)?;
+        let row = objects.row(object.as_str()).map_err(object_status)?;
+        if meta.is_none() && row.is_none() {
+            return Err(object_status(ObjectError::NotFound(object.to_string())));
+        }
+        Ok(Response::new(pb::ObjectInfo {
+            object: meta.as_ref().map(convert::object_meta),
+            replica: row.as_ref().map(convert::replica),
+        }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let req = req.into_inner();
+        if req.prefix.len() > crate::objects::name::MAX_NAME_BYTES {
+            return Err(Status::invalid_argument(
+                "the prefix is longer than any name",
+            ));
+        }
+        if !req.page_token.is_empty() {
+            name(&req.page_token).map_err(|_| {
+                Status::invalid_argument("page_token is not one this service returned")
+            })?;
+        }
+        let size = match req.page_size {
+            0 => crate::objects::DEFAULT_PAGE,
+            n => n as usize,
+        };
+        let (page, next) = self
+            .site
+            .objects
+            .list(&req.prefix, &req.page_token, size)
+            .map_err(object_status)?;
+        Ok(Response::new(pb::ListResponse {
+            objects: page.iter().map(convert::object_meta).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let caller = req.extensions().get::<Caller>().copied();
+        let peer = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let req = req.into_inner();
+        let object = name(&req.name)?;
+        let proxied = proxied(req.proxied_by.clone(), caller)?;
+        let from = proxied
+            .as_ref()
+            .map_or(peer, |p| format!("{} (forwarded)", p.site_id));
+        let objects = &self.site.objects;
+        let _write = objects.inflight().begin(format!("delete {object}"), from);
+        match objects.route(proxied.as_ref()).map_err(object_status)? {
+            Route::Forward { primary } => {
+                let channel = self.site.primary_channel.clone().ok_or_else(|| {
+                    object_status(ObjectError::Refused {
+                        message: "no primary to forward to".into(),
+                        primary: None,
+                    })
+                })?;
+                let mut client = pb::object_service_client::ObjectServiceClient::new(channel);
+                let forwarded = pb::DeleteRequest {
+                    name: req.name,
+                    proxied_by: Some(self.proxied_by()),
+                    actor: req.actor,
+                };
+                let request =
+                    authorized(forwarded, &self.site.site_token).map_err(Status::internal)?;
+                let mut reply = client
+                    .delete(request)
+                    .await
+                    .map_err(|s| forwarded_status(s, &primary))?
+                    .into_inner();
+                reply.proxied = true;
+                Ok(Response::new(reply))
+            }
+            Route::Commit => {
+                let who = author(&req.actor, proxied.as_ref(), caller);
+                let version = objects
+                    .commit_delete(&object, &who)
+                    .await
+                    .map_err(object_status)?;
+                info!(object = %object, version, "object deleted");
+                Ok(Response::new(pb::DeleteResponse {
+                    version,
+                    proxied: false,
+                }))
+            }
+        }
+    }
+}
+
+impl ObjectSvc {
+    fn proxied_by(&self) -> pb::ProxiedBy {
+        pb::ProxiedBy {
+            site_id: self.site.settings.site_id().to_string(),
+            epoch: self.site.settings.epoch(),
+        }
+    }
+
+    /// Relays a push to the primary: the header marked as forwarded, each chunk as it
+    /// arrives, then a trailer with what was relayed. If the client's stream fails, the
+    /// call to the primary is dropped (cancelled) without a trailer, so nothing is stored.
+    async fn forward_push(
+        &self,
+        primary: &str,
+        mut header: pb::PushHeader,
+        mut incoming: Streaming<pb::PushRequest>,
+    ) -> Result<pb::PushResponse, Status> {
+        let channel = self.site.primary_channel.clone().ok_or_else(|| {
+            object_status(ObjectError::Refused {
+                message: "no primary to forward to".into(),
+                primary: None,
+            })
+        })?;
+        header.proxied_by = Some(self.proxied_by());
+        let (tx, rx) = tokio::sync::mpsc::channel(RELAY_QUEUE);
+        let first = pb::PushRequest {
+            part: Some(pb::push_request::Part::Header(header)),
+        };
+        // The channel has room: the first send cannot wait.
+        tx.send(first)
+            .await
+            .map_err(|_| Status::internal("the relay closed before it started"))?;
+        let request =
+            authorized(ReceiverStream::new(rx), &self.site.site_token).map_err(Status::internal)?;
+        let mut client = pb::ObjectClient::new(channel);
+        let call = client.push(request);
+        tokio::pin!(call);
+        // The relay owns the sender: when it ends, so does the stream to the primary. Only a
+        // relay that completed sends the trailer, and the primary commits nothing forwarded
+        // without one.
+        let relay = async move {
+            let mut hasher = sha2::Sha256::new();
+            let mut size = 0u64;
+            let mut client_trailer = None;
+            while let Some(msg) = incoming.message().await? {
+                match msg.part {
+                    Some(pb::push_request::Part::Chunk(c)) if client_trailer.is_none() => {
+                        use sha2::Digest;
+                        hasher.update(&c);
+                        size += c.len() as u64;
+                        let chunk = pb::PushRequest {
+                            part: Some(pb::push_request::Part::Chunk(c)),
+                        };
+                        if tx.send(chunk).await.is_err() {
+                            // The primary ended the call: its answer says why.
+                            return Ok(());
+                        }
+                    }
+                    Some(pb::push_request::Part::Trailer(t)) if client_trailer.is_none() => {
+                        client_trailer = Some(t)
+                    }
+                    _ => {
+                        return Err(Status::invalid_argument(
+                            "after the header a push sends only chunks, then at most one trailer",
+                        ))
+                    }
+                }
+            }
+            use sha2::Digest;
+            let ours = hex::encode(hasher.finalize());
+            if let Some(t) = client_trailer {
+                if t.size != size || (!t.sha256.is_empty() && t.sha256 != ours) {
+                    return Err(Status::invalid_argument(format!(
+                        "received {size} bytes with sha256 {ours}, but the trailer says {} bytes, sha256 {:?}; nothing was stored",
+                        t.size, t.sha256
+                    )));
+                }
+            }
+            let trailer = pb::PushRequest {
+                part: Some(pb::push_request::Part::Trailer(pb::PushTrailer {
+                    size,
+                    sha256: ours,
+                })),
+            };
+            let _ = tx.send(trailer).await;
+            Ok::<(), Status>(())
+        };
+        tokio::pin!(relay);
+        let answer = tokio::select! {
+            relayed = &mut relay => {
+                // A failed relay returns here, dropping (cancelling) the call.
+                relayed?;
+                (&mut call).await
+            }
+            answer = &mut call => answer,
+        };
+        answer
+            .map(|r| r.into_inner())
+            .map_err(|s| forwarded_status(s, primary))
+    }
+}
+
+/// A status from the primary, passed on as it is — except a transport failure, which says
+/// the primary cannot be reached.
+pub fn forwarded_status(s: Status, primary: &str) -> Status {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown if s.metadata().is_empty() => {
+            primary_unreachable(primary, s.message())
+        }
+        _ => s,
+    }
+}
+
+/// Streams this site's copy of `object`'s current version (optionally only if its checksum
+/// is `sha256`), or `None` when this site does not hold it.
+pub fn local_stream(
+    site: &Site,
+    object: &ObjectName,
+    sha256: Option<&str>,
+) -> Result<Option<PullStream>, Status> {
+    // The file of a version can be replaced between the lookup and the open: look again.
+    for _ in 0..3 {
+        let Some((meta, path)) = site
+            .objects
+            .local_copy(object.as_str())
+            .map_err(object_status)?
+        else {
+            return Ok(None);
+        };
+        if let Some(want) = sha256.filter(|w| *w != meta.sha256) {
+            return Err(object_status(ObjectError::Superseded(format!(
+                "{object}: the current version has sha256 {}, not {want}",
+                meta.sha256
+            ))));
+        }
+        match Files::reader(&path) {
+            Ok(rx) => {
+                let header = pb::PullResponse {
+                    part: Some(pb::pull_response::Part::Header(pb::PullHeader {
+                        object: Some(convert::object_meta(&meta)),
+                        read_through: false,
+                    })),
+                };
+                let chunks = ReceiverStream::new(rx).map(|c| match c {
+                    Ok(chunk) => Ok(pb::PullResponse {
+                        part: Some(pb::pull_response::Part::Chunk(chunk)),
+                    }),
+                    Err(e) => Err(Status::internal(format!("cannot read the object: {e}"))),
+                });
+                return Ok(Some(Box::pin(tokio_stream::once(Ok(header)).chain(chunks))));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Status::internal(format!("cannot open {object}: {e}"))),
+        }
+    }
+    Err(Status::unavailable(format!(
+        "{object} is being replaced; try again"
+    )))
+}
