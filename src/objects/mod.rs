@@ -37,7 +37,7 @@ pub use catalog::{Event, EventsMachine, Local, ObjectMeta, Row, SyncState, Verif
 pub use files::{Digested, Files, Sink};
 pub use inflight::{InFlight, Write, WriteGuard};
 pub use name::{parse_kind, parse_sha256, ObjectName};
-pub use registry::{retry_delay, Due, SyncJob};
+pub use registry::{retry_delay, Counts, Due, SyncJob};
 
 /// Name of the event log's sled trees.
 pub const LOG_NAME: &str = "events";
@@ -204,7 +204,9 @@ impl Objects {
                             mode.site_id, mode.epoch, p.site_id, p.epoch
                         )));
                     }
-                    if p.epoch < mode.epoch {
+                    // Epoch 0: the forwarding site has not heard from any primary yet, so it
+                    // cannot be following an old one.
+                    if p.epoch != 0 && p.epoch < mode.epoch {
                         return Err(refuse(format!(
                             "{} forwarded a write at epoch {}, older than epoch {} here: it follows an old primary",
                             p.site_id, p.epoch, mode.epoch
@@ -382,6 +384,13 @@ impl Replica for Objects {
 
     fn epoch(&self) -> u64 {
         self.settings.epoch()
+    }
+
+    async fn observe_epoch(&self, epoch: u64) -> Result<(), ReplicaError> {
+        self.settings
+            .observe_epoch(epoch)
+            .await
+            .map_err(|e| ReplicaError::Fatal(e.to_string()))
     }
 
     async fn apply(&self, entries: Vec<Entry>) -> Result<(), ReplicaError> {

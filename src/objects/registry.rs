@@ -43,6 +43,21 @@ pub struct Due<T> {
     pub next_ms: Option<i64>,
 }
 
+/// How this site's copies stand, counted from the registry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Objects in the catalog (what the primary has, as far as this site has applied).
+    pub objects: u64,
+    pub synced: u64,
+    /// Waiting for a first or another attempt, or in progress.
+    pub pending: u64,
+    pub failed: u64,
+    pub verified: u64,
+    pub verification_failed: u64,
+    /// Event-log index applied here.
+    pub events_applied: u64,
+}
+
 /// What a sync worker has to do for one name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SyncJob {
@@ -127,6 +142,32 @@ impl Objects {
             now: due,
             next_ms: next,
         })
+    }
+
+    /// Counts the registry (one scan: for status calls, not for hot paths).
+    pub fn counts(&self) -> Result<Counts, ObjectError> {
+        let state = self.log.state();
+        let events_applied = self.log.head().index;
+        let mut c = Counts {
+            objects: state.scan_prefix([CATALOG]).count() as u64,
+            events_applied,
+            ..Counts::default()
+        };
+        for item in state.scan_prefix([REGISTRY]) {
+            let (_, v) = item.map_err(|e| ObjectError::Corrupt(e.to_string()))?;
+            let row: Row = decode(&v, "a registry row").map_err(ObjectError::Corrupt)?;
+            match row.sync {
+                SyncState::Synced => c.synced += 1,
+                SyncState::Failed => c.failed += 1,
+                SyncState::Pending | SyncState::Started => c.pending += 1,
+            }
+            match row.verification {
+                Verification::Succeeded if row.sync == SyncState::Synced => c.verified += 1,
+                Verification::Failed => c.verification_failed += 1,
+                _ => {}
+            }
+        }
+        Ok(c)
     }
 
     /// How many names wait for sync work.

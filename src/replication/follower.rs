@@ -67,8 +67,10 @@ pub trait Replica: Send + Sync + 'static {
     fn head(&self) -> Head;
     /// The highest epoch this site has seen.
     fn epoch(&self) -> u64;
-    /// Applies consecutive entries from the primary, all or none.
+    /// Applies consecutive entries from the primary; those before a refused one are kept.
     fn apply(&self, entries: Vec<Entry>) -> impl Future<Output = Result<(), ReplicaError>> + Send;
+    /// Records the epoch the primary's heartbeat carries (never lowers it).
+    fn observe_epoch(&self, epoch: u64) -> impl Future<Output = Result<(), ReplicaError>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -264,6 +266,12 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
                         return Ok(match reason {
                             HeartbeatVerdict::Diverged(r) => Ended::Diverged(r),
                             HeartbeatVerdict::Refused(r) => Ended::Retry(r),
+                        });
+                    }
+                    if let Err(e) = self.replica.observe_epoch(head.epoch).await {
+                        return Err(FollowerError {
+                            log: self.replica.log_name().to_string(),
+                            detail: e.to_string(),
                         });
                     }
                     self.contact(head.index);

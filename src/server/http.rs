@@ -29,10 +29,27 @@ pub fn router(site: Arc<Site>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/mode", get(mode))
+        .route("/objects", get(objects))
         .route("/gate/auth", any(gate_auth))
         .route("/gate/respond", any(gate_respond))
         .route("/api/v4/internal/allowed", post(git_allowed))
         .with_state(site)
+}
+
+/// How this site's copies stand: counts of synced, pending, failed and verified objects,
+/// and the writes in flight.
+async fn objects(State(site): State<Arc<Site>>) -> Response {
+    let objects = Arc::clone(&site.objects);
+    match tokio::task::spawn_blocking(move || objects.counts()).await {
+        Ok(Ok(counts)) => {
+            let mut body = serde_json::to_value(counts).unwrap_or_default();
+            body["in_flight"] =
+                serde_json::to_value(site.objects.inflight().list()).unwrap_or_default();
+            Json(body).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn mode(State(site): State<Arc<Site>>) -> Json<serde_json::Value> {

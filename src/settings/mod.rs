@@ -315,6 +315,12 @@ impl crate::replication::Replica for Settings {
         Settings::epoch(self)
     }
 
+    async fn observe_epoch(&self, epoch: u64) -> Result<(), crate::replication::ReplicaError> {
+        Settings::observe_epoch(self, epoch)
+            .await
+            .map_err(|e| crate::replication::ReplicaError::Fatal(e.to_string()))
+    }
+
     async fn apply(&self, entries: Vec<Entry>) -> Result<(), crate::replication::ReplicaError> {
         use crate::replication::ReplicaError;
         match self.apply_replicated(entries).await {

@@ -58,12 +58,23 @@ impl Cluster {
     }
 
     pub fn primary(&self, name: &str) -> SiteProc {
+        self.primary_with(name, &[])
+    }
+
+    /// A primary with extra `run` flags.
+    pub fn primary_with(&self, name: &str, extra: &[&str]) -> SiteProc {
         let mut args = self.common_args(name);
         args.extend(["--role".into(), "primary".into()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         SiteProc::start(name, args, self.path(&format!("{name}.log")))
     }
 
     pub fn secondary(&self, name: &str, primary: &SiteProc) -> SiteProc {
+        self.secondary_with(name, primary, &[])
+    }
+
+    /// A secondary with extra `run` flags.
+    pub fn secondary_with(&self, name: &str, primary: &SiteProc, extra: &[&str]) -> SiteProc {
         let mut args = self.common_args(name);
         args.extend([
             "--role".into(),
@@ -71,6 +82,7 @@ impl Cluster {
             "--primary".into(),
             primary.url(),
         ]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         SiteProc::start(name, args, self.path(&format!("{name}.log")))
     }
 }
@@ -159,6 +171,41 @@ impl SiteProc {
 
     pub async fn replication(&self) -> pb::ReplicationClient {
         pb::replication_service_client::ReplicationServiceClient::new(channel(&self.url()).await)
+    }
+
+    pub async fn objects(&self) -> pb::ObjectClient {
+        pb::ObjectClient::new(channel(&self.url()).await)
+    }
+
+    /// `GET path` on the site's HTTP listener: (status, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.http)
+            .await
+            .expect("connect HTTP");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("send");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.expect("read");
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("an HTTP status");
+        let body = text
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        (status, body)
+    }
+
+    /// The site's `/objects` counts.
+    pub async fn object_counts(&self) -> serde_json::Value {
+        let (status, body) = self.http_get("/objects").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON from /objects")
     }
 
     pub async fn get_mode(&self) -> pb::ModeState {
@@ -322,6 +369,122 @@ pub async fn set_maintenance(
         .set_maintenance_mode(bearer(req, token))
         .await
         .map(|r| r.into_inner())
+}
+
+/// Pushes `data` as `name` to `site` in chunks of `chunk` bytes, with a trailer.
+pub async fn push(
+    site: &SiteProc,
+    token: &str,
+    name: &str,
+    data: &[u8],
+) -> Result<pb::PushResponse, tonic::Status> {
+    let mut msgs = vec![pb::PushRequest {
+        part: Some(pb::push_request::Part::Header(pb::PushHeader {
+            name: name.into(),
+            kind: "upload".into(),
+            ..Default::default()
+        })),
+    }];
+    for c in data.chunks(64 * 1024) {
+        msgs.push(pb::PushRequest {
+            part: Some(pb::push_request::Part::Chunk(c.to_vec())),
+        });
+    }
+    msgs.push(pb::PushRequest {
+        part: Some(pb::push_request::Part::Trailer(pb::PushTrailer {
+            size: data.len() as u64,
+            sha256: sha256_hex(data),
+        })),
+    });
+    site.objects()
+        .await
+        .push(bearer(tokio_stream::iter(msgs), token))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Pulls `name` from `site`: its header and bytes.
+pub async fn pull(
+    site: &SiteProc,
+    token: &str,
+    name: &str,
+) -> Result<(pb::PullHeader, Vec<u8>), tonic::Status> {
+    let req = pb::PullRequest { name: name.into() };
+    let mut stream = site
+        .objects()
+        .await
+        .pull(bearer(req, token))
+        .await?
+        .into_inner();
+    let mut header = None;
+    let mut data = Vec::new();
+    while let Some(m) = stream.message().await? {
+        match m.part {
+            Some(pb::pull_response::Part::Header(h)) => header = Some(h),
+            Some(pb::pull_response::Part::Chunk(c)) => data.extend(c),
+            None => {}
+        }
+    }
+    Ok((header.expect("a header"), data))
+}
+
+/// `Stat` of `name` at `site`.
+pub async fn stat(
+    site: &SiteProc,
+    token: &str,
+    name: &str,
+) -> Result<pb::ObjectInfo, tonic::Status> {
+    let req = pb::StatRequest { name: name.into() };
+    site.objects()
+        .await
+        .stat(bearer(req, token))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Waits until `site` holds `name` synced and verified with checksum `sha`.
+pub async fn synced(site: &SiteProc, token: &str, name: &str, sha: &str) -> pb::ObjectInfo {
+    eventually(
+        &format!("{name} synced and verified at {}", site.name),
+        || async {
+            let info = stat(site, token, name).await.ok()?;
+            let r = info.replica.as_ref()?;
+            let o = info.object.as_ref()?;
+            (o.sha256 == sha
+                && r.sync == pb::SyncState::Synced as i32
+                && r.verification == pb::VerificationState::Succeeded as i32
+                && r.local_version == o.version)
+                .then_some(info)
+        },
+    )
+    .await
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Files under a site's object directory (every stored version), temporary ones apart.
+pub fn object_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(shards) = std::fs::read_dir(data_dir.join("objects")) else {
+        return out;
+    };
+    for shard in shards.flatten() {
+        if shard.file_name() == "tmp" {
+            continue;
+        }
+        for f in std::fs::read_dir(shard.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(f.path());
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Runs the CLI with `args`, returning (exit code, stdout, stderr).
