@@ -216,3 +216,90 @@ async fn dev_runs_a_primary_and_secondaries_that_follow_it() {
     }
     assert!(dev.wait().unwrap().success(), "dev exits 0 on SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_from_the_command_line() {
+    let cluster = Cluster::new();
+    let primary = cluster.primary("primary");
+    let s1 = cluster.secondary("s1", &primary);
+    let token_file = token_env(&cluster);
+    let env = [
+        ("GEO_AGENT_TOKEN_FILE", token_file.as_str()),
+        ("USER", "alice"),
+    ];
+    let input = cluster.path("input.bin");
+    let data: Vec<u8> = (0..1_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&input, &data).unwrap();
+    let sha = sha256_hex(&data);
+
+    // Pushed at the secondary: forwarded to the primary, which commits it.
+    let input_arg = input.display().to_string();
+    let (code, out, err) = cli(
+        &[
+            "push",
+            "group/app.git",
+            &input_arg,
+            "--kind",
+            "repository",
+            "--json",
+            "--addr",
+            &s1.url(),
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["sha256"], sha.as_str());
+    assert_eq!(v["kind"], "repository");
+    assert_eq!(v["proxied"], true);
+    assert_eq!(v["committed_by"], "primary");
+    assert_eq!(v["updated_by"], "alice via s1");
+
+    synced(&s1, &cluster.admin_token, "group/app.git", &sha).await;
+    let output = cluster.path("output.bin");
+    let output_arg = output.display().to_string();
+    let (code, _, err) = cli(
+        &[
+            "pull",
+            "group/app.git",
+            "-o",
+            &output_arg,
+            "--addr",
+            &s1.url(),
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("sha256 verified"), "{err}");
+    assert_eq!(std::fs::read(&output).unwrap(), data);
+
+    // Maintenance: the push is refused (exit 1, the SPEC's message); pulls still work.
+    set_maintenance(&primary, &cluster.admin_token, true, "")
+        .await
+        .unwrap();
+    eventually("s1 in maintenance", || async {
+        s1.get_mode().await.maintenance_mode.then_some(())
+    })
+    .await;
+    let (code, _, err) = cli(&["push", "x", &input_arg, "--addr", &s1.url()], &env);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Git push is not allowed"), "{err}");
+    let raw = Command::new(BIN)
+        .args(["pull", "group/app.git", "--addr", &primary.url()])
+        .env("GEO_AGENT_TOKEN_FILE", &token_file)
+        .output()
+        .unwrap();
+    assert!(raw.status.success());
+    assert_eq!(raw.stdout, data, "the bytes on standard output");
+
+    // Bad input: exit 2 with the reason, nothing written.
+    let (code, _, err) = cli(
+        &["push", "../x", &input_arg, "--addr", &primary.url()],
+        &env,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("`..`"), "{err}");
+    let (code, _, err) = cli(&["pull", "missing", "--addr", &primary.url()], &env);
+    assert_eq!(code, 2);
+    assert!(err.contains("does not exist"), "{err}");
+}

@@ -492,3 +492,132 @@ async fn concurrent_pushes_of_one_name_end_with_the_same_version_everywhere() {
         assert_eq!(object_files(&cluster.path(site)).len(), 1, "{site}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_that_cannot_sync_retries_and_reads_through_meanwhile() {
+    let cluster = Cluster::new();
+    let token = &cluster.admin_token;
+    let mut primary = cluster.primary("primary");
+    let s1 = cluster.secondary("s1", &primary);
+    // Make every fetch at s1 fail: its temporary directory is replaced by a file (this
+    // stops root too, unlike permissions).
+    let tmp = cluster.path("s1").join("objects/tmp");
+    std::fs::remove_dir(&tmp).unwrap();
+    std::fs::write(&tmp, b"not a directory").unwrap();
+
+    let data = bytes(8, 123_456);
+    let sha = sha256_hex(&data);
+    push(&primary, token, "docs/manual.pdf", &data)
+        .await
+        .unwrap();
+    let failed = eventually("the sync failure recorded", || async {
+        let r = stat(&s1, token, "docs/manual.pdf").await.ok()?.replica?;
+        (r.sync == pb::SyncState::Failed as i32).then_some(r)
+    })
+    .await;
+    assert!(failed.retry_count >= 1, "{failed:?}");
+    assert!(failed.next_retry_at.is_some(), "{failed:?}");
+    assert!(failed.last_error.contains("temporary file"), "{failed:?}");
+    let counts = s1.object_counts().await;
+    assert_eq!(counts["failed"], 1, "{counts}");
+
+    // Not synced here, so a pull reads it through from the primary and says so.
+    let (header, got) = pull(&s1, token, "docs/manual.pdf").await.unwrap();
+    assert!(header.read_through, "{header:?}");
+    assert_eq!(got, data);
+
+    // The disk is fixed: the next retry syncs it, and pulls are served locally.
+    std::fs::remove_file(&tmp).unwrap();
+    std::fs::create_dir(&tmp).unwrap();
+    synced(&s1, token, "docs/manual.pdf", &sha).await;
+    let (header, _) = pull(&s1, token, "docs/manual.pdf").await.unwrap();
+    assert!(!header.read_through);
+
+    // Unknown everywhere: NOT_FOUND, asked of the primary.
+    let err = pull(&s1, token, "nowhere").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // With the primary gone, a push at the secondary is UNAVAILABLE and names the primary.
+    primary.kill9();
+    let err = push(&s1, token, "while-down", b"x").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(&primary.url()), "{err:?}");
+    // Local copies are still served.
+    let (_, got) = pull(&s1, token, "docs/manual.pdf").await.unwrap();
+    assert_eq!(got, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_replicate_and_lists_page_through_names() {
+    let cluster = Cluster::new();
+    let token = &cluster.admin_token;
+    let primary = cluster.primary("primary");
+    let s1 = cluster.secondary("s1", &primary);
+    let s2 = cluster.secondary("s2", &primary);
+    for i in 0..25u64 {
+        push(
+            &primary,
+            token,
+            &format!("pkg/{i:02}"),
+            &bytes(900 + i, 100),
+        )
+        .await
+        .unwrap();
+    }
+    push(&primary, token, "other", b"o").await.unwrap();
+    for s in [&s1, &s2] {
+        eventually("all synced", || async {
+            (s.object_counts().await["synced"] == 26).then_some(())
+        })
+        .await;
+    }
+
+    // List by prefix, ten at a time, on a secondary.
+    let mut names = Vec::new();
+    let mut token_next = String::new();
+    let mut client = s1.objects().await;
+    loop {
+        let req = pb::ListRequest {
+            prefix: "pkg/".into(),
+            page_size: 10,
+            page_token: token_next.clone(),
+        };
+        let page = client.list(bearer(req, token)).await.unwrap().into_inner();
+        assert!(page.objects.len() <= 10);
+        names.extend(page.objects.into_iter().map(|o| o.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token_next = page.next_page_token;
+    }
+    let want: Vec<String> = (0..25).map(|i| format!("pkg/{i:02}")).collect();
+    assert_eq!(names, want);
+
+    // A delete on the primary and one forwarded by a secondary both reach every site, and
+    // the copies' files go with them.
+    let del = |site: &SiteProc, name: &str| {
+        let req = pb::DeleteRequest {
+            name: name.into(),
+            ..Default::default()
+        };
+        let url = site.url();
+        async move {
+            pb::ObjectClient::new(channel(&url).await)
+                .delete(bearer(req, token))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    assert!(!del(&primary, "pkg/00").await.unwrap().proxied);
+    assert!(del(&s2, "pkg/01").await.unwrap().proxied);
+    let err = del(&primary, "pkg/00").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    for (site, dir) in [(&s1, "s1"), (&s2, "s2"), (&primary, "primary")] {
+        eventually("the deletes applied", || async {
+            let gone = stat(site, token, "pkg/00").await.is_err()
+                && stat(site, token, "pkg/01").await.is_err();
+            (gone && object_files(&cluster.path(dir)).len() == 24).then_some(())
+        })
+        .await;
+    }
+}
