@@ -4,7 +4,9 @@
 //! The primary appends every settings change to a hash-chained, durable **settings log**
 //! ([`log`], [`settings`]); each secondary's follower ([`replication`]) streams it over gRPC
 //! and applies it in order, so maintenance mode and its banner message reach every site by
-//! themselves. [`server`] is the network edge (the only module that knows protobuf),
+//! themselves. Replicated data ([`objects`]) takes the same road: the primary's event log
+//! (the same log code) announces each object version, and secondaries' sync workers fetch
+//! and verify the bytes. [`server`] is the network edge (the only module that knows protobuf),
 //! [`site`] wires one site together, [`cli`] is the command line. See `ARCHITECTURE.md`.
 
 pub mod cli;

@@ -199,7 +199,7 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
         .map(|s| s.1.clone())
         .unwrap_or_else(|| primary.clone());
     println!(
-        "\nadmin token: {} (in {})\n\nTry, in another terminal:\n  export GEO_AGENT_TOKEN_FILE={} GEO_AGENT_ADDR={}\n  {exe} mode watch --addr {watch_addr}\n  {exe} maintenance enable --message \"Planned failover at 22:00 UTC\"\n  {exe} mode get --addr {watch_addr} --json\n  {exe} maintenance disable\n  {exe} settings set signup_enabled false\n\nCtrl-C stops all sites.",
+        "\nadmin token: {} (in {})\n\nTry, in another terminal:\n  export GEO_AGENT_TOKEN_FILE={} GEO_AGENT_ADDR={}\n  {exe} mode watch --addr {watch_addr}\n  {exe} maintenance enable --message \"Planned failover at 22:00 UTC\"\n  {exe} mode get --addr {watch_addr} --json\n  {exe} maintenance disable\n  {exe} settings set signup_enabled false\n  {exe} push demo/readme.md README.md --addr {watch_addr}\n  {exe} pull demo/readme.md --addr {watch_addr}\n\nCtrl-C stops all sites.",
         admin_token.expose(),
         token_file.display(),
         token_file.display(),
