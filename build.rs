@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/geo/v1/replication.proto",
         "proto/geo/v1/gate.proto",
         "proto/geo/v1/objects.proto",
+        "proto/geo/v1/status.proto",
     ];
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()

@@ -18,4 +18,5 @@ pub mod replication;
 pub mod server;
 pub mod settings;
 pub mod site;
+pub mod status;
 pub mod store;

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tracing::{error, info, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 use crate::config::Config;
 use crate::gate::{self, GateConfig};
@@ -19,6 +19,7 @@ use crate::server::auth::Token;
 use crate::server::client::{lazy_channel, GrpcLogSource, GrpcObjectSource, LogKind};
 use crate::server::{self, convert, pb, ServeError};
 use crate::settings::{Role, Settings, SettingsError};
+use crate::status::Reports;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,8 @@ pub struct Site {
     pub gate: GateConfig,
     /// Cancelled once, to stop everything.
     pub shutdown: CancellationToken,
+    /// The latest report of each secondary (on the primary).
+    pub reports: Reports,
     store: Store,
 }
 
@@ -149,6 +152,7 @@ impl Site {
             heartbeat: config.heartbeat,
             gate: config.gate.clone(),
             shutdown,
+            reports: Reports::default(),
             store,
         };
         Ok(Opened {
@@ -221,6 +225,8 @@ impl Opened {
                 shutdown.clone(),
             );
             spawn("sync workers", Box::pin(async { Ok(sync.await?) }));
+            let (reporter, s) = (Arc::clone(&site), shutdown.clone());
+            spawn("status reporter", Box::pin(report_status(reporter, s)));
         }
         let servers = server::serve(Arc::clone(&site), grpc, http).instrument(span.clone());
         tokio::pin!(servers);
@@ -268,6 +274,29 @@ impl Opened {
         }
         served?;
         Ok(())
+    }
+}
+
+/// Reports this secondary's status to the primary every heartbeat interval, in maintenance
+/// mode too. A failed report is retried at the next tick; only the first of a run of
+/// failures is logged as a warning.
+async fn report_status(site: Arc<Site>, shutdown: CancellationToken) -> Result<(), SiteError> {
+    let mut tick = tokio::time::interval(site.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match server::status::report_to_primary(&site).await {
+            Ok(()) => failing = false,
+            Err(error) if !failing => {
+                warn!(%error, "cannot report status to the primary");
+                failing = true;
+            }
+            Err(_) => {}
+        }
     }
 }
 

@@ -130,6 +130,9 @@ async fn maintenance_inner(cmd: MaintenanceCommand) -> Result<u8, Failure> {
             client,
         } => (true, message, actor, client),
         MaintenanceCommand::Disable { actor, client } => (false, None, actor, client),
+        MaintenanceCommand::Status(args) => {
+            return super::status::maintenance_status_inner(&args).await
+        }
     };
     let (mut client, token) = admin(&args).await?;
     let req = pb::SetMaintenanceModeRequest {

@@ -7,6 +7,7 @@ mod client;
 mod daemon;
 mod gate;
 mod objects;
+mod status;
 
 use std::path::PathBuf;
 
@@ -62,6 +63,19 @@ pub enum Command {
     Push(objects::PushArgs),
     /// Pull an object from any site, checking its sha256.
     Pull(objects::PullArgs),
+    /// Replication status of every site (at the primary) or of this site (exit 0 all OK,
+    /// 1 a warning, 2 critical or error).
+    Status(ClientArgs),
+    /// The failover runbook.
+    #[command(subcommand)]
+    Failover(FailoverCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FailoverCommand {
+    /// Is it safe to promote a secondary now? Each criterion with its figure (exit 0 ready,
+    /// 1 not ready, 2 error).
+    Check(status::FailoverCheckArgs),
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +144,9 @@ pub enum MaintenanceCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Writes in flight and whether the site is drained, with the freeze point (exit 0
+    /// drained, 1 not drained).
+    Status(ClientArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +187,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Check(c) => gate::check(c).await,
         Command::Hook(c) => gate::hook(c).await,
         Command::Push(a) => objects::push(a).await,
+        Command::Status(a) => status::status(a).await,
+        Command::Failover(FailoverCommand::Check(a)) => status::failover_check(a).await,
         Command::Pull(a) => objects::pull(a).await,
     }
 }

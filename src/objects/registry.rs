@@ -44,7 +44,7 @@ pub struct Due<T> {
 }
 
 /// How this site's copies stand, counted from the registry.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     /// Objects in the catalog (what the primary has, as far as this site has applied).
     pub objects: u64,

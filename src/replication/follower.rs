@@ -73,7 +73,7 @@ pub trait Replica: Send + Sync + 'static {
     fn observe_epoch(&self, epoch: u64) -> impl Future<Output = Result<(), ReplicaError>> + Send;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FollowerState {
     Connecting,

@@ -76,6 +76,41 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         Ok(Response::new(self.settings_reply(index, &state)))
     }
 
+    async fn get_maintenance_status(
+        &self,
+        _req: Request<pb::GetMaintenanceStatusRequest>,
+    ) -> Result<Response<pb::MaintenanceStatus>, Status> {
+        let site = &self.site;
+        // Read the heads before the writes: a write that ends in between only makes the
+        // answer "not drained" once more, never "drained" with heads that still move.
+        let heads = (site.settings.log().head(), site.objects.log().head());
+        let writes = site.objects.inflight().list();
+        let mode = site.mode_state();
+        let drained = mode.maintenance_mode && writes.is_empty();
+        let head = |h: crate::log::Head| pb::LogHead {
+            index: h.index,
+            hash: if h.index == 0 {
+                String::new()
+            } else {
+                hex::encode(h.hash)
+            },
+        };
+        Ok(Response::new(pb::MaintenanceStatus {
+            mode: Some(mode),
+            in_flight: writes
+                .iter()
+                .map(|w| pb::WriteInFlight {
+                    what: w.what.clone(),
+                    from: w.from.clone(),
+                    since: Some(convert::timestamp(w.since_ms)),
+                })
+                .collect(),
+            drained,
+            settings_head: drained.then(|| head(heads.0)),
+            events_head: drained.then(|| head(heads.1)),
+        }))
+    }
+
     async fn update_settings(
         &self,
         req: Request<pb::UpdateSettingsRequest>,

@@ -9,6 +9,7 @@ use crate::log::{Entry, Head, LogError, HASH_LEN};
 use crate::objects::{ObjectError, ObjectMeta, Row, SyncState, Verification};
 use crate::replication::{FollowerState, FollowerStatus, Received};
 use crate::settings::{ModeView, Role, SettingsError};
+use crate::status;
 
 /// Metadata key that carries the primary's address on refusals from a secondary.
 pub const PRIMARY_METADATA: &str = "geo-primary";
@@ -380,4 +381,152 @@ pub fn object_json(m: &pb::ObjectMeta) -> serde_json::Value {
         "updated_at": rfc3339(&m.updated_at),
         "updated_by": m.updated_by,
     })
+}
+
+fn follower_state_from(raw: i32) -> Result<FollowerState, Status> {
+    match pb::FollowerState::try_from(raw) {
+        Ok(pb::FollowerState::Connecting) => Ok(FollowerState::Connecting),
+        Ok(pb::FollowerState::Following) => Ok(FollowerState::Following),
+        Ok(pb::FollowerState::Diverged) => Ok(FollowerState::Diverged),
+        _ => Err(Status::invalid_argument("unknown follower state")),
+    }
+}
+
+fn log_position(p: &status::LogPosition) -> pb::LogPosition {
+    pb::LogPosition {
+        applied: p.applied,
+        applied_hash: p.applied_hash.clone(),
+        follower: p.follower.as_ref().map(|f| pb::FollowerStatus {
+            state: match f.state {
+                FollowerState::Connecting => pb::FollowerState::Connecting,
+                FollowerState::Following => pb::FollowerState::Following,
+                FollowerState::Diverged => pb::FollowerState::Diverged,
+            } as i32,
+            primary: String::new(),
+            primary_head_index: f.primary_head,
+            last_contact: f.last_contact_ms.map(timestamp),
+            error: f.error.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+fn log_position_from(p: Option<pb::LogPosition>) -> Result<status::LogPosition, Status> {
+    let p = p.ok_or_else(|| Status::invalid_argument("a report needs both log positions"))?;
+    Ok(status::LogPosition {
+        applied: p.applied,
+        applied_hash: p.applied_hash,
+        follower: match p.follower {
+            None => None,
+            Some(f) => Some(status::FollowerView {
+                state: follower_state_from(f.state)?,
+                primary_head: f.primary_head_index,
+                last_contact_ms: f.last_contact.as_ref().map(millis),
+                error: Some(f.error).filter(|e| !e.is_empty()),
+            }),
+        },
+    })
+}
+
+pub fn site_report(r: &status::Report) -> pb::SiteReport {
+    let o = &r.objects;
+    pb::SiteReport {
+        site_id: r.site_id.clone(),
+        role: role(r.role) as i32,
+        epoch: r.epoch,
+        maintenance_mode: r.maintenance,
+        settings: Some(log_position(&r.settings)),
+        events: Some(log_position(&r.events)),
+        objects: Some(pb::ObjectCounts {
+            objects: o.objects,
+            synced: o.synced,
+            pending: o.pending,
+            failed: o.failed,
+            verified: o.verified,
+            verification_failed: o.verification_failed,
+        }),
+        writes_in_flight: r.writes_in_flight,
+        reported_at: Some(timestamp(r.at_ms)),
+    }
+}
+
+/// A report from the wire; malformed fields are INVALID_ARGUMENT.
+pub fn site_report_from(r: pb::SiteReport) -> Result<status::Report, Status> {
+    crate::config::validate_site_id(&r.site_id)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let role = match pb::Role::try_from(r.role) {
+        Ok(pb::Role::Primary) => Role::Primary,
+        Ok(pb::Role::Secondary) => Role::Secondary,
+        _ => return Err(Status::invalid_argument("a report needs a role")),
+    };
+    let o = r.objects.unwrap_or_default();
+    let events = log_position_from(r.events)?;
+    Ok(status::Report {
+        site_id: r.site_id,
+        role,
+        epoch: r.epoch,
+        maintenance: r.maintenance_mode,
+        settings: log_position_from(r.settings)?,
+        objects: crate::objects::Counts {
+            objects: o.objects,
+            synced: o.synced,
+            pending: o.pending,
+            failed: o.failed,
+            verified: o.verified,
+            verification_failed: o.verification_failed,
+            events_applied: events.applied,
+        },
+        events,
+        writes_in_flight: r.writes_in_flight,
+        at_ms: r.reported_at.as_ref().map_or(0, millis),
+    })
+}
+
+fn health(h: status::Health) -> i32 {
+    (match h {
+        status::Health::Ok => pb::Health::Ok,
+        status::Health::Warning => pb::Health::Warning,
+        status::Health::Critical => pb::Health::Critical,
+    }) as i32
+}
+
+pub fn site_status(s: &status::SiteStatus) -> pb::SiteStatus {
+    let lag = |l: status::Lag| pb::Lag {
+        entries: l.entries,
+        seconds: l.millis as f64 / 1000.0,
+    };
+    pb::SiteStatus {
+        report: Some(site_report(&s.report)),
+        settings_head: s.settings_head,
+        events_head: s.events_head,
+        settings_lag: Some(lag(s.settings_lag)),
+        events_lag: Some(lag(s.events_lag)),
+        last_contact: s.last_contact_ms.map(timestamp),
+        health: health(s.health),
+        channels: s
+            .channels
+            .iter()
+            .map(|c| pb::HealthChannel {
+                name: c.name.to_string(),
+                health: health(c.health),
+                reasons: c.reasons.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn criterion(c: &status::Criterion) -> pb::Criterion {
+    pb::Criterion {
+        name: c.name.clone(),
+        ok: c.ok,
+        detail: c.detail.clone(),
+    }
+}
+
+pub fn health_name(raw: i32) -> &'static str {
+    match pb::Health::try_from(raw) {
+        Ok(pb::Health::Ok) => "OK",
+        Ok(pb::Health::Warning) => "WARNING",
+        Ok(pb::Health::Critical) => "CRITICAL",
+        _ => "UNKNOWN",
+    }
 }

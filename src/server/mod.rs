@@ -13,6 +13,7 @@ mod http;
 mod mode;
 mod objects;
 mod replication;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub mod pb {
     pub type ModeClient = mode_service_client::ModeServiceClient<tonic::transport::Channel>;
     pub type AdminClient = admin_service_client::AdminServiceClient<tonic::transport::Channel>;
     pub type GateClient = gate_service_client::GateServiceClient<tonic::transport::Channel>;
+    pub type StatusClient = status_service_client::StatusServiceClient<tonic::transport::Channel>;
     pub type ObjectClient = object_service_client::ObjectServiceClient<tonic::transport::Channel>;
     pub type ReplicationClient =
         replication_service_client::ReplicationServiceClient<tonic::transport::Channel>;
@@ -71,6 +73,9 @@ pub async fn serve(
         .http2_adaptive_window(Some(true))
         .add_service(pb::mode_service_server::ModeServiceServer::new(
             mode::ModeSvc::new(Arc::clone(&site)),
+        ))
+        .add_service(pb::status_service_server::StatusServiceServer::new(
+            status::StatusSvc::new(Arc::clone(&site)),
         ))
         .add_service(pb::gate_service_server::GateServiceServer::new(
             gate::GateSvc::new(Arc::clone(&site)),

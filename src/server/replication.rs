@@ -14,6 +14,7 @@ use super::objects::{local_stream, PullStream};
 use super::pb;
 use crate::log::{now_ms, Log, Machine};
 use crate::objects::{parse_sha256, ObjectError, ObjectName};
+use crate::settings::Role;
 use crate::site::Site;
 
 /// Entries read from the log per batch while a follower catches up.
@@ -123,6 +124,34 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
     ) -> Result<Response<LogStream>, Status> {
         let log = Arc::clone(self.site.objects.log());
         self.stream_log(log, req.into_inner()).map(Response::new)
+    }
+
+    async fn report_status(
+        &self,
+        req: Request<pb::SiteReport>,
+    ) -> Result<Response<pb::ReportStatusResponse>, Status> {
+        let report = convert::site_report_from(req.into_inner())?;
+        let settings = &self.site.settings;
+        if settings.role() != Role::Primary {
+            return Err(Status::failed_precondition(format!(
+                "site {} is not the primary; report to the primary",
+                settings.site_id()
+            )));
+        }
+        if report.epoch > settings.epoch() {
+            return Err(Status::failed_precondition(format!(
+                "site {} is at epoch {}, but {} has seen epoch {}: this site is not the current primary",
+                settings.site_id(),
+                settings.epoch(),
+                report.site_id,
+                report.epoch
+            )));
+        }
+        debug!(site = %report.site_id, "status report");
+        self.site.reports.record(report, now_ms());
+        Ok(Response::new(pb::ReportStatusResponse {
+            epoch: settings.epoch(),
+        }))
     }
 
     type FetchObjectStream = PullStream;

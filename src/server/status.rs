@@ -1,0 +1,124 @@
+//! `StatusService`: replication status and failover readiness, for runbooks and dashboards.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::client::authorized;
+use super::convert::{self, object_status};
+use super::pb;
+use crate::log::now_ms;
+use crate::settings::Role;
+use crate::site::Site;
+use crate::status;
+
+pub struct StatusSvc {
+    site: Arc<Site>,
+}
+
+impl StatusSvc {
+    pub fn new(site: Arc<Site>) -> StatusSvc {
+        StatusSvc { site }
+    }
+}
+
+/// Runs `f` on a blocking thread (status calls count the registry).
+async fn blocking<T: Send + 'static>(
+    site: &Arc<Site>,
+    f: impl FnOnce(&Site) -> Result<T, crate::objects::ObjectError> + Send + 'static,
+) -> Result<T, Status> {
+    let site = Arc::clone(site);
+    tokio::task::spawn_blocking(move || f(&site))
+        .await
+        .map_err(|e| Status::internal(format!("status task failed: {e}")))?
+        .map_err(object_status)
+}
+
+#[tonic::async_trait]
+impl pb::status_service_server::StatusService for StatusSvc {
+    async fn get_replication_status(
+        &self,
+        _req: Request<pb::GetReplicationStatusRequest>,
+    ) -> Result<Response<pb::ReplicationStatus>, Status> {
+        let statuses = blocking(&self.site, |s| s.statuses()).await?;
+        Ok(Response::new(pb::ReplicationStatus {
+            answered_by: self.site.settings.site_id().to_string(),
+            generated_at: Some(convert::timestamp(now_ms())),
+            sites: statuses.iter().map(convert::site_status).collect(),
+        }))
+    }
+
+    async fn check_failover_readiness(
+        &self,
+        req: Request<pb::CheckFailoverReadinessRequest>,
+    ) -> Result<Response<pb::FailoverReadiness>, Status> {
+        let site_id = req.into_inner().site_id;
+        let own_id = self.site.settings.site_id().to_string();
+        let reply = |site_id: String, criteria: Vec<status::Criterion>, judged_by: String| {
+            pb::FailoverReadiness {
+                ready: criteria.iter().all(|c| c.ok),
+                criteria: criteria.iter().map(convert::criterion).collect(),
+                site_id,
+                judged_by,
+            }
+        };
+        match self.site.settings.role() {
+            Role::Primary => {
+                if site_id.is_empty() || site_id == own_id {
+                    return Err(Status::invalid_argument(
+                        "name the secondary to promote (--site ID); this site is the primary",
+                    ));
+                }
+                let target = site_id.clone();
+                let criteria = blocking(&self.site, move |s| s.readiness(&target)).await?;
+                Ok(Response::new(reply(site_id, criteria, own_id)))
+            }
+            Role::Secondary => {
+                let site_id = if site_id.is_empty() {
+                    own_id.clone()
+                } else {
+                    site_id
+                };
+                let primary = self.site.settings.primary().unwrap_or_default().to_string();
+                let asked = match &self.site.primary_channel {
+                    Some(channel) => {
+                        let mut client =
+                            pb::status_service_client::StatusServiceClient::new(channel.clone());
+                        let req = pb::CheckFailoverReadinessRequest {
+                            site_id: site_id.clone(),
+                        };
+                        client.check_failover_readiness(req).await
+                    }
+                    None => Err(Status::unavailable("no primary is configured")),
+                };
+                match asked {
+                    Ok(r) => Ok(r),
+                    Err(e) if site_id == own_id => {
+                        let own = blocking(&self.site, |s| s.statuses()).await?;
+                        let criteria =
+                            status::readiness_without_primary(&own[0], &primary, e.message());
+                        Ok(Response::new(reply(site_id, criteria, own_id)))
+                    }
+                    Err(e) => Err(super::objects::forwarded_status(e, &primary)),
+                }
+            }
+        }
+    }
+}
+
+/// Sends this site's report to the primary (`ReplicationService.ReportStatus`).
+pub async fn report_to_primary(site: &Arc<Site>) -> Result<(), String> {
+    let Some(channel) = site.primary_channel.clone() else {
+        return Ok(());
+    };
+    let report = blocking(site, |s| s.report())
+        .await
+        .map_err(|e| e.message().to_string())?;
+    let mut client = pb::ReplicationClient::new(channel);
+    let req = authorized(convert::site_report(&report), &site.site_token)?;
+    client
+        .report_status(req)
+        .await
+        .map_err(|s| s.message().to_string())?;
+    Ok(())
+}

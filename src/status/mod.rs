@@ -1,0 +1,453 @@
+//! Site status and failover readiness: what each site reports, how healthy that is, and
+//! whether a secondary can be promoted now — as pure functions of reports and heads, so
+//! every answer the runbook commands give is computed one way and tested against the truth.
+//!
+//! A secondary sends its [`Report`] to the primary periodically (also in maintenance mode:
+//! GitLab once blocked these reports and every secondary turned "unhealthy"); the primary
+//! keeps the latest per site in a [`Reports`] table and judges them against its own heads.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::objects::{Counts, Write};
+use crate::replication::FollowerState;
+use crate::settings::Role;
+
+/// A report older than this makes the site's contact WARNING …
+pub const CONTACT_WARNING_MS: i64 = 10_000;
+/// … and older than this CRITICAL.
+pub const CONTACT_CRITICAL_MS: i64 = 60_000;
+/// Behind the primary for longer than this: WARNING …
+pub const LAG_WARNING_MS: i64 = 10_000;
+/// … and CRITICAL.
+pub const LAG_CRITICAL_MS: i64 = 60_000;
+
+/// How one log stands at a site.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPosition {
+    pub applied: u64,
+    /// Hex hash of the applied head ("" when empty).
+    pub applied_hash: String,
+    /// The follower (secondaries): its state, the primary's head as last heard, and when.
+    pub follower: Option<FollowerView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerView {
+    pub state: FollowerState,
+    pub primary_head: u64,
+    pub last_contact_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// What a site knows of itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub site_id: String,
+    pub role: Role,
+    pub epoch: u64,
+    pub maintenance: bool,
+    pub settings: LogPosition,
+    pub events: LogPosition,
+    pub objects: Counts,
+    pub writes_in_flight: u64,
+    /// When the site made the report (its clock).
+    pub at_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Health {
+    Ok,
+    Warning,
+    Critical,
+}
+
+/// One aspect of a site's health, with the reasons when it is not OK.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Channel {
+    pub name: &'static str,
+    pub health: Health,
+    pub reasons: Vec<String>,
+}
+
+/// Lag of one log at one site.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Lag {
+    pub entries: u64,
+    pub millis: i64,
+}
+
+/// A site as the runbook sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SiteStatus {
+    pub report: Report,
+    pub settings_head: u64,
+    pub events_head: u64,
+    pub settings_lag: Lag,
+    pub events_lag: Lag,
+    /// When the site was last heard from (for the primary itself: now).
+    pub last_contact_ms: Option<i64>,
+    pub channels: Vec<Channel>,
+    pub health: Health,
+}
+
+/// What to judge a report against.
+#[derive(Clone, Debug, Default)]
+pub struct Judge {
+    pub now_ms: i64,
+    pub settings_head: u64,
+    pub events_head: u64,
+    /// How long ago the first entry the site lacks was written, per log (the primary looks
+    /// it up in its own log; 0 when in step).
+    pub settings_lag_ms: Option<i64>,
+    pub events_lag_ms: Option<i64>,
+    /// Objects in the primary's catalog.
+    pub primary_objects: u64,
+}
+
+impl Judge {
+    /// Evaluates `report`, last heard of at `contact_ms`.
+    pub fn site(&self, report: Report, contact_ms: Option<i64>) -> SiteStatus {
+        let settings_lag = Lag {
+            entries: self.settings_head.saturating_sub(report.settings.applied),
+            millis: self.settings_lag_ms.unwrap_or(0).max(0),
+        };
+        let events_lag = Lag {
+            entries: self.events_head.saturating_sub(report.events.applied),
+            millis: self.events_lag_ms.unwrap_or(0).max(0),
+        };
+        let mut channels = vec![
+            self.contact(contact_ms),
+            log_channel("settings", &report.settings, settings_lag),
+            log_channel("events", &report.events, events_lag),
+            self.objects(&report),
+            verification(&report),
+        ];
+        channels.retain(|c| !(c.name == "contact" && report.role == Role::Primary));
+        let health = channels
+            .iter()
+            .map(|c| c.health)
+            .max()
+            .unwrap_or(Health::Ok);
+        SiteStatus {
+            settings_head: self.settings_head,
+            events_head: self.events_head,
+            report,
+            settings_lag,
+            events_lag,
+            last_contact_ms: contact_ms,
+            channels,
+            health,
+        }
+    }
+
+    fn contact(&self, contact_ms: Option<i64>) -> Channel {
+        let mut c = Channel::ok("contact");
+        match contact_ms {
+            None => c.raise(Health::Critical, "never reported to the primary".into()),
+            Some(at) => {
+                let age = self.now_ms - at;
+                if age > CONTACT_CRITICAL_MS {
+                    c.raise(Health::Critical, format!("no report for {}", secs(age)));
+                } else if age > CONTACT_WARNING_MS {
+                    c.raise(Health::Warning, format!("no report for {}", secs(age)));
+                }
+            }
+        }
+        c
+    }
+
+    fn objects(&self, report: &Report) -> Channel {
+        let mut c = Channel::ok("objects");
+        let o = &report.objects;
+        if o.failed > 0 {
+            c.raise(
+                Health::Warning,
+                format!(
+                    "{} of {} objects failed to sync (retrying)",
+                    o.failed, o.objects
+                ),
+            );
+        }
+        if report.role == Role::Secondary && o.objects < self.primary_objects {
+            // Not an error while events are still arriving; the events channel says so.
+            c.reasons.push(format!(
+                "{} of {} objects known here",
+                o.objects, self.primary_objects
+            ));
+        }
+        c
+    }
+}
+
+fn log_channel(name: &'static str, pos: &LogPosition, lag: Lag) -> Channel {
+    let mut c = Channel::ok(name);
+    if let Some(f) = &pos.follower {
+        match f.state {
+            FollowerState::Diverged => c.raise(
+                Health::Critical,
+                format!(
+                    "{name} log diverged from the primary's: {}",
+                    f.error.as_deref().unwrap_or("stopped applying")
+                ),
+            ),
+            FollowerState::Connecting => c.raise(
+                Health::Warning,
+                format!(
+                    "not following the primary: {}",
+                    f.error.as_deref().unwrap_or("connecting")
+                ),
+            ),
+            FollowerState::Following => {}
+        }
+    }
+    if lag.entries > 0 {
+        let reason = format!("{} entries behind, for {}", lag.entries, secs(lag.millis));
+        if lag.millis > LAG_CRITICAL_MS {
+            c.raise(Health::Critical, reason);
+        } else if lag.millis > LAG_WARNING_MS {
+            c.raise(Health::Warning, reason);
+        } else {
+            c.reasons.push(reason);
+        }
+    }
+    c
+}
+
+fn verification(report: &Report) -> Channel {
+    let mut c = Channel::ok("verification");
+    let failed = report.objects.verification_failed;
+    if failed > 0 {
+        match report.role {
+            Role::Primary => c.raise(
+                Health::Critical,
+                format!("{failed} objects do not match the checksum recorded at push"),
+            ),
+            Role::Secondary => c.raise(
+                Health::Warning,
+                format!("{failed} copies did not match the primary's checksum (re-syncing)"),
+            ),
+        }
+    }
+    c
+}
+
+impl Channel {
+    fn ok(name: &'static str) -> Channel {
+        Channel {
+            name,
+            health: Health::Ok,
+            reasons: Vec::new(),
+        }
+    }
+
+    fn raise(&mut self, to: Health, reason: String) {
+        self.health = self.health.max(to);
+        self.reasons.push(reason);
+    }
+}
+
+fn secs(ms: i64) -> String {
+    format!("{:.1} s", ms.max(0) as f64 / 1000.0)
+}
+
+/// One criterion of failover readiness, with the figure behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Criterion {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// DESIGN's readiness list for promoting `target`, judged by the primary: maintenance on at
+/// the primary and at the target; both logs applied to the primary's head; every object
+/// synced and verified; nothing in flight at the primary; the target in contact recently.
+pub fn readiness(
+    primary: &SiteStatus,
+    in_flight: &[Write],
+    target_id: &str,
+    target: Option<&SiteStatus>,
+    now_ms: i64,
+) -> Vec<Criterion> {
+    let c = |name: String, ok: bool, detail: String| Criterion { name, ok, detail };
+    let mut out = vec![c(
+        "maintenance mode on at the primary".into(),
+        primary.report.maintenance,
+        if primary.report.maintenance {
+            "on"
+        } else {
+            "off"
+        }
+        .into(),
+    )];
+    let Some(t) = target else {
+        out.push(c(
+            format!("{target_id} reports to the primary"),
+            false,
+            format!("no report from a site named {target_id:?}"),
+        ));
+        return out;
+    };
+    let r = &t.report;
+    out.push(c(
+        format!("maintenance mode on at {target_id}"),
+        r.maintenance,
+        if r.maintenance { "on" } else { "off" }.into(),
+    ));
+    for (name, pos, head) in [
+        ("settings", &r.settings, t.settings_head),
+        ("event", &r.events, t.events_head),
+    ] {
+        let diverged = pos
+            .follower
+            .as_ref()
+            .is_some_and(|f| f.state == FollowerState::Diverged);
+        let detail = if diverged {
+            "diverged from the primary's history".to_string()
+        } else {
+            format!("applied {} of {head}", pos.applied)
+        };
+        out.push(c(
+            format!("{target_id} applied the {name} log to the primary's head"),
+            pos.applied == head && !diverged,
+            detail,
+        ));
+    }
+    let o = &r.objects;
+    let total = primary.report.objects.objects;
+    out.push(c(
+        format!("all objects synced at {target_id}"),
+        o.synced == total && o.objects == total && o.pending == 0 && o.failed == 0,
+        format!(
+            "{} of {total} synced ({}), {} pending, {} failed",
+            o.synced,
+            percent(o.synced, total),
+            o.pending,
+            o.failed
+        ),
+    ));
+    out.push(c(
+        format!("all objects verified at {target_id}"),
+        o.verified == total && o.verification_failed == 0,
+        format!(
+            "{} of {total} verified ({}), {} failed verification",
+            o.verified,
+            percent(o.verified, total),
+            o.verification_failed
+        ),
+    ));
+    out.push(c(
+        "nothing in flight at the primary".into(),
+        in_flight.is_empty(),
+        match in_flight {
+            [] => "0 writes in flight".into(),
+            writes => format!(
+                "{} writes in flight: {}",
+                writes.len(),
+                writes
+                    .iter()
+                    .take(3)
+                    .map(|w| format!("{} from {}", w.what, w.from))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    ));
+    let age = t.last_contact_ms.map(|at| now_ms - at);
+    out.push(c(
+        format!("{target_id} in contact recently"),
+        age.is_some_and(|a| a <= CONTACT_WARNING_MS),
+        match age {
+            Some(a) => format!("last report {} ago", secs(a)),
+            None => "never reported".into(),
+        },
+    ));
+    out
+}
+
+/// What a secondary can say of its own readiness when the primary cannot be asked: the
+/// primary's answer is the first (failing) criterion; the rest is judged against what this
+/// site last heard from the primary, which is what a forced promotion would keep.
+pub fn readiness_without_primary(own: &SiteStatus, primary: &str, error: &str) -> Vec<Criterion> {
+    let r = &own.report;
+    let id = &r.site_id;
+    let o = &r.objects;
+    let mut out = vec![Criterion {
+        name: format!("the primary at {primary} answers"),
+        ok: false,
+        detail: error.to_string(),
+    }];
+    for (name, pos, head) in [
+        ("settings", &r.settings, own.settings_head),
+        ("event", &r.events, own.events_head),
+    ] {
+        out.push(Criterion {
+            name: format!("{id} applied the {name} log to the primary's last known head"),
+            ok: pos.applied >= head,
+            detail: format!("applied {} of {head}", pos.applied),
+        });
+    }
+    out.push(Criterion {
+        name: format!("all objects synced at {id}"),
+        ok: o.synced == o.objects && o.failed == 0 && o.pending == 0,
+        detail: format!(
+            "{} of {} known objects synced ({}), {} pending, {} failed",
+            o.synced,
+            o.objects,
+            percent(o.synced, o.objects),
+            o.pending,
+            o.failed
+        ),
+    });
+    out.push(Criterion {
+        name: format!("all objects verified at {id}"),
+        ok: o.verified == o.objects && o.verification_failed == 0,
+        detail: format!(
+            "{} of {} known objects verified ({})",
+            o.verified,
+            o.objects,
+            percent(o.verified, o.objects)
+        ),
+    });
+    out
+}
+
+fn percent(part: u64, total: u64) -> String {
+    if total == 0 {
+        "100.0%".into()
+    } else {
+        format!("{:.1}%", part as f64 * 100.0 / total as f64)
+    }
+}
+
+/// The latest report of each secondary, as the primary received them.
+#[derive(Default)]
+pub struct Reports {
+    inner: Mutex<BTreeMap<String, (Report, i64)>>,
+}
+
+impl Reports {
+    pub fn record(&self, report: Report, received_ms: i64) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(report.site_id.clone(), (report, received_ms));
+    }
+
+    /// Every site's latest report and when it arrived, by site id.
+    pub fn all(&self) -> Vec<(Report, i64)> {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.values().cloned().collect()
+    }
+
+    pub fn get(&self, site_id: &str) -> Option<(Report, i64)> {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(site_id).cloned()
+    }
+}
+
+mod local;
+
+#[cfg(test)]
+mod tests;
