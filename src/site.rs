@@ -1,6 +1,7 @@
 //! One site: its storage, settings, objects, background tasks and servers, wired together and run until
 //! shutdown. This is the composition root the daemon and `dev` share.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tracing::{error, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::config::Config;
 use crate::gate::{self, GateConfig};
@@ -36,6 +37,8 @@ pub enum SiteError {
     Follower(#[from] FollowerError),
     #[error("the primary's address: {0}")]
     Primary(String),
+    #[error("cannot serve on the listener again: {0}")]
+    Listen(std::io::Error),
     #[error("a critical task panicked: {0}")]
     Panicked(String),
 }
@@ -61,7 +64,11 @@ pub struct Site {
     pub shutdown: CancellationToken,
     /// The latest report of each secondary (on the primary).
     pub reports: Reports,
-    store: Store,
+    /// A former primary to tell of this site's epoch (after a promotion).
+    pub fence_target: Option<String>,
+    /// Set when the site stops only to open again with a new placement.
+    reopen: AtomicBool,
+    pub store: Store,
 }
 
 /// The background work of a secondary.
@@ -80,25 +87,57 @@ pub struct Opened {
 }
 
 impl Site {
-    /// Opens the site's storage, settings and objects; builds its followers and sync
-    /// workers if it is a secondary.
-    pub async fn open(config: &Config, shutdown: CancellationToken) -> Result<Opened, SiteError> {
-        let store = Store::open(&config.data_dir)?;
+    /// Opens the site's settings and objects in `store`; builds its followers and sync
+    /// workers if it is a secondary. The role and primary are the configuration's unless
+    /// promote, demote, repoint or a fence placed the site otherwise.
+    pub async fn open(
+        config: &Config,
+        store: Store,
+        shutdown: CancellationToken,
+    ) -> Result<Opened, SiteError> {
+        let placement = store.placement()?;
+        let (role, primary, fenced) = match &placement {
+            None => (config.role, config.primary.clone(), None),
+            Some(p) => {
+                if p.role != config.role
+                    || (p.role == Role::Secondary && p.primary != config.primary)
+                {
+                    warn!(
+                        configured_role = %config.role,
+                        role = %p.role,
+                        primary = p.primary.as_deref().unwrap_or("none"),
+                        "promote, demote or repoint placed this site otherwise than its configuration; that placement stands"
+                    );
+                }
+                (p.role, p.primary.clone(), p.fenced.clone())
+            }
+        };
         let settings = Arc::new(
             Settings::open(
                 store.clone(),
                 &config.site_id,
-                config.role,
-                config.primary.clone(),
+                role,
+                primary.clone(),
+                fenced,
             )
             .await?,
         );
+        if role == Role::Primary
+            && placement.is_some()
+            && settings.log().head().epoch < settings.primary_epoch()
+        {
+            settings.record_promotion("promote").await?;
+            info!(
+                epoch = settings.primary_epoch(),
+                "recorded the promotion in the settings log"
+            );
+        }
         let objects = Arc::new(Objects::open(
             &store,
             &config.data_dir,
             Arc::clone(&settings),
         )?);
-        let (secondary, channel, status, events_status) = match (&config.role, &config.primary) {
+        let (secondary, channel, status, events_status) = match (&role, &primary) {
             (Role::Secondary, Some(primary)) => {
                 let channel = lazy_channel(primary).map_err(SiteError::Primary)?;
                 let source = |log| GrpcLogSource {
@@ -153,6 +192,8 @@ impl Site {
             gate: config.gate.clone(),
             shutdown,
             reports: Reports::default(),
+            fence_target: placement.and_then(|p| p.fence_target),
+            reopen: AtomicBool::new(false),
             store,
         };
         Ok(Opened {
@@ -161,6 +202,13 @@ impl Site {
             sync_concurrency: config.sync_concurrency,
             reverify_interval: config.reverify_interval,
         })
+    }
+
+    /// Stops this site so that it opens again with the placement just recorded (promote,
+    /// demote, repoint, fence), on the same listeners. In-flight requests finish first.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+        self.shutdown.cancel();
     }
 
     pub fn follower_status(&self) -> Option<FollowerStatus> {
@@ -206,6 +254,10 @@ impl Opened {
             shutdown.clone(),
         );
         spawn("verifier", Box::pin(async { Ok(verifier.await?) }));
+        if let (Some(target), Role::Primary) = (site.fence_target.clone(), site.settings.role()) {
+            let (fencer, s) = (Arc::clone(&site), shutdown.clone());
+            spawn("fence", Box::pin(fence(fencer, target, s)));
+        }
         if let Some(secondary) = self.secondary {
             let (settings, events) = (secondary.settings, secondary.events);
             let s = shutdown.clone();
@@ -275,6 +327,72 @@ impl Opened {
         served?;
         Ok(())
     }
+}
+
+/// Runs a site until `shutdown`, opening it again on the same listeners whenever its
+/// placement changes (promote, demote, repoint, fence).
+pub async fn run(
+    config: &Config,
+    first: Opened,
+    grpc: std::net::TcpListener,
+    http: std::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), SiteError> {
+    let mut opened = first;
+    loop {
+        let site = Arc::clone(&opened.site);
+        let listen = |l: &std::net::TcpListener| {
+            l.try_clone()
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    TcpListener::from_std(l)
+                })
+                .map_err(SiteError::Listen)
+        };
+        opened.serve(listen(&grpc)?, listen(&http)?).await?;
+        if shutdown.is_cancelled() || !site.reopen.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let store = site.store.clone();
+        drop(site);
+        info!("opening the site again with its new placement");
+        opened = Site::open(config, store, shutdown.child_token()).await?;
+    }
+}
+
+/// Tells the former primary at `target` this site's epoch until it has heard it, then
+/// forgets the target. Retries with backoff: the former primary may be down for a while.
+async fn fence(
+    site: Arc<Site>,
+    target: String,
+    shutdown: CancellationToken,
+) -> Result<(), SiteError> {
+    let epoch = site.settings.primary_epoch();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match server::client::fence(&target, &site.site_token, site.settings.site_id(), epoch).await
+        {
+            Ok(()) => {
+                info!(%target, epoch, "the former primary is fenced");
+                break;
+            }
+            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                warn!(%target, error = %e.message(), "the former primary did not take the fence");
+                break;
+            }
+            Err(e) => debug!(%target, error = %e.message(), "cannot fence the former primary yet"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+    if let Some(mut p) = site.store.placement()? {
+        p.fence_target = None;
+        site.store.set_placement(&p).await?;
+    }
+    Ok(())
 }
 
 /// Reports this secondary's status to the primary every heartbeat interval, in maintenance

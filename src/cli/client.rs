@@ -280,6 +280,9 @@ fn mode_text(m: &pb::ModeState) -> String {
         m.epoch,
         m.settings_index
     );
+    if !m.fenced.is_empty() {
+        out += &format!("FENCED            {}\n", m.fenced);
+    }
     if let Some(f) = j.get("follower") {
         out += &format!(
             "follower          {} {} (primary head {}){}\n",

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use tokio::net::TcpListener;
+use std::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -16,6 +16,7 @@ use crate::gate::GateConfig;
 use crate::server::auth::Token;
 use crate::settings::Role;
 use crate::site::{Opened, Site};
+use crate::store::Store;
 
 pub async fn run(args: RunArgs) -> u8 {
     let config = match Config::load(&args) {
@@ -46,8 +47,8 @@ pub async fn run(args: RunArgs) -> u8 {
         local(&grpc),
         local(&http)
     );
-    tokio::spawn(stop_on_signal(shutdown));
-    match opened.serve(grpc, http).await {
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    match crate::site::run(&config, opened, grpc, http, shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             error!(error = %e, "site failed");
@@ -61,18 +62,19 @@ async fn open_and_bind(
     config: &Config,
     shutdown: CancellationToken,
 ) -> Result<(Opened, TcpListener, TcpListener), String> {
-    let opened = Site::open(config, shutdown)
+    let failed = |e: &dyn std::fmt::Display| format!("cannot open site {}: {e}", config.site_id);
+    let store = Store::open(&config.data_dir).map_err(|e| failed(&e))?;
+    let opened = Site::open(config, store, shutdown.child_token())
         .await
-        .map_err(|e| format!("cannot open site {}: {e}", config.site_id))?;
-    let grpc = bind(config.listen, "gRPC").await?;
-    let http = bind(config.http_listen, "HTTP").await?;
+        .map_err(|e| failed(&e))?;
+    let grpc = bind(config.listen, "gRPC")?;
+    let http = bind(config.http_listen, "HTTP")?;
     Ok((opened, grpc, http))
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+/// A std listener: the site serves it again after a promotion or repoint.
+fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
 }
 
 fn local(l: &TcpListener) -> String {
@@ -210,7 +212,7 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
     for (config, _, _, opened, grpc, http) in sites {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let r = opened.serve(grpc, http).await;
+            let r = crate::site::run(&config, opened, grpc, http, shutdown.clone()).await;
             if let Err(e) = &r {
                 error!(site = %config.site_id, error = %e, "site failed");
                 shutdown.cancel();

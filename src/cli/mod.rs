@@ -5,6 +5,7 @@
 
 mod client;
 mod daemon;
+mod failover;
 mod gate;
 mod objects;
 mod status;
@@ -69,6 +70,12 @@ pub enum Command {
     /// The failover runbook.
     #[command(subcommand)]
     Failover(FailoverCommand),
+    /// Make this secondary the primary (epoch + 1). Refused (exit 1) unless ready or --force.
+    Promote(failover::PromoteArgs),
+    /// Make this primary a fenced, read-only site (maintenance mode must be on).
+    Demote(failover::DemoteArgs),
+    /// Point this secondary (or fenced site) at a new primary.
+    Repoint(failover::RepointArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +196,9 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Push(a) => objects::push(a).await,
         Command::Status(a) => status::status(a).await,
         Command::Failover(FailoverCommand::Check(a)) => status::failover_check(a).await,
+        Command::Promote(a) => failover::promote(a).await,
+        Command::Demote(a) => failover::demote(a).await,
+        Command::Repoint(a) => failover::repoint(a).await,
         Command::Pull(a) => objects::pull(a).await,
     }
 }

@@ -175,6 +175,9 @@ impl Objects {
             message,
             primary: primary.clone(),
         };
+        if let Some(reason) = mode.fenced {
+            return Err(refuse(reason));
+        }
         match mode.role {
             Role::Secondary => {
                 if let Some(p) = proxied {

@@ -369,7 +369,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let settings = Arc::new(
-            Settings::open(store, "s1", Role::Secondary, Some("p".into()))
+            Settings::open(store, "s1", Role::Secondary, Some("p".into()), None)
                 .await
                 .unwrap(),
         );

@@ -142,6 +142,26 @@ impl LogSource for GrpcLogSource {
     }
 }
 
+/// Tells the site at `url` that `site_id` is the primary at `epoch` (`ReplicationService.Fence`).
+pub async fn fence(
+    url: &str,
+    token: &Token,
+    site_id: &str,
+    epoch: u64,
+) -> Result<(), tonic::Status> {
+    let channel = connect(url).await.map_err(tonic::Status::unavailable)?;
+    let req = authorized(
+        pb::FenceRequest {
+            epoch,
+            site_id: site_id.to_string(),
+        },
+        token,
+    )
+    .map_err(tonic::Status::internal)?;
+    pb::ReplicationClient::new(channel).fence(req).await?;
+    Ok(())
+}
+
 /// Calls `FetchObject` on `channel`'s site.
 pub async fn fetch_object(
     channel: Channel,

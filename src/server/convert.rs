@@ -49,6 +49,7 @@ pub fn mode_state(view: &ModeView, follower: Option<&FollowerStatus>) -> pb::Mod
             hex::encode(view.settings_hash)
         },
         follower: follower.map(follower_status),
+        fenced: view.fenced.clone().unwrap_or_default(),
     }
 }
 
@@ -138,7 +139,7 @@ pub fn settings_status(e: SettingsError) -> Status {
             }
             s
         }
-        SettingsError::Log(LogError::StaleEpoch { .. }) => {
+        SettingsError::Log(LogError::StaleEpoch { .. }) | SettingsError::Fenced(_) => {
             Status::failed_precondition(e.to_string())
         }
         SettingsError::Log(_) | SettingsError::Store(_) => {
@@ -174,6 +175,9 @@ pub fn mode_json(m: &pb::ModeState) -> serde_json::Value {
         "site_id": m.site_id,
         "role": role,
     });
+    if !m.fenced.is_empty() {
+        out["fenced"] = m.fenced.clone().into();
+    }
     if let Some(f) = &m.follower {
         let state = match pb::FollowerState::try_from(f.state) {
             Ok(pb::FollowerState::Connecting) => "connecting",

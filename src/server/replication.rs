@@ -16,6 +16,7 @@ use crate::log::{now_ms, Log, Machine};
 use crate::objects::{parse_sha256, ObjectError, ObjectName};
 use crate::settings::Role;
 use crate::site::Site;
+use crate::store::Placement;
 
 /// Entries read from the log per batch while a follower catches up.
 const BATCH: usize = 256;
@@ -35,7 +36,7 @@ impl ReplicationSvc {
     }
 
     /// Streams `log` from the request's index on, then tails it, with heartbeats.
-    fn stream_log<M: Machine>(
+    async fn stream_log<M: Machine>(
         &self,
         log: Arc<Log<M>>,
         req: pb::StreamLogRequest,
@@ -43,6 +44,11 @@ impl ReplicationSvc {
         let settings = Arc::clone(&self.site.settings);
         let ours = settings.epoch();
         if req.epoch > ours {
+            // A site that has seen a newer epoch: this one learns it, which fences it if
+            // it thought itself primary.
+            if let Err(e) = settings.observe_epoch(req.epoch).await {
+                return Err(Status::internal(e.to_string()));
+            }
             return Err(Status::failed_precondition(format!(
                 "site {} is at epoch {ours}, but the caller has seen epoch {}: this site is not the current primary",
                 settings.site_id(),
@@ -113,7 +119,9 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         req: Request<pb::StreamLogRequest>,
     ) -> Result<Response<LogStream>, Status> {
         let log = Arc::clone(self.site.settings.log());
-        self.stream_log(log, req.into_inner()).map(Response::new)
+        self.stream_log(log, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type StreamEventsStream = LogStream;
@@ -123,7 +131,9 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         req: Request<pb::StreamLogRequest>,
     ) -> Result<Response<LogStream>, Status> {
         let log = Arc::clone(self.site.objects.log());
-        self.stream_log(log, req.into_inner()).map(Response::new)
+        self.stream_log(log, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn report_status(
@@ -139,6 +149,10 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
             )));
         }
         if report.epoch > settings.epoch() {
+            settings
+                .observe_epoch(report.epoch)
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
             return Err(Status::failed_precondition(format!(
                 "site {} is at epoch {}, but {} has seen epoch {}: this site is not the current primary",
                 settings.site_id(),
@@ -152,6 +166,50 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         Ok(Response::new(pb::ReportStatusResponse {
             epoch: settings.epoch(),
         }))
+    }
+
+    async fn fence(
+        &self,
+        req: Request<pb::FenceRequest>,
+    ) -> Result<Response<pb::FenceResponse>, Status> {
+        let req = req.into_inner();
+        let site = &self.site;
+        let settings = &site.settings;
+        let failed = |e: &dyn std::fmt::Display| Status::internal(e.to_string());
+        if settings.role() == Role::Primary && req.epoch <= settings.primary_epoch() {
+            return Err(Status::failed_precondition(format!(
+                "site {} leads at epoch {}, not lower than {}",
+                settings.site_id(),
+                settings.primary_epoch(),
+                req.epoch
+            )));
+        }
+        // Durable first: from here on this site refuses writes even before it reopens.
+        settings
+            .observe_epoch(req.epoch)
+            .await
+            .map_err(|e| failed(&e))?;
+        if settings.role() == Role::Primary {
+            let placement = Placement {
+                role: Role::Secondary,
+                primary: None,
+                fenced: Some(format!(
+                    "site {} was the primary at epoch {}; {} is the primary at epoch {}: this site is fenced and read-only until repointed at it",
+                    settings.site_id(),
+                    settings.primary_epoch(),
+                    req.site_id,
+                    req.epoch
+                )),
+                fence_target: None,
+            };
+            site.store
+                .set_placement(&placement)
+                .await
+                .map_err(|e| failed(&e))?;
+            tracing::warn!(new_primary = %req.site_id, epoch = req.epoch, "fenced by a newer primary; opening again read-only");
+            site.reopen();
+        }
+        Ok(Response::new(pb::FenceResponse {}))
     }
 
     type FetchObjectStream = PullStream;

@@ -52,55 +52,67 @@ impl pb::status_service_server::StatusService for StatusSvc {
         &self,
         req: Request<pb::CheckFailoverReadinessRequest>,
     ) -> Result<Response<pb::FailoverReadiness>, Status> {
-        let site_id = req.into_inner().site_id;
-        let own_id = self.site.settings.site_id().to_string();
-        let reply = |site_id: String, criteria: Vec<status::Criterion>, judged_by: String| {
-            pb::FailoverReadiness {
-                ready: criteria.iter().all(|c| c.ok),
-                criteria: criteria.iter().map(convert::criterion).collect(),
-                site_id,
-                judged_by,
+        readiness_of(&self.site, req.into_inner().site_id)
+            .await
+            .map(Response::new)
+    }
+}
+
+/// Readiness for promoting `site_id` (empty: this secondary). A primary judges it; a
+/// secondary asks its primary, and judges itself from what it last heard when it cannot.
+pub async fn readiness_of(
+    site: &Arc<Site>,
+    site_id: String,
+) -> Result<pb::FailoverReadiness, Status> {
+    let own_id = site.settings.site_id().to_string();
+    let reply = |site_id: String, criteria: Vec<status::Criterion>, judged_by: String| {
+        pb::FailoverReadiness {
+            ready: criteria.iter().all(|c| c.ok),
+            criteria: criteria.iter().map(convert::criterion).collect(),
+            site_id,
+            judged_by,
+        }
+    };
+    match site.settings.role() {
+        Role::Primary => {
+            if site_id.is_empty() || site_id == own_id {
+                return Err(Status::invalid_argument(
+                    "name the secondary to promote (--site ID); this site is the primary",
+                ));
             }
-        };
-        match self.site.settings.role() {
-            Role::Primary => {
-                if site_id.is_empty() || site_id == own_id {
-                    return Err(Status::invalid_argument(
-                        "name the secondary to promote (--site ID); this site is the primary",
-                    ));
+            let target = site_id.clone();
+            let criteria = blocking(site, move |s| s.readiness(&target)).await?;
+            Ok(reply(site_id, criteria, own_id))
+        }
+        Role::Secondary => {
+            let site_id = if site_id.is_empty() {
+                own_id.clone()
+            } else {
+                site_id
+            };
+            let primary = site.settings.primary().unwrap_or_default().to_string();
+            let asked = match &site.primary_channel {
+                Some(channel) => {
+                    let mut client = pb::StatusClient::new(channel.clone());
+                    let req = pb::CheckFailoverReadinessRequest {
+                        site_id: site_id.clone(),
+                    };
+                    client
+                        .check_failover_readiness(req)
+                        .await
+                        .map(|r| r.into_inner())
                 }
-                let target = site_id.clone();
-                let criteria = blocking(&self.site, move |s| s.readiness(&target)).await?;
-                Ok(Response::new(reply(site_id, criteria, own_id)))
-            }
-            Role::Secondary => {
-                let site_id = if site_id.is_empty() {
-                    own_id.clone()
-                } else {
-                    site_id
-                };
-                let primary = self.site.settings.primary().unwrap_or_default().to_string();
-                let asked = match &self.site.primary_channel {
-                    Some(channel) => {
-                        let mut client =
-                            pb::status_service_client::StatusServiceClient::new(channel.clone());
-                        let req = pb::CheckFailoverReadinessRequest {
-                            site_id: site_id.clone(),
-                        };
-                        client.check_failover_readiness(req).await
-                    }
-                    None => Err(Status::unavailable("no primary is configured")),
-                };
-                match asked {
-                    Ok(r) => Ok(r),
-                    Err(e) if site_id == own_id => {
-                        let own = blocking(&self.site, |s| s.statuses()).await?;
-                        let criteria =
-                            status::readiness_without_primary(&own[0], &primary, e.message());
-                        Ok(Response::new(reply(site_id, criteria, own_id)))
-                    }
-                    Err(e) => Err(super::objects::forwarded_status(e, &primary)),
+                None => Err(Status::unavailable("no primary is configured")),
+            };
+            match asked {
+                Ok(r) => Ok(r),
+                Err(e) if site_id == own_id => {
+                    let own = blocking(site, |s| s.statuses()).await?;
+                    let criteria =
+                        status::readiness_without_primary(&own[0], &primary, e.message());
+                    Ok(reply(site_id, criteria, own_id))
                 }
+                Err(e) => Err(super::objects::forwarded_status(e, &primary)),
             }
         }
     }

@@ -23,6 +23,9 @@ pub use state::{
     MAX_MESSAGE_CHARS, MESSAGE_KEY, MODE_KEY,
 };
 
+/// The setting a promoted primary records itself under: `{"site_id": …, "epoch": …}`.
+pub const PRIMARY_KEY: &str = "geo_primary";
+
 /// Name of the settings log's sled trees.
 pub const LOG_NAME: &str = "settings";
 const STATE_KEY: &[u8] = b"state";
@@ -67,6 +70,9 @@ pub enum SettingsError {
     Invalid(String),
     #[error("site {site_id} is a secondary and does not accept settings changes; change them on the primary at {primary}")]
     NotPrimary { site_id: String, primary: String },
+    /// A former primary, read-only until repointed.
+    #[error("{0}")]
+    Fenced(String),
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
@@ -111,6 +117,8 @@ pub struct ModeView {
     pub epoch: u64,
     pub site_id: Arc<str>,
     pub role: Role,
+    /// Why this site is read-only, when it is a former primary.
+    pub fenced: Option<String>,
 }
 
 /// The settings subsystem of one site.
@@ -123,21 +131,35 @@ pub struct Settings {
     primary: Option<String>,
     /// Highest epoch seen, cached from the store (it is read on every `GetMode`).
     epoch: AtomicU64,
+    /// The epoch this site leads at (a primary); a higher epoch seen fences it.
+    primary_epoch: u64,
+    /// Why this site is read-only (demoted or fenced), from its placement.
+    fenced: Option<String>,
 }
 
 impl Settings {
-    /// Opens the settings log. A primary that has never had an epoch takes epoch 1.
+    /// Opens the settings log. A primary that has never had an epoch takes epoch 1, and
+    /// from then on leads at the epoch it first led at (or was promoted to).
     pub async fn open(
         store: Store,
         site_id: &str,
         role: Role,
         primary: Option<String>,
+        fenced: Option<String>,
     ) -> Result<Settings, SettingsError> {
         let log = Log::open(store.db(), LOG_NAME, SettingsMachine)?;
         let mut epoch = store.highest_epoch()?.max(log.head().epoch);
         if role == Role::Primary && epoch == 0 {
             epoch = store.raise_epoch(1).await?;
         }
+        let primary_epoch = match (role, store.primary_epoch()?) {
+            (_, Some(e)) => e,
+            (Role::Primary, None) => {
+                store.set_primary_epoch(epoch).await?;
+                epoch
+            }
+            (Role::Secondary, None) => 0,
+        };
         Ok(Settings {
             log: Arc::new(log),
             store,
@@ -145,6 +167,28 @@ impl Settings {
             role,
             primary,
             epoch: AtomicU64::new(epoch),
+            primary_epoch,
+            fenced,
+        })
+    }
+
+    /// The epoch this site leads at (0 if it never was a primary).
+    pub fn primary_epoch(&self) -> u64 {
+        self.primary_epoch
+    }
+
+    /// Why this site must not take writes although it may think itself primary: it was
+    /// demoted, or it has seen a higher epoch than the one it leads at.
+    pub fn fenced(&self) -> Option<String> {
+        if let Some(reason) = &self.fenced {
+            return Some(reason.clone());
+        }
+        let seen = self.epoch();
+        (self.role == Role::Primary && seen > self.primary_epoch).then(|| {
+            format!(
+                "site {} was the primary at epoch {}, but epoch {seen} exists: it is fenced and refuses writes; repoint it at the current primary",
+                self.site_id, self.primary_epoch
+            )
         })
     }
 
@@ -187,6 +231,7 @@ impl Settings {
             epoch: self.epoch(),
             site_id: Arc::clone(&self.site_id),
             role: self.role,
+            fenced: self.fenced(),
         }
     }
 
@@ -209,6 +254,20 @@ impl Settings {
         self.change(Change::maintenance(enabled, message), actor)
             .await?;
         Ok(self.mode())
+    }
+
+    /// Records in the settings log that this site became the primary at its epoch (after a
+    /// promotion), so every site that follows it sees where the new history begins.
+    pub async fn record_promotion(&self, actor: &str) -> Result<(), SettingsError> {
+        let mut change = Change {
+            set: BTreeMap::new(),
+            unset: Vec::new(),
+        };
+        change.set.insert(
+            PRIMARY_KEY.to_string(),
+            serde_json::json!({"site_id": &*self.site_id, "epoch": self.primary_epoch}),
+        );
+        self.change(change, actor).await.map(drop)
     }
 
     /// Sets keys to JSON values (given as JSON text) and unsets keys, as one entry.
@@ -234,6 +293,9 @@ impl Settings {
     }
 
     async fn change(&self, change: Change, actor: &str) -> Result<Entry, SettingsError> {
+        if let Some(reason) = self.fenced() {
+            return Err(SettingsError::Fenced(reason));
+        }
         if self.role != Role::Primary {
             return Err(SettingsError::NotPrimary {
                 site_id: self.site_id.to_string(),
@@ -396,6 +458,7 @@ impl ModeWatch {
                         epoch: self.settings.epoch().max(entry.epoch),
                         site_id: Arc::clone(&self.settings.site_id),
                         role: self.settings.role,
+                        fenced: self.settings.fenced(),
                     });
                 }
             }
@@ -421,7 +484,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let primary = (role == Role::Secondary).then(|| "http://10.0.0.1:7600".to_string());
-        let s = Settings::open(store, "s", role, primary).await.unwrap();
+        let s = Settings::open(store, "s", role, primary, None)
+            .await
+            .unwrap();
         (dir, Arc::new(s))
     }
 

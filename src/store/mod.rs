@@ -1,11 +1,13 @@
 //! The site's embedded database: one sled `Db` under `<data dir>/db`, opened once.
 //!
 //! Every durable thing a site knows lives here (the replicated logs, their materialised
-//! state, the highest epoch seen), so one `flush` makes a change durable. The on-disk format
+//! state, the highest epoch seen, the epoch it leads at, its placement), so one `flush` makes a change durable. The on-disk format
 //! is versioned: a database written by a newer, incompatible format is refused rather than
 //! misread.
 
 use std::path::{Path, PathBuf};
+
+use crate::settings::Role;
 
 /// Version of the on-disk layout. Bump with an upgrade step when the layout changes.
 pub const FORMAT_VERSION: u64 = 1;
@@ -13,6 +15,21 @@ pub const FORMAT_VERSION: u64 = 1;
 const META_TREE: &str = "site/meta";
 const FORMAT_KEY: &[u8] = b"format_version";
 const EPOCH_KEY: &[u8] = b"highest_epoch";
+const PRIMARY_EPOCH_KEY: &[u8] = b"primary_epoch";
+const PLACEMENT_KEY: &[u8] = b"placement";
+
+/// Where a site stands, once promote, demote, repoint or a fence has decided it: this
+/// overrides the role and primary of the configuration, which only give the initial one.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Placement {
+    pub role: Role,
+    /// The primary a secondary follows (none for a fenced site).
+    pub primary: Option<String>,
+    /// Why this site is read-only: a former primary, demoted or fenced by a higher epoch.
+    pub fenced: Option<String>,
+    /// A former primary to tell of this site's epoch (after a promotion), until it is told.
+    pub fence_target: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -97,6 +114,63 @@ impl Store {
             Some(raw) => decode_u64(&raw, "highest epoch"),
             None => Ok(epoch),
         }
+    }
+
+    /// The epoch this site leads at, once it has been a primary.
+    pub fn primary_epoch(&self) -> Result<Option<u64>, StoreError> {
+        match self.meta.get(PRIMARY_EPOCH_KEY)? {
+            None => Ok(None),
+            Some(raw) => decode_u64(&raw, "primary epoch").map(Some),
+        }
+    }
+
+    /// Records the epoch this site leads at, durably.
+    pub async fn set_primary_epoch(&self, epoch: u64) -> Result<(), StoreError> {
+        self.meta.insert(PRIMARY_EPOCH_KEY, &epoch.to_be_bytes())?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// The placement promote/demote/repoint/fence decided, if any.
+    pub fn placement(&self) -> Result<Option<Placement>, StoreError> {
+        match self.meta.get(PLACEMENT_KEY)? {
+            None => Ok(None),
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    what: "placement".into(),
+                    detail: e.to_string(),
+                }),
+        }
+    }
+
+    /// Records a placement, durably.
+    pub async fn set_placement(&self, p: &Placement) -> Result<(), StoreError> {
+        let raw = serde_json::to_vec(p).map_err(|e| StoreError::Corrupt {
+            what: "placement".into(),
+            detail: e.to_string(),
+        })?;
+        self.meta.insert(PLACEMENT_KEY, raw)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Makes this site the primary at `epoch` in one atomic, durable write: the highest
+    /// epoch seen, the epoch it leads at and its placement change together, so a crash can
+    /// never leave a primary at an old epoch or a promoted site that still follows.
+    pub async fn promote(&self, epoch: u64, placement: &Placement) -> Result<(), StoreError> {
+        let raw = serde_json::to_vec(placement).map_err(|e| StoreError::Corrupt {
+            what: "placement".into(),
+            detail: e.to_string(),
+        })?;
+        let mut batch = sled::Batch::default();
+        let highest = self.highest_epoch()?.max(epoch);
+        batch.insert(EPOCH_KEY, &highest.to_be_bytes());
+        batch.insert(PRIMARY_EPOCH_KEY, &epoch.to_be_bytes());
+        batch.insert(PLACEMENT_KEY, raw);
+        self.meta.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        Ok(())
     }
 
     /// Flushes everything written so far to disk.
