@@ -255,8 +255,18 @@ impl Opened {
         );
         spawn("verifier", Box::pin(async { Ok(verifier.await?) }));
         if let (Some(target), Role::Primary) = (site.fence_target.clone(), site.settings.role()) {
+            // Not critical: it ends once delivered, and failing to deliver it breaks nothing
+            // here (the former primary also fences itself on meeting the epoch elsewhere).
             let (fencer, s) = (Arc::clone(&site), shutdown.clone());
-            spawn("fence", Box::pin(fence(fencer, target, s)));
+            let child = tracing::info_span!(parent: &span, "task", name = "fence");
+            tokio::spawn(
+                async move {
+                    if let Err(error) = fence(fencer, target, s).await {
+                        warn!(%error, "cannot record that the former primary is fenced");
+                    }
+                }
+                .instrument(child),
+            );
         }
         if let Some(secondary) = self.secondary {
             let (settings, events) = (secondary.settings, secondary.events);
