@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod failover;
 pub mod gate;
 pub mod log;
 pub mod objects;

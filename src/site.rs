@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tracing::{debug, error, info, warn, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 use crate::config::Config;
 use crate::gate::{self, GateConfig};
@@ -261,7 +261,7 @@ impl Opened {
             let child = tracing::info_span!(parent: &span, "task", name = "fence");
             tokio::spawn(
                 async move {
-                    if let Err(error) = fence(fencer, target, s).await {
+                    if let Err(error) = crate::failover::deliver_fence(fencer, target, s).await {
                         warn!(%error, "cannot record that the former primary is fenced");
                     }
                 }
@@ -368,41 +368,6 @@ pub async fn run(
         info!("opening the site again with its new placement");
         opened = Site::open(config, store, shutdown.child_token()).await?;
     }
-}
-
-/// Tells the former primary at `target` this site's epoch until it has heard it, then
-/// forgets the target. Retries with backoff: the former primary may be down for a while.
-async fn fence(
-    site: Arc<Site>,
-    target: String,
-    shutdown: CancellationToken,
-) -> Result<(), SiteError> {
-    let epoch = site.settings.primary_epoch();
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match server::client::fence(&target, &site.site_token, site.settings.site_id(), epoch).await
-        {
-            Ok(()) => {
-                info!(%target, epoch, "the former primary is fenced");
-                break;
-            }
-            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-                warn!(%target, error = %e.message(), "the former primary did not take the fence");
-                break;
-            }
-            Err(e) => debug!(%target, error = %e.message(), "cannot fence the former primary yet"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(1));
-    }
-    if let Some(mut p) = site.store.placement()? {
-        p.fence_target = None;
-        site.store.set_placement(&p).await?;
-    }
-    Ok(())
 }
 
 /// Reports this secondary's status to the primary every heartbeat interval, in maintenance

@@ -408,3 +408,46 @@ async fn status_figures_are_the_truth_with_failures_and_a_corrupted_copy() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_primary_is_read_only_until_repointed() {
+    let cluster = Cluster::new();
+    let token = &cluster.admin_token;
+    let mut old = cluster.primary("old");
+    let p = old.url();
+    let (code, _, err) = run(&["demote", "--addr", &p], &cluster);
+    assert_eq!(code, 2, "refused outside maintenance");
+    assert!(err.contains("turn maintenance mode on first"), "{err}");
+    push(&old, token, "before", b"x").await.unwrap();
+
+    set_maintenance(&old, token, true, "moving").await.unwrap();
+    let (code, out, err) = run(&["demote", "--addr", &p], &cluster);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("old is demoted"), "{out}");
+    let m = eventually("demoted", || async {
+        let m = old.get_mode().await;
+        (!m.fenced.is_empty()).then_some(m)
+    })
+    .await;
+    assert_eq!(m.role, pb::Role::Secondary as i32);
+    assert!(m.fenced.contains("demoted"), "{m:?}");
+    // It survives a restart, refuses writes and settings, and still serves reads.
+    assert!(old.terminate().success());
+    old.restart();
+    let err = push(&old, token, "after", b"y").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("demoted"), "{err:?}");
+    assert_eq!(
+        set_maintenance(&old, token, false, "")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    let (_, got) = pull(&old, token, "before").await.unwrap();
+    assert_eq!(got, b"x");
+    // A bad address is refused before anything changes.
+    let (code, _, err) = run(&["repoint", "--primary", "ftp://x", "--addr", &p], &cluster);
+    assert_eq!(code, 2);
+    assert!(err.contains("scheme"), "{err}");
+}

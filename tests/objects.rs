@@ -239,6 +239,23 @@ async fn a_push_in_flight_when_maintenance_starts_finishes_and_new_ones_are_refu
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+    // Not drained while it runs: `maintenance status` names it (exit 1).
+    let token_file = cluster.path("admin-token").display().to_string();
+    let env = [("GEO_AGENT_TOKEN_FILE", token_file.as_str())];
+    let status = || {
+        let (code, out, err) = cli(
+            &["maintenance", "status", "--json", "--addr", &primary.url()],
+            &env,
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}{err}"));
+        (code, v)
+    };
+    let (code, v) = status();
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["drained"], false);
+    assert_eq!(v["in_flight"][0]["what"], "push slow.bin");
+    assert!(v["freeze_point"].is_null());
     tx.send(pb::PushRequest {
         part: Some(pb::push_request::Part::Chunk(data[1024 * 1024..].to_vec())),
     })
@@ -249,6 +266,12 @@ async fn a_push_in_flight_when_maintenance_starts_finishes_and_new_ones_are_refu
     assert_eq!(done.into_inner().object.unwrap().sha256, sha256_hex(&data));
     let (_, got) = pull(&primary, token, "slow.bin").await.unwrap();
     assert_eq!(got, data);
+    // Drained now, with the freeze point: the heads of both logs.
+    let (code, v) = status();
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["drained"], true);
+    assert_eq!(v["freeze_point"]["events"]["index"], 1);
+    assert_eq!(v["freeze_point"]["settings"]["index"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

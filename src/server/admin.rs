@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, settings_status};
+use super::convert::{self, failover_status, settings_status};
 use super::pb;
-use crate::server::client::normalize_url;
+use crate::failover;
 use crate::settings::{Role, SettingsState};
 use crate::site::Site;
-use crate::store::Placement;
 
 /// Who a change is recorded as when the client does not say.
 pub const DEFAULT_ACTOR: &str = "admin";
@@ -119,54 +118,36 @@ impl pb::admin_service_server::AdminService for AdminSvc {
     ) -> Result<Response<pb::PromoteResponse>, Status> {
         let req = req.into_inner();
         let site = &self.site;
-        let settings = &site.settings;
-        let me = settings.site_id().to_string();
-        if let Some(reason) = settings.fenced() {
-            return Err(Status::failed_precondition(format!(
-                "{reason}; repoint it and let it catch up before promoting it"
-            )));
-        }
-        if settings.role() == Role::Primary {
-            return Err(Status::failed_precondition(format!(
-                "site {me} is already the primary (epoch {})",
-                settings.primary_epoch()
-            )));
+        if site.settings.role() == Role::Primary {
+            // Answer before asking anyone: a primary cannot be promoted.
+            failover::promote(site, &[], false)
+                .await
+                .map_err(failover_status)?;
         }
         let readiness = super::status::readiness_of(site, String::new()).await?;
-        let failed: Vec<pb::Criterion> = readiness.criteria.into_iter().filter(|c| !c.ok).collect();
-        if !failed.is_empty() && !req.force {
-            let list: Vec<String> = failed
-                .iter()
-                .map(|c| format!("✗ {}: {}", c.name, c.detail))
-                .collect();
-            return Err(Status::failed_precondition(format!(
-                "site {me} is not ready to be promoted:\n  {}\nwait (geo-agent failover check --wait), or promote with --force and lose what the primary has that this site lacks",
-                list.join("\n  ")
-            )));
-        }
-        let epoch = settings.epoch() + 1;
-        let placement = Placement {
-            role: Role::Primary,
-            primary: None,
-            fenced: None,
-            fence_target: settings.primary().map(str::to_string),
-        };
-        site.store
-            .promote(epoch, &placement)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        tracing::warn!(
-            epoch,
-            forced = !failed.is_empty(),
+        let criteria: Vec<_> = readiness
+            .criteria
+            .into_iter()
+            .map(convert::criterion_from)
+            .collect();
+        tracing::info!(
             actor = actor(&req.actor),
-            "promoted to primary; opening again as the primary"
+            force = req.force,
+            "promotion requested"
         );
-        site.reopen();
+        let epoch = failover::promote(site, &criteria, req.force)
+            .await
+            .map_err(failover_status)?;
+        let failed: Vec<_> = criteria
+            .iter()
+            .filter(|c| !c.ok)
+            .map(convert::criterion)
+            .collect();
         Ok(Response::new(pb::PromoteResponse {
             epoch,
             forced: !failed.is_empty(),
             failed,
-            site_id: me,
+            site_id: site.settings.site_id().to_string(),
         }))
     }
 
@@ -174,41 +155,10 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         &self,
         req: Request<pb::DemoteRequest>,
     ) -> Result<Response<pb::ModeState>, Status> {
-        let req = req.into_inner();
-        let site = &self.site;
-        let settings = &site.settings;
-        if settings.role() != Role::Primary {
-            return Err(Status::failed_precondition(format!(
-                "site {} is not a primary",
-                settings.site_id()
-            )));
-        }
-        if !settings.mode().maintenance.enabled {
-            return Err(Status::failed_precondition(
-                "turn maintenance mode on first: a demoted site refuses writes, and users should see why",
-            ));
-        }
-        let placement = Placement {
-            role: Role::Secondary,
-            primary: None,
-            fenced: Some(format!(
-                "site {} was demoted by {} at epoch {}: it is read-only until repointed at the current primary",
-                settings.site_id(),
-                actor(&req.actor),
-                settings.primary_epoch()
-            )),
-            fence_target: None,
-        };
-        site.store
-            .set_placement(&placement)
+        let state = self.site.mode_state();
+        failover::demote(&self.site, actor(&req.get_ref().actor))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        tracing::warn!(
-            actor = actor(&req.actor),
-            "demoted; opening again read-only"
-        );
-        let state = site.mode_state();
-        site.reopen();
+            .map_err(failover_status)?;
         Ok(Response::new(state))
     }
 
@@ -217,28 +167,11 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         req: Request<pb::SetPrimaryRequest>,
     ) -> Result<Response<pb::ModeState>, Status> {
         let req = req.into_inner();
-        let site = &self.site;
-        let settings = &site.settings;
-        let url = normalize_url(&req.primary).map_err(Status::invalid_argument)?;
-        if settings.role() == Role::Primary && settings.fenced().is_none() {
-            return Err(Status::failed_precondition(format!(
-                "site {} is the primary; demote it first",
-                settings.site_id()
-            )));
-        }
-        let placement = Placement {
-            role: Role::Secondary,
-            primary: Some(url.clone()),
-            fenced: None,
-            fence_target: None,
-        };
-        site.store
-            .set_placement(&placement)
+        let state = self.site.mode_state();
+        let url = failover::repoint(&self.site, &req.primary)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        tracing::warn!(primary = %url, actor = actor(&req.actor), "repointed; opening again to follow the new primary");
-        let state = site.mode_state();
-        site.reopen();
+            .map_err(failover_status)?;
+        tracing::info!(primary = %url, actor = actor(&req.actor), "repointed");
         Ok(Response::new(state))
     }
 

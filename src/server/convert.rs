@@ -4,6 +4,7 @@
 use tonic::{Code, Status};
 
 use super::pb;
+use crate::failover::FailoverError;
 use crate::gate;
 use crate::log::{Entry, Head, LogError, HASH_LEN};
 use crate::objects::{ObjectError, ObjectMeta, Row, SyncState, Verification};
@@ -532,5 +533,28 @@ pub fn health_name(raw: i32) -> &'static str {
         Ok(pb::Health::Warning) => "WARNING",
         Ok(pb::Health::Critical) => "CRITICAL",
         _ => "UNKNOWN",
+    }
+}
+
+pub fn criterion_from(c: pb::Criterion) -> status::Criterion {
+    status::Criterion {
+        name: c.name,
+        ok: c.ok,
+        detail: c.detail,
+    }
+}
+
+/// Failover errors: refusals (including "not ready") FAILED_PRECONDITION, bad addresses
+/// INVALID_ARGUMENT, storage INTERNAL.
+pub fn failover_status(e: FailoverError) -> Status {
+    match &e {
+        FailoverError::Refused(_) | FailoverError::NotReady { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        FailoverError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        FailoverError::Store(_) => {
+            tracing::error!(error = %e, "failover step failed");
+            Status::internal(e.to_string())
+        }
     }
 }

@@ -16,7 +16,6 @@ use crate::log::{now_ms, Log, Machine};
 use crate::objects::{parse_sha256, ObjectError, ObjectName};
 use crate::settings::Role;
 use crate::site::Site;
-use crate::store::Placement;
 
 /// Entries read from the log per batch while a follower catches up.
 const BATCH: usize = 256;
@@ -173,42 +172,11 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         req: Request<pb::FenceRequest>,
     ) -> Result<Response<pb::FenceResponse>, Status> {
         let req = req.into_inner();
-        let site = &self.site;
-        let settings = &site.settings;
-        let failed = |e: &dyn std::fmt::Display| Status::internal(e.to_string());
-        if settings.role() == Role::Primary && req.epoch <= settings.primary_epoch() {
-            return Err(Status::failed_precondition(format!(
-                "site {} leads at epoch {}, not lower than {}",
-                settings.site_id(),
-                settings.primary_epoch(),
-                req.epoch
-            )));
-        }
-        // Durable first: from here on this site refuses writes even before it reopens.
-        settings
-            .observe_epoch(req.epoch)
+        crate::config::validate_site_id(&req.site_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        crate::failover::fence(&self.site, req.epoch, &req.site_id)
             .await
-            .map_err(|e| failed(&e))?;
-        if settings.role() == Role::Primary {
-            let placement = Placement {
-                role: Role::Secondary,
-                primary: None,
-                fenced: Some(format!(
-                    "site {} was the primary at epoch {}; {} is the primary at epoch {}: this site is fenced and read-only until repointed at it",
-                    settings.site_id(),
-                    settings.primary_epoch(),
-                    req.site_id,
-                    req.epoch
-                )),
-                fence_target: None,
-            };
-            site.store
-                .set_placement(&placement)
-                .await
-                .map_err(|e| failed(&e))?;
-            tracing::warn!(new_primary = %req.site_id, epoch = req.epoch, "fenced by a newer primary; opening again read-only");
-            site.reopen();
-        }
+            .map_err(convert::failover_status)?;
         Ok(Response::new(pb::FenceResponse {}))
     }
 
