@@ -294,11 +294,12 @@ impl Objects {
             .map_err(corrupt)
     }
 
-    /// Records a failed sync of `version` with its retry time; returns the row.
+    /// Records a failed sync of `version` (`None`: the removal of a deleted object's copy)
+    /// with its retry time; returns the row.
     pub fn fail_sync(
         &self,
         name: &str,
-        version: u64,
+        version: Option<u64>,
         error: &str,
         now_ms: i64,
         jitter: f64,
@@ -310,7 +311,7 @@ impl Objects {
                 let Some(mut row) = get::<Row>(t, &key(REGISTRY, name), "a registry row")? else {
                     return Ok(None);
                 };
-                if meta.as_ref().map(|m| m.version) != Some(version) {
+                if meta.as_ref().map(|m| m.version) != version {
                     // A newer event reset the row; this failure is about an old version.
                     return Ok(Some(row));
                 }

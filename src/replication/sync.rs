@@ -107,7 +107,16 @@ async fn sync_one<S: ObjectSource>(
 ) -> Result<(), ObjectError> {
     match objects.start_sync(name, now_ms())? {
         SyncJob::Nothing => Ok(()),
-        SyncJob::Remove(local) => objects.finish_remove(name, &local).await,
+        SyncJob::Remove(local) => match objects.finish_remove(name, &local).await {
+            Err(ObjectError::Io { what, source }) => {
+                let error = format!("{what}: {source}");
+                let jitter = 0.5 + rand::random::<f64>();
+                objects.fail_sync(name, None, &error, now_ms(), jitter)?;
+                warn!(object = name, %error, "cannot remove a deleted object's copy");
+                Ok(())
+            }
+            other => other,
+        },
         SyncJob::Fetch(meta) => match fetch(objects, source, &meta).await {
             Ok(current) => {
                 debug!(version = meta.version, current, "synced");
@@ -115,7 +124,7 @@ async fn sync_one<S: ObjectSource>(
             }
             Err(e) => {
                 let jitter = 0.5 + rand::random::<f64>();
-                let row = objects.fail_sync(name, meta.version, &e, now_ms(), jitter)?;
+                let row = objects.fail_sync(name, Some(meta.version), &e, now_ms(), jitter)?;
                 let retries = row.as_ref().map_or(0, |r| r.retries);
                 warn!(object = name, version = meta.version, retries, error = %e, "sync failed");
                 Ok(())
