@@ -13,6 +13,7 @@ use geo_agent::gate::{self, GateConfig, HttpRequest, Request, SiteRole, SiteView
 use geo_agent::server::client::connect;
 use geo_agent::server::pb;
 use geo_agent::site::Site;
+use geo_agent::store::Store;
 use tokio_util::sync::CancellationToken;
 
 const IN_PROCESS_ROUNDS: usize = 2_000_000;
@@ -86,7 +87,8 @@ async fn over_grpc() {
     })
     .expect("config");
     let shutdown = CancellationToken::new();
-    let opened = Site::open(&config, shutdown.clone())
+    let store = Store::open(&config.data_dir).expect("open the store");
+    let opened = Site::open(&config, store, shutdown.clone())
         .await
         .expect("open site");
     opened

@@ -44,6 +44,7 @@ use geo_agent::server::client::{authorized, connect};
 use geo_agent::server::pb;
 use geo_agent::settings::{Role, Settings};
 use geo_agent::site::{Site, SiteError};
+use geo_agent::store::Store;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -296,7 +297,8 @@ impl Cluster {
                 ..RunArgs::default()
             })
             .expect("a valid site configuration");
-            let opened = Site::open(&config, shutdown.clone())
+            let store = Store::open(&config.data_dir).expect("open the store");
+            let opened = Site::open(&config, store, shutdown.clone())
                 .await
                 .unwrap_or_else(|e| panic!("open site {}: {e}", config.site_id));
             let grpc = tokio::net::TcpListener::bind(loopback)
