@@ -22,6 +22,7 @@ mod registry;
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
@@ -105,6 +106,10 @@ pub struct Objects {
     /// Orders install → append → remove the old file, so the file an event names is always
     /// there once the event is, and the last commit of a name is the one every site keeps.
     commit: Mutex<()>,
+    /// Bumped by every registry transition; with the log head it tells whether the last
+    /// [`Counts`] still hold, so an idle site reports its status without scanning.
+    transitions: AtomicU64,
+    counted: std::sync::Mutex<Option<((u64, u64), Counts)>>,
 }
 
 impl Objects {
@@ -129,6 +134,8 @@ impl Objects {
             inflight: InFlight::default(),
             settings,
             commit: Mutex::new(()),
+            transitions: AtomicU64::new(0),
+            counted: std::sync::Mutex::new(None),
         };
         let mut keep = HashSet::new();
         for item in objects.log.state().scan_prefix([REGISTRY]) {

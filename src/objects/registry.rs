@@ -18,6 +18,8 @@ use super::catalog::{
     decode, encode, key, key_name, Local, ObjectMeta, Row, SyncState, Verification, CATALOG, QUEUE,
     REGISTRY,
 };
+use std::sync::atomic::Ordering;
+
 use super::{blocking, Digested, ObjectError, Objects};
 use crate::settings::Role;
 
@@ -144,8 +146,32 @@ impl Objects {
         })
     }
 
-    /// Counts the registry (one scan: for status calls, not for hot paths).
+    /// Records that a registry row changed outside the log.
+    fn transitioned(&self) {
+        self.transitions.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts the registry: one scan, repeated only when an event or a transition happened
+    /// since the last count (status reports ask every heartbeat).
     pub fn counts(&self) -> Result<Counts, ObjectError> {
+        // Read the generation before scanning: a change during the scan makes the next
+        // call scan again rather than keep a stale count.
+        let generation = (
+            self.log.head().index,
+            self.transitions.load(Ordering::Acquire),
+        );
+        let mut cached = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, counts)) = cached.as_ref() {
+            if *at == generation {
+                return Ok(counts.clone());
+            }
+        }
+        let counts = self.scan_counts()?;
+        *cached = Some((generation, counts.clone()));
+        Ok(counts)
+    }
+
+    fn scan_counts(&self) -> Result<Counts, ObjectError> {
         let state = self.log.state();
         let events_applied = self.log.head().index;
         let mut c = Counts {
@@ -216,6 +242,7 @@ impl Objects {
                 }
             })
             .map_err(corrupt)
+            .inspect(|_| self.transitioned())
     }
 
     /// Records a fetched, checked, fsynced temporary file as `meta`'s copy — unless the
@@ -256,7 +283,8 @@ impl Objects {
                     _ => Ok((false, old)),
                 }
             })
-            .map_err(corrupt)?;
+            .map_err(corrupt)
+            .inspect(|_| self.transitioned())?;
         match outcome {
             (true, Some(old)) => self.remove_file(&name, &old.sha256).await,
             (false, old) if old.as_ref().is_none_or(|o| o.sha256 != sha) => {
@@ -292,6 +320,7 @@ impl Objects {
                 Ok(())
             })
             .map_err(corrupt)
+            .inspect(|_| self.transitioned())
     }
 
     /// Records a failed sync of `version` (`None`: the removal of a deleted object's copy)
@@ -324,6 +353,7 @@ impl Objects {
                 Ok(Some(row))
             })
             .map_err(corrupt)
+            .inspect(|_| self.transitioned())
     }
 
     /// Copies due for (re-)verification: never verified, or verified `interval` or more
@@ -403,7 +433,8 @@ impl Objects {
                 put(t, &key(REGISTRY, name), &row)?;
                 Ok(resync && outcome.is_err())
             })
-            .map_err(corrupt)?;
+            .map_err(corrupt)
+            .inspect(|_| self.transitioned())?;
         if let Err(failure) = &outcome {
             warn!(object = name, %failure, resync, "verification failed");
         }
