@@ -356,6 +356,27 @@ impl Objects {
             .inspect(|_| self.transitioned())
     }
 
+    /// Puts off the sync of `version` until `at`, without counting a failure (the primary
+    /// has a newer version; its event resets the row when it arrives).
+    pub fn defer_sync(&self, name: &str, version: u64, at: i64) -> Result<(), ObjectError> {
+        self.log
+            .state()
+            .transaction(|t| {
+                let meta: Option<ObjectMeta> = get(t, &key(CATALOG, name), "a catalog record")?;
+                let Some(mut row) = get::<Row>(t, &key(REGISTRY, name), "a registry row")? else {
+                    return Ok(());
+                };
+                if meta.map(|m| m.version) == Some(version) {
+                    row.sync = SyncState::Pending;
+                    row.next_retry_ms = at;
+                    put(t, &key(REGISTRY, name), &row)?;
+                }
+                Ok(())
+            })
+            .map_err(corrupt)
+            .inspect(|_| self.transitioned())
+    }
+
     /// Copies due for (re-)verification: never verified, or verified `interval` or more
     /// ago. Also the earliest time the next one falls due.
     pub fn verification_due(

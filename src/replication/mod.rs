@@ -15,4 +15,4 @@ pub use follower::{
     Follower, FollowerError, FollowerState, FollowerStatus, LogSource, Received, Replica,
     ReplicaError, SourceError, BACKOFF_MAX,
 };
-pub use sync::ObjectSource;
+pub use sync::{FetchError, ObjectSource};

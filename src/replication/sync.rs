@@ -25,6 +25,21 @@ pub const DEFAULT_CONCURRENCY: usize = 8;
 /// Longest pause between scans when nothing wakes the scheduler.
 const IDLE_RESCAN: Duration = Duration::from_secs(5);
 
+/// How long to wait before asking again for a version the primary says was superseded:
+/// the event that supersedes it is normally already on its way.
+const SUPERSEDED_RETRY: Duration = Duration::from_millis(250);
+
+/// Why a fetch gave no bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The primary holds a newer version than the one asked for. Not a failure: the
+    /// newer event resets the object's sync when it arrives.
+    #[error("{0}")]
+    Superseded(String),
+    #[error(transparent)]
+    Failed(#[from] SourceError),
+}
+
 /// Where a secondary fetches object bytes from (the primary's `FetchObject`, in production).
 pub trait ObjectSource: Send + Sync + 'static {
     type Chunks: Stream<Item = Result<Vec<u8>, SourceError>> + Send + Unpin;
@@ -34,7 +49,7 @@ pub trait ObjectSource: Send + Sync + 'static {
         &self,
         name: &str,
         sha256: &str,
-    ) -> impl Future<Output = Result<Self::Chunks, SourceError>> + Send;
+    ) -> impl Future<Output = Result<Self::Chunks, FetchError>> + Send;
 }
 
 /// Runs the sync workers until shutdown. Errors only when this site's storage fails.
@@ -122,7 +137,13 @@ async fn sync_one<S: ObjectSource>(
                 debug!(version = meta.version, current, "synced");
                 Ok(())
             }
-            Err(e) => {
+            Err(FetchError::Superseded(why)) => {
+                debug!(object = name, version = meta.version, %why, "superseded; waiting for the newer event");
+                let at = now_ms() + SUPERSEDED_RETRY.as_millis() as i64;
+                objects.defer_sync(name, meta.version, at)?;
+                Ok(())
+            }
+            Err(FetchError::Failed(SourceError(e))) => {
                 let jitter = 0.5 + rand::random::<f64>();
                 let row = objects.fail_sync(name, Some(meta.version), &e, now_ms(), jitter)?;
                 let retries = row.as_ref().map_or(0, |r| r.retries);
@@ -133,17 +154,23 @@ async fn sync_one<S: ObjectSource>(
     }
 }
 
-/// Fetches `meta`'s bytes into a temporary file and installs them; an error is a message
-/// for the registry row.
+/// Fetches `meta`'s bytes into a temporary file and installs them; a failure carries the
+/// message for the registry row.
 async fn fetch<S: ObjectSource>(
     objects: &Objects,
     source: &S,
     meta: &ObjectMeta,
-) -> Result<bool, String> {
-    let mut chunks = source
-        .fetch(&meta.name, &meta.sha256)
+) -> Result<bool, FetchError> {
+    let mut chunks = source.fetch(&meta.name, &meta.sha256).await?;
+    fetch_into(objects, &mut chunks, meta)
         .await
-        .map_err(|e| e.0)?;
+        .map_err(|e| FetchError::Failed(SourceError(e)))
+}
+
+async fn fetch_into<C>(objects: &Objects, chunks: &mut C, meta: &ObjectMeta) -> Result<bool, String>
+where
+    C: Stream<Item = Result<Vec<u8>, SourceError>> + Unpin,
+{
     let mut sink = objects
         .files()
         .sink()

@@ -10,7 +10,7 @@ use tonic::Request;
 
 use super::auth::Token;
 use super::{convert, pb};
-use crate::replication::{LogSource, ObjectSource, Received, SourceError};
+use crate::replication::{FetchError, LogSource, ObjectSource, Received, SourceError};
 
 /// How long to wait for a TCP connection to a site.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -196,10 +196,10 @@ type BoxedChunks = Pin<Box<dyn Stream<Item = Result<Vec<u8>, SourceError>> + Sen
 impl ObjectSource for GrpcObjectSource {
     type Chunks = BoxedChunks;
 
-    async fn fetch(&self, name: &str, sha256: &str) -> Result<BoxedChunks, SourceError> {
+    async fn fetch(&self, name: &str, sha256: &str) -> Result<BoxedChunks, FetchError> {
         let primary = self.primary.clone();
         let failed = move |s: tonic::Status| SourceError(format!("{primary}: {}", s.message()));
-        let mut stream = fetch_object(
+        let mut stream = match fetch_object(
             self.channel.clone(),
             &self.token,
             &self.site_id,
@@ -207,12 +207,24 @@ impl ObjectSource for GrpcObjectSource {
             sha256,
         )
         .await
-        .map_err(failed.clone())?;
+        {
+            Ok(s) => s,
+            // Replaced or deleted since the event this site has: the newer event follows.
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) =>
+            {
+                return Err(FetchError::Superseded(s.message().to_string()))
+            }
+            Err(s) => return Err(failed(s).into()),
+        };
         match stream.message().await.map_err(failed.clone())? {
             Some(pb::PullResponse {
                 part: Some(pb::pull_response::Part::Header(_)),
             }) => {}
-            _ => return Err(SourceError("the primary sent no header".into())),
+            _ => return Err(SourceError("the primary sent no header".into()).into()),
         }
         Ok(Box::pin(stream.map(move |item| match item {
             Ok(pb::PullResponse {
