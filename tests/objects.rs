@@ -25,6 +25,33 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
 
 const FAST_VERIFY: &[&str] = &["--reverify-interval", "500ms"];
 
+type PushCall = tokio::task::JoinHandle<Result<tonic::Response<pb::PushResponse>, tonic::Status>>;
+
+/// Starts a push of `name` at `site` and sends its header; the test sends the chunks
+/// through the returned sender and ends the push by dropping it.
+async fn open_push(
+    site: &SiteProc,
+    token: &str,
+    name: &str,
+) -> (tokio::sync::mpsc::Sender<pb::PushRequest>, PushCall) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::PushRequest {
+        part: Some(pb::push_request::Part::Header(pb::PushHeader {
+            name: name.into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut client = site.objects().await;
+    let token = token.to_string();
+    let call = tokio::spawn(async move {
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        client.push(bearer(stream, &token)).await
+    });
+    (tx, call)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_to_the_primary_reaches_both_secondaries_verified() {
     let cluster = Cluster::new();
@@ -96,7 +123,8 @@ async fn maintenance_refuses_new_pushes_everywhere_but_replication_and_pulls_go_
     let s2 = cluster.secondary("s2", &primary);
     // Wait until s1 follows, then take it offline so replication is pending.
     eventually("s1 following", || async {
-        (s1.object_counts().await["events_applied"] == 0).then_some(())
+        let f = s1.get_mode().await.follower?;
+        (f.state == pb::FollowerState::Following as i32).then_some(())
     })
     .await;
     s1.terminate();
@@ -204,26 +232,12 @@ async fn a_push_in_flight_when_maintenance_starts_finishes_and_new_ones_are_refu
     let primary = cluster.primary("primary");
 
     let data = bytes(3, 2 * 1024 * 1024);
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(pb::PushRequest {
-        part: Some(pb::push_request::Part::Header(pb::PushHeader {
-            name: "slow.bin".into(),
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
+    let (tx, call) = open_push(&primary, token, "slow.bin").await;
     tx.send(pb::PushRequest {
         part: Some(pb::push_request::Part::Chunk(data[..1024 * 1024].to_vec())),
     })
     .await
     .unwrap();
-    let mut client = primary.objects().await;
-    let call_token = token.clone();
-    let call = tokio::spawn(async move {
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        client.push(bearer(stream, &call_token)).await
-    });
     // The push is in flight once the site lists it.
     eventually("the push listed in flight", || async {
         let counts = primary.object_counts().await;
@@ -361,21 +375,7 @@ async fn a_primary_killed_in_the_middle_of_a_push_leaves_no_partial_object() {
     push(&primary, &token, "kept.bin", &kept).await.unwrap();
     synced(&s1, &token, "kept.bin", &sha256_hex(&kept)).await;
 
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(pb::PushRequest {
-        part: Some(pb::push_request::Part::Header(pb::PushHeader {
-            name: "big.bin".into(),
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let mut client = primary.objects().await;
-    let call_token = token.clone();
-    let call = tokio::spawn(async move {
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        client.push(bearer(stream, &call_token)).await
-    });
+    let (tx, call) = open_push(&primary, &token, "big.bin").await;
     for i in 0..8 {
         tx.send(pb::PushRequest {
             part: Some(pb::push_request::Part::Chunk(bytes(600 + i, 256 * 1024))),
