@@ -46,15 +46,10 @@ fn list(failed: &[Criterion]) -> String {
         .join("\n  ")
 }
 
-/// Promotes this secondary given the readiness criteria the primary (or, failing that, the
-/// site itself) judged; returns the new epoch. Not ready refuses unless `force`.
-pub async fn promote(
-    site: &Site,
-    criteria: &[Criterion],
-    force: bool,
-) -> Result<u64, FailoverError> {
+/// Whether this site may be promoted at all, before readiness is asked: not a primary
+/// already, not a fenced former primary.
+pub fn promotable(site: &Site) -> Result<(), FailoverError> {
     let settings = &site.settings;
-    let me = settings.site_id().to_string();
     if let Some(reason) = settings.fenced() {
         return Err(FailoverError::Refused(format!(
             "{reason}; repoint it and let it catch up before promoting it"
@@ -62,10 +57,24 @@ pub async fn promote(
     }
     if settings.role() == Role::Primary {
         return Err(FailoverError::Refused(format!(
-            "site {me} is already the primary (epoch {})",
+            "site {} is already the primary (epoch {})",
+            settings.site_id(),
             settings.primary_epoch()
         )));
     }
+    Ok(())
+}
+
+/// Promotes this secondary given the readiness criteria the primary (or, failing that, the
+/// site itself) judged; returns the new epoch. Not ready refuses unless `force`.
+pub async fn promote(
+    site: &Site,
+    criteria: &[Criterion],
+    force: bool,
+) -> Result<u64, FailoverError> {
+    promotable(site)?;
+    let settings = &site.settings;
+    let me = settings.site_id().to_string();
     let failed: Vec<Criterion> = criteria.iter().filter(|c| !c.ok).cloned().collect();
     if !failed.is_empty() && !force {
         return Err(FailoverError::NotReady { site: me, failed });

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, failover_status, settings_status};
 use super::pb;
 use crate::failover;
-use crate::settings::{Role, SettingsState};
+use crate::settings::SettingsState;
 use crate::site::Site;
 
 /// Who a change is recorded as when the client does not say.
@@ -118,12 +118,8 @@ impl pb::admin_service_server::AdminService for AdminSvc {
     ) -> Result<Response<pb::PromoteResponse>, Status> {
         let req = req.into_inner();
         let site = &self.site;
-        if site.settings.role() == Role::Primary {
-            // Answer before asking anyone: a primary cannot be promoted.
-            failover::promote(site, &[], false)
-                .await
-                .map_err(failover_status)?;
-        }
+        // Answer before asking anyone when the site cannot be promoted at all.
+        failover::promotable(site).map_err(failover_status)?;
         let readiness = super::status::readiness_of(site, String::new()).await?;
         let criteria: Vec<_> = readiness
             .criteria
