@@ -104,7 +104,7 @@ async fn over_grpc() {
         .await
         .expect("bind");
     let url = format!("http://{}", grpc.local_addr().expect("addr"));
-    let server = tokio::spawn(opened.serve(grpc, http));
+    let server = tokio::spawn(opened.serve(grpc, http, shutdown.clone()));
 
     let clients = std::env::var("GATE_BENCH_CLIENTS")
         .ok()
@@ -112,7 +112,7 @@ async fn over_grpc() {
         .unwrap_or(GRPC_CLIENTS);
     let mut channels = Vec::new();
     for _ in 0..GRPC_CHANNELS {
-        channels.push(connect(&url).await.expect("connect"));
+        channels.push(connect(&url, &Default::default()).await.expect("connect"));
     }
     let deadline = Instant::now() + Duration::from_secs(GRPC_SECONDS);
     let start = Instant::now();

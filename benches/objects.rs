@@ -766,7 +766,7 @@ struct Waited {
 async fn watch_head(url: String, site_token: String, head: u64, tx: mpsc::Sender<Instant>) {
     let deadline = Instant::now() + START_DEADLINE;
     let channel = loop {
-        match connect(&url).await {
+        match connect(&url, &Default::default()).await {
             Ok(c) => break c,
             Err(e) if Instant::now() > deadline => panic!("cannot connect to {url}: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -829,7 +829,9 @@ async fn push_all<F>(url: &str, token: &str, items: Vec<(String, F)>, concurrenc
 where
     F: FnOnce() -> Vec<u8> + Send + 'static,
 {
-    let channel = connect(url).await.expect("connect to the primary");
+    let channel = connect(url, &Default::default())
+        .await
+        .expect("connect to the primary");
     let mut tasks = JoinSet::new();
     for (name, data) in items {
         while tasks.len() >= concurrency {
@@ -1073,7 +1075,7 @@ fn pull_floor(
     let (busy, own) = (machine_busy(), cpu_of(std::process::id(), false));
     let t = Instant::now();
     let got = rt.block_on(async {
-        let channel = connect(&primary.url())
+        let channel = connect(&primary.url(), &Default::default())
             .await
             .expect("connect to the primary");
         let mut tasks = JoinSet::new();

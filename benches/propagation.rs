@@ -312,7 +312,7 @@ impl Cluster {
                 grpc.local_addr().expect("gRPC listener address")
             ));
             settings.push(Arc::clone(&opened.site.settings));
-            sites.push(tokio::spawn(opened.serve(grpc, http)));
+            sites.push(tokio::spawn(opened.serve(grpc, http, shutdown.clone())));
         }
         let primary_url = urls.remove(0);
         Cluster {
@@ -348,7 +348,9 @@ struct Arrival {
 
 /// Streams `WatchMode` from a secondary, stamping every state the moment it arrives.
 async fn watch(secondary: usize, url: String, tx: tokio::sync::mpsc::UnboundedSender<Arrival>) {
-    let channel = connect(&url).await.expect("connect to a secondary");
+    let channel = connect(&url, &Default::default())
+        .await
+        .expect("connect to a secondary");
     let mut client = pb::mode_service_client::ModeServiceClient::new(channel);
     let mut stream = client
         .watch_mode(pb::WatchModeRequest {})
@@ -421,7 +423,7 @@ async fn measure_geo_agent(secondaries: usize, changes: usize, stamps: Stamps) -
         started[next_arrival(&mut rx).await.secondary] = true;
     }
 
-    let channel = connect(&cluster.primary_url)
+    let channel = connect(&cluster.primary_url, &Default::default())
         .await
         .expect("connect to the primary");
     let mut admin = pb::admin_service_client::AdminServiceClient::new(channel);

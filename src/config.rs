@@ -15,6 +15,8 @@ use serde::Deserialize;
 use crate::gate::{AllowRoute, Cidr, DenyMode, GateConfig};
 use crate::server::auth::Token;
 use crate::server::client::normalize_url;
+use crate::server::limits::{self, Limits};
+use crate::server::tls::{ClientTls, ServerTls};
 use crate::settings::Role;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
@@ -28,6 +30,7 @@ pub const DEFAULT_REVERIFY_INTERVAL: Duration = crate::replication::verify::DEFA
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub const SITE_TOKEN_FILE: &str = "site-token";
 const MAX_SITE_ID_LEN: usize = 64;
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Flags of `geo-agent run`; each also reads a `GEO_AGENT_*` variable.
 #[derive(Args, Debug, Default, Clone)]
@@ -70,6 +73,36 @@ pub struct RunArgs {
     /// e.g. 12h, 7d [default: 7d].
     #[arg(long, env = "GEO_AGENT_REVERIFY_INTERVAL", value_parser = parse_duration)]
     pub reverify_interval: Option<Duration>,
+    /// This site's TLS certificate chain (PEM). With it, the gRPC port serves TLS only, and
+    /// the site presents it when it connects to other sites.
+    #[arg(long, env = "GEO_AGENT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "GEO_AGENT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the other sites' certificates: verifies the primary
+    /// and, on this site's port, client certificates [default: the system's roots].
+    #[arg(long, env = "GEO_AGENT_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Refuse gRPC clients without a certificate signed by --tls-ca (mutual TLS).
+    #[arg(long, env = "GEO_AGENT_REQUIRE_CLIENT_CERT")]
+    pub require_client_cert: bool,
+    /// Serve gRPC without TLS on an address other than loopback (tokens cross the network
+    /// in clear text).
+    #[arg(long, env = "GEO_AGENT_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
+    /// How long a stopping site waits for writes in flight, e.g. 30s [default: 30s].
+    #[arg(long, env = "GEO_AGENT_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+    /// Largest gRPC message, in bytes [default: 4194304; at least 1048576].
+    #[arg(long, env = "GEO_AGENT_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// How long a push may send nothing before it is abandoned, e.g. 60s [default: 60s].
+    #[arg(long, env = "GEO_AGENT_STREAM_IDLE_TIMEOUT", value_parser = parse_duration)]
+    pub stream_idle_timeout: Option<Duration>,
+    /// gRPC calls one client address may have open at once [default: 256].
+    #[arg(long, env = "GEO_AGENT_MAX_STREAMS_PER_CLIENT")]
+    pub max_streams_per_client: Option<usize>,
 }
 
 /// The configuration file's shape. Every key is optional; unknown keys are errors.
@@ -87,6 +120,15 @@ pub struct FileConfig {
     pub heartbeat_interval: Option<String>,
     pub sync_concurrency: Option<usize>,
     pub reverify_interval: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub require_client_cert: Option<bool>,
+    pub allow_plaintext: Option<bool>,
+    pub shutdown_timeout: Option<String>,
+    pub max_message_bytes: Option<usize>,
+    pub stream_idle_timeout: Option<String>,
+    pub max_streams_per_client: Option<usize>,
     #[serde(default)]
     pub gate: GateFile,
 }
@@ -171,6 +213,14 @@ pub struct Config {
     pub reverify_interval: Duration,
     /// How the gate enforces maintenance mode.
     pub gate: GateConfig,
+    /// TLS on the gRPC port (none: plain TCP).
+    pub tls: Option<ServerTls>,
+    /// How this site connects to `https://` sites.
+    pub client_tls: ClientTls,
+    /// Message size, idle push and open-call limits of the gRPC port.
+    pub limits: Limits,
+    /// How long a stopping site waits for writes in flight.
+    pub shutdown_timeout: Duration,
     /// Token files this load generated, to tell the operator about.
     pub generated: Vec<(&'static str, PathBuf)>,
 }
@@ -281,6 +331,82 @@ impl Config {
             ));
         }
         let gate = file.gate.into_config()?;
+        let duration = |flag: Option<Duration>, text: Option<String>, key: &str| match (flag, text)
+        {
+            (Some(d), _) => Ok(Some(d)),
+            (None, Some(text)) => parse_duration(&text)
+                .map(Some)
+                .map_err(|e| ConfigError::Invalid(format!("{key}: {e}"))),
+            (None, None) => Ok(None),
+        };
+        let tls_cert = args.tls_cert.clone().or(file.tls_cert);
+        let tls_key = args.tls_key.clone().or(file.tls_key);
+        let tls_ca = args.tls_ca.clone().or(file.tls_ca);
+        let require_client_cert =
+            args.require_client_cert || file.require_client_cert.unwrap_or(false);
+        let tls = match (&tls_cert, &tls_key) {
+            (Some(cert), Some(key)) => Some(
+                ServerTls::load(cert, key, tls_ca.as_deref(), require_client_cert)
+                    .map_err(ConfigError::Invalid)?,
+            ),
+            (None, None) if require_client_cert => {
+                return Err(ConfigError::Invalid(
+                    "require_client_cert needs TLS: tls_cert and tls_key".into(),
+                ))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert and tls_key come together".into(),
+                ))
+            }
+        };
+        let allow_plaintext = args.allow_plaintext || file.allow_plaintext.unwrap_or(false);
+        if tls.is_none() && !listen.ip().is_loopback() && !allow_plaintext {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to serve gRPC without TLS on {listen}, which is not loopback: tokens would cross the network in clear text. Set tls_cert and tls_key, or allow_plaintext = true if the network is trusted"
+            )));
+        }
+        // A site presents its own certificate to the sites it connects to.
+        let client_tls =
+            ClientTls::load(tls_ca.as_deref(), tls_cert.as_deref(), tls_key.as_deref())
+                .map_err(ConfigError::Invalid)?;
+        let shutdown_timeout = duration(
+            args.shutdown_timeout,
+            file.shutdown_timeout,
+            "shutdown_timeout",
+        )?
+        .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+        let mut limits = Limits::default();
+        if let Some(n) = args.max_message_bytes.or(file.max_message_bytes) {
+            if n < limits::MIN_MAX_MESSAGE_BYTES {
+                return Err(ConfigError::Invalid(format!(
+                    "max_message_bytes must be at least {} (pushes send 256 KiB chunks)",
+                    limits::MIN_MAX_MESSAGE_BYTES
+                )));
+            }
+            limits.max_message_bytes = n;
+        }
+        if let Some(d) = duration(
+            args.stream_idle_timeout,
+            file.stream_idle_timeout,
+            "stream_idle_timeout",
+        )? {
+            if d < Duration::from_millis(100) {
+                return Err(ConfigError::Invalid(
+                    "stream_idle_timeout must be at least 100ms".into(),
+                ));
+            }
+            limits.stream_idle_timeout = d;
+        }
+        if let Some(n) = args.max_streams_per_client.or(file.max_streams_per_client) {
+            if n == 0 {
+                return Err(ConfigError::Invalid(
+                    "max_streams_per_client must be at least 1".into(),
+                ));
+            }
+            limits.max_streams_per_client = n;
+        }
         let mut generated = Vec::new();
         let admin_token = token(
             args.admin_token_file.clone().or(file.admin_token_file),
@@ -315,8 +441,42 @@ impl Config {
             sync_concurrency,
             reverify_interval,
             gate,
+            tls,
+            client_tls,
+            limits,
+            shutdown_timeout,
             generated,
         })
+    }
+
+    /// A site with every setting at its default but the ones named (for `dev` and
+    /// benchmarks, which build configurations without a file).
+    pub fn new(
+        site_id: &str,
+        role: Role,
+        data_dir: PathBuf,
+        admin_token: Token,
+        site_token: Token,
+    ) -> Config {
+        Config {
+            site_id: site_id.to_string(),
+            role,
+            listen: default_addr(DEFAULT_LISTEN),
+            http_listen: default_addr(DEFAULT_HTTP_LISTEN),
+            data_dir,
+            primary: None,
+            admin_token,
+            site_token,
+            heartbeat: DEFAULT_HEARTBEAT,
+            sync_concurrency: DEFAULT_SYNC_CONCURRENCY,
+            reverify_interval: DEFAULT_REVERIFY_INTERVAL,
+            gate: GateConfig::default(),
+            tls: None,
+            client_tls: ClientTls::default(),
+            limits: Limits::default(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            generated: Vec::new(),
+        }
     }
 }
 

@@ -18,7 +18,9 @@ use crate::objects::{ObjectError, Objects};
 use crate::replication::{sync, verify, Follower, FollowerError, FollowerStatus};
 use crate::server::auth::Token;
 use crate::server::client::{lazy_channel, GrpcLogSource, GrpcObjectSource, LogKind};
-use crate::server::{self, convert, pb, ServeError};
+use crate::server::limits::Limits;
+use crate::server::tls::{ClientTls, ServerTls};
+use crate::server::{self, convert, pb, Health, ServeError};
 use crate::settings::{Role, Settings, SettingsError};
 use crate::status::Reports;
 use crate::store::{Store, StoreError};
@@ -60,8 +62,18 @@ pub struct Site {
     pub heartbeat: Duration,
     /// How the gate enforces maintenance mode here.
     pub gate: GateConfig,
-    /// Cancelled once, to stop everything.
+    /// Cancelled once, to stop everything (after writes in flight have drained, when the
+    /// process is stopping).
     pub shutdown: CancellationToken,
+    /// What `grpc.health.v1.Health` and `/healthz` answer.
+    pub health: Health,
+    /// TLS on the gRPC port.
+    pub server_tls: Option<ServerTls>,
+    /// How this site connects to `https://` sites.
+    pub client_tls: ClientTls,
+    pub limits: Limits,
+    /// How long a stopping site waits for writes in flight.
+    pub shutdown_timeout: Duration,
     /// The latest report of each secondary (on the primary).
     pub reports: Reports,
     /// A former primary to tell of this site's epoch (after a promotion).
@@ -139,7 +151,8 @@ impl Site {
         )?);
         let (secondary, channel, status, events_status) = match (&role, &primary) {
             (Role::Secondary, Some(primary)) => {
-                let channel = lazy_channel(primary).map_err(SiteError::Primary)?;
+                let channel =
+                    lazy_channel(primary, &config.client_tls).map_err(SiteError::Primary)?;
                 let source = |log| GrpcLogSource {
                     primary: primary.clone(),
                     channel: channel.clone(),
@@ -191,6 +204,11 @@ impl Site {
             heartbeat: config.heartbeat,
             gate: config.gate.clone(),
             shutdown,
+            health: Health::default(),
+            server_tls: config.tls.clone(),
+            client_tls: config.client_tls.clone(),
+            limits: config.limits,
+            shutdown_timeout: config.shutdown_timeout,
             reports: Reports::default(),
             fence_target: placement.and_then(|p| p.fence_target),
             reopen: AtomicBool::new(false),
@@ -236,12 +254,22 @@ impl Site {
 }
 
 impl Opened {
-    /// Serves until the shutdown token is cancelled. A critical task (a follower, the sync
-    /// workers, the verifier) that dies of a storage failure takes the site down with an
-    /// error rather than leaving it serving stale data.
-    pub async fn serve(self, grpc: TcpListener, http: TcpListener) -> Result<(), SiteError> {
+    /// Serves until `stop` or the site's own shutdown token is cancelled. A critical task
+    /// (a follower, the sync workers, the verifier) that dies of a storage failure takes the
+    /// site down with an error rather than leaving it serving stale data.
+    ///
+    /// `stop` stops the site gracefully: health turns NOT_SERVING, new writes are refused,
+    /// writes in flight finish (for at most the shutdown timeout), then the servers and tasks
+    /// stop and storage is flushed.
+    pub async fn serve(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        stop: CancellationToken,
+    ) -> Result<(), SiteError> {
         let site = self.site;
         let shutdown = site.shutdown.clone();
+        site.health.set_serving(false).await;
         let span = tracing::info_span!("site", id = %site.settings.site_id());
         let mut tasks: JoinSet<(&'static str, Result<(), SiteError>)> = JoinSet::new();
         let mut spawn = |name: &'static str, task: BoxFuture<Result<(), SiteError>>| {
@@ -292,6 +320,8 @@ impl Opened {
         }
         let servers = server::serve(Arc::clone(&site), grpc, http).instrument(span.clone());
         tokio::pin!(servers);
+        tokio::spawn(drain_on(stop, Arc::clone(&site)).instrument(span.clone()));
+        site.health.set_serving(true).await;
         let mut failure: Option<SiteError> = None;
         let mut note =
             |name: &str, result: Result<Result<(), SiteError>, tokio::task::JoinError>| {
@@ -339,14 +369,14 @@ impl Opened {
     }
 }
 
-/// Runs a site until `shutdown`, opening it again on the same listeners whenever its
+/// Runs a site until `stop`, opening it again on the same listeners whenever its
 /// placement changes (promote, demote, repoint, fence).
 pub async fn run(
     config: &Config,
     first: Opened,
     grpc: std::net::TcpListener,
     http: std::net::TcpListener,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) -> Result<(), SiteError> {
     let mut opened = first;
     loop {
@@ -359,15 +389,49 @@ pub async fn run(
                 })
                 .map_err(SiteError::Listen)
         };
-        opened.serve(listen(&grpc)?, listen(&http)?).await?;
-        if shutdown.is_cancelled() || !site.reopen.load(Ordering::Acquire) {
+        opened
+            .serve(listen(&grpc)?, listen(&http)?, stop.clone())
+            .await?;
+        if stop.is_cancelled() || !site.reopen.load(Ordering::Acquire) {
             return Ok(());
         }
         let store = site.store.clone();
         drop(site);
         info!("opening the site again with its new placement");
-        opened = Site::open(config, store, shutdown.child_token()).await?;
+        opened = Site::open(config, store, CancellationToken::new()).await?;
     }
+}
+
+/// Once `stop` is cancelled: NOT_SERVING, refuse new writes, wait (bounded) for the writes
+/// in flight, then shut the site down. Returns at once if the site shuts down first.
+async fn drain_on(stop: CancellationToken, site: Arc<Site>) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = site.shutdown.cancelled() => return,
+    }
+    site.health.set_serving(false).await;
+    site.objects.stop_taking_writes();
+    let open = site.objects.inflight().list().len();
+    if open > 0 {
+        info!(
+            writes = open,
+            timeout_secs = site.shutdown_timeout.as_secs_f64(),
+            "stopping: waiting for writes in flight"
+        );
+    }
+    let drained =
+        tokio::time::timeout(site.shutdown_timeout, site.objects.inflight().drained()).await;
+    if drained.is_err() {
+        let left: Vec<String> = site
+            .objects
+            .inflight()
+            .list()
+            .iter()
+            .map(|w| format!("{} from {}", w.what, w.from))
+            .collect();
+        warn!(timeout_secs = site.shutdown_timeout.as_secs_f64(), left = ?left, "stopping without waiting longer for writes in flight; they fail and nothing of them is stored");
+    }
+    site.shutdown.cancel();
 }
 
 /// Reports this secondary's status to the primary every heartbeat interval, in maintenance

@@ -8,11 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::DevArgs;
-use crate::config::{
-    read_token, write_token, Config, RunArgs, ADMIN_TOKEN_FILE, DEFAULT_HEARTBEAT,
-    DEFAULT_REVERIFY_INTERVAL, DEFAULT_SYNC_CONCURRENCY, SITE_TOKEN_FILE,
-};
-use crate::gate::GateConfig;
+use crate::config::{read_token, write_token, Config, RunArgs, ADMIN_TOKEN_FILE, SITE_TOKEN_FILE};
 use crate::server::auth::Token;
 use crate::settings::Role;
 use crate::site::{Opened, Site};
@@ -152,19 +148,16 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
             (format!("secondary-{i}"), Role::Secondary)
         };
         let config = Config {
-            data_dir: args.data_dir.join(&site_id),
-            site_id,
-            role,
             listen: SocketAddr::from(([127, 0, 0, 1], port(args.base_port, i, 0)?)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], port(args.base_port, i, 1)?)),
             primary: primary_url.clone(),
-            admin_token: admin_token.clone(),
-            site_token: site_token.clone(),
-            heartbeat: DEFAULT_HEARTBEAT,
-            sync_concurrency: DEFAULT_SYNC_CONCURRENCY,
-            reverify_interval: DEFAULT_REVERIFY_INTERVAL,
-            gate: GateConfig::default(),
-            generated: Vec::new(),
+            ..Config::new(
+                &site_id,
+                role,
+                args.data_dir.join(&site_id),
+                admin_token.clone(),
+                site_token.clone(),
+            )
         };
         let (opened, grpc, http) = open_and_bind(&config, shutdown.clone()).await?;
         let grpc_url = format!("http://{}", local(&grpc));

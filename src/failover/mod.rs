@@ -192,9 +192,14 @@ pub async fn deliver_fence(
     let epoch = site.settings.primary_epoch();
     let mut delay = Duration::from_millis(100);
     loop {
-        let sent =
-            crate::server::client::fence(&target, &site.site_token, site.settings.site_id(), epoch)
-                .await;
+        let sent = crate::server::client::fence(
+            &target,
+            &site.client_tls,
+            &site.site_token,
+            site.settings.site_id(),
+            epoch,
+        )
+        .await;
         match sent {
             Ok(()) => {
                 info!(%target, epoch, "the former primary is fenced");

@@ -74,6 +74,13 @@ impl InFlight {
         self.lock().writes.is_empty()
     }
 
+    /// Resolves once no write is in flight.
+    pub async fn drained(&self) {
+        let mut count = self.subscribe();
+        // The sender lives in `self`, so the wait cannot fail while `self` is borrowed.
+        let _ = count.wait_for(|n| *n == 0).await;
+    }
+
     /// Changes whenever a write begins or ends.
     pub fn subscribe(&self) -> watch::Receiver<usize> {
         self.count.subscribe()

@@ -22,7 +22,7 @@ mod registry;
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
@@ -71,6 +71,9 @@ pub enum ObjectError {
     Io { what: String, source: io::Error },
     #[error("object storage is corrupt: {0}")]
     Corrupt(String),
+    /// The site is stopping and takes no new writes.
+    #[error("site {0} is shutting down and takes no new writes; try again when it is back")]
+    Stopping(String),
 }
 
 impl ObjectError {
@@ -110,6 +113,8 @@ pub struct Objects {
     /// [`Counts`] still hold, so an idle site reports its status without scanning.
     transitions: AtomicU64,
     counted: std::sync::Mutex<Option<((u64, u64), Counts)>>,
+    /// Set once the site is stopping: new writes are refused.
+    stopping: AtomicBool,
 }
 
 impl Objects {
@@ -136,6 +141,7 @@ impl Objects {
             commit: Mutex::new(()),
             transitions: AtomicU64::new(0),
             counted: std::sync::Mutex::new(None),
+            stopping: AtomicBool::new(false),
         };
         let mut keep = HashSet::new();
         for item in objects.log.state().scan_prefix([REGISTRY]) {
@@ -172,11 +178,20 @@ impl Objects {
         &self.settings
     }
 
+    /// Refuses every write that has not yet passed [`Objects::route`]; the writes already in
+    /// flight go on (see [`InFlight::drained`]).
+    pub fn stop_taking_writes(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
     /// Decides where a write entering this site goes (SPEC §3 "Git", DESIGN "Push").
     /// Call it *after* [`InFlight::begin`]: a write that passed this check is then already
     /// listed, so a drain that starts right after cannot miss it.
     pub fn route(&self, proxied: Option<&Proxied>) -> Result<Route, ObjectError> {
         let mode = self.settings.mode();
+        if self.stopping.load(Ordering::SeqCst) {
+            return Err(ObjectError::Stopping(mode.site_id.to_string()));
+        }
         let primary = self.settings.primary().map(str::to_string);
         let refuse = |message: String| ObjectError::Refused {
             message,

@@ -9,6 +9,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
 use super::auth::Token;
+use super::tls::ClientTls;
 use super::{convert, pb};
 use crate::replication::{FetchError, LogSource, ObjectSource, Received, SourceError};
 
@@ -39,25 +40,30 @@ pub fn normalize_url(addr: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
-/// An endpoint for `url` with the timeouts sites use.
-pub fn endpoint(url: &str) -> Result<Endpoint, String> {
+/// An endpoint for `url` with the timeouts sites use; `https://` connects with `tls`.
+pub fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint, String> {
     let url = normalize_url(url)?;
-    Endpoint::from_shared(url.clone())
-        .map(|e| {
-            e.connect_timeout(CONNECT_TIMEOUT)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(10))
-                // Grow the HTTP/2 windows with the measured bandwidth-delay product, so one
-                // connection carries bulk transfers at disk speed.
-                .http2_adaptive_window(true)
-        })
-        .map_err(|e| format!("{url}: {e}"))
+    let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| format!("{url}: {e}"))?;
+    let endpoint = if url.starts_with("https://") {
+        endpoint
+            .tls_config(tls.config())
+            .map_err(|e| format!("{url}: {e}"))?
+    } else {
+        endpoint
+    };
+    Ok(endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        // Grow the HTTP/2 windows with the measured bandwidth-delay product, so one
+        // connection carries bulk transfers at disk speed.
+        .http2_adaptive_window(true))
 }
 
 /// Connects to the site at `url`.
-pub async fn connect(url: &str) -> Result<Channel, String> {
-    let ep = endpoint(url)?;
+pub async fn connect(url: &str, tls: &ClientTls) -> Result<Channel, String> {
+    let ep = endpoint(url, tls)?;
     ep.connect()
         .await
         .map_err(|e| format!("cannot connect to {}: {}", ep.uri(), source_chain(&e)))
@@ -88,8 +94,8 @@ pub fn source_chain(e: &dyn std::error::Error) -> String {
 
 /// A channel to `url` that connects on first use and reconnects by itself: what a site
 /// keeps to its primary.
-pub fn lazy_channel(url: &str) -> Result<Channel, String> {
-    Ok(endpoint(url)?.connect_lazy())
+pub fn lazy_channel(url: &str, tls: &ClientTls) -> Result<Channel, String> {
+    Ok(endpoint(url, tls)?.connect_lazy())
 }
 
 /// Which of the primary's logs a [`GrpcLogSource`] reads.
@@ -145,11 +151,14 @@ impl LogSource for GrpcLogSource {
 /// Tells the site at `url` that `site_id` is the primary at `epoch` (`ReplicationService.Fence`).
 pub async fn fence(
     url: &str,
+    tls: &ClientTls,
     token: &Token,
     site_id: &str,
     epoch: u64,
 ) -> Result<(), tonic::Status> {
-    let channel = connect(url).await.map_err(tonic::Status::unavailable)?;
+    let channel = connect(url, tls)
+        .await
+        .map_err(tonic::Status::unavailable)?;
     let req = authorized(
         pb::FenceRequest {
             epoch,

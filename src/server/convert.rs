@@ -319,6 +319,7 @@ pub fn object_status(e: ObjectError) -> Status {
             }
             s
         }
+        ObjectError::Stopping(_) => Status::unavailable(e.to_string()),
         ObjectError::Superseded(_) | ObjectError::Log(LogError::StaleEpoch { .. }) => {
             Status::failed_precondition(e.to_string())
         }

@@ -27,13 +27,27 @@ pub const ORIGINAL_URI: &str = "x-original-uri";
 
 pub fn router(site: Arc<Site>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/mode", get(mode))
         .route("/objects", get(objects))
         .route("/gate/auth", any(gate_auth))
         .route("/gate/respond", any(gate_respond))
         .route("/api/v4/internal/allowed", post(git_allowed))
         .with_state(site)
+}
+
+/// For load balancers: 200 while the site serves, 503 while it starts or drains to stop
+/// (as `grpc.health.v1.Health` says).
+async fn healthz(State(site): State<Arc<Site>>) -> Response {
+    if site.health.is_serving() {
+        "ok\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not serving: starting or stopping\n",
+        )
+            .into_response()
+    }
 }
 
 /// How this site's copies stand: counts of synced, pending, failed and verified objects,

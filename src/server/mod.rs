@@ -10,16 +10,24 @@ pub mod client;
 pub mod convert;
 mod gate;
 mod http;
+pub mod limits;
 mod mode;
 mod objects;
 mod replication;
 pub mod status;
+pub mod tls;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 
 use crate::site::Site;
 use auth::{EitherGuard, Guard};
@@ -35,6 +43,55 @@ pub mod pb {
     pub type ObjectClient = object_service_client::ObjectServiceClient<tonic::transport::Channel>;
     pub type ReplicationClient =
         replication_service_client::ReplicationServiceClient<tonic::transport::Channel>;
+
+    /// Every `geo.v1` file, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("geo_descriptor");
+}
+
+/// The services this site serves, by their full names, as health and reflection list them.
+pub const SERVICES: [&str; 6] = [
+    <pb::mode_service_server::ModeServiceServer<mode::ModeSvc>>::NAME,
+    <pb::admin_service_server::AdminServiceServer<admin::AdminSvc>>::NAME,
+    <pb::replication_service_server::ReplicationServiceServer<replication::ReplicationSvc>>::NAME,
+    <pb::object_service_server::ObjectServiceServer<objects::ObjectSvc>>::NAME,
+    <pb::gate_service_server::GateServiceServer<gate::GateSvc>>::NAME,
+    <pb::status_service_server::StatusServiceServer<status::StatusSvc>>::NAME,
+];
+
+/// What the standard `grpc.health.v1.Health` service says of this site, overall (`""`) and
+/// per service: NOT_SERVING while the site starts and while it drains to stop, SERVING in
+/// between. `/healthz` on the HTTP listener says the same.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    serving: Arc<AtomicBool>,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            reporter: HealthReporter::new(),
+            serving: Arc::default(),
+        }
+    }
+}
+
+impl Health {
+    pub async fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::SeqCst);
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in std::iter::once("").chain(SERVICES) {
+            self.reporter.set_service_status(name, status).await;
+        }
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::SeqCst)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +100,16 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
+    #[error("cannot build server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// How long the servers may take, once the site stops, to answer requests still open.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// Serves gRPC on `grpc` and HTTP on `http` until the site's shutdown token is cancelled,
-/// then lets in-flight requests finish.
+/// then lets open requests finish for a few seconds (writes in flight have already been
+/// drained by then; see `site`).
 pub async fn serve(
     site: Arc<Site>,
     grpc: TcpListener,
@@ -69,43 +132,95 @@ pub async fn serve(
         site: site.site_token.clone(),
         service: "ObjectService",
     };
-    let grpc_server = Server::builder()
+    let limits = site.limits;
+    let max = limits.max_message_bytes;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(ServeError::Reflection)?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(ServeError::Reflection)?;
+    let mut builder = Server::builder();
+    if let Some(tls) = &site.server_tls {
+        builder = builder.tls_config(tls.config())?;
+    }
+    let grpc_server = builder
         .http2_adaptive_window(Some(true))
-        .add_service(pb::mode_service_server::ModeServiceServer::new(
-            mode::ModeSvc::new(Arc::clone(&site)),
+        // Find peers that vanished without closing their connection.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        .layer(limits::PerClientLayer::new(limits.max_streams_per_client))
+        .add_service(tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(site.health.reporter.clone()),
         ))
-        .add_service(pb::status_service_server::StatusServiceServer::new(
-            status::StatusSvc::new(Arc::clone(&site)),
-        ))
-        .add_service(pb::gate_service_server::GateServiceServer::new(
-            gate::GateSvc::new(Arc::clone(&site)),
-        ))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
-            pb::admin_service_server::AdminServiceServer::with_interceptor(
-                admin::AdminSvc::new(Arc::clone(&site)),
-                move |req| admin_guard.check(req),
-            ),
+            pb::mode_service_server::ModeServiceServer::new(mode::ModeSvc::new(Arc::clone(&site)))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
         )
         .add_service(
-            pb::replication_service_server::ReplicationServiceServer::with_interceptor(
+            pb::status_service_server::StatusServiceServer::new(status::StatusSvc::new(
+                Arc::clone(&site),
+            ))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        )
+        .add_service(
+            pb::gate_service_server::GateServiceServer::new(gate::GateSvc::new(Arc::clone(&site)))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(InterceptedService::new(
+            pb::admin_service_server::AdminServiceServer::new(admin::AdminSvc::new(Arc::clone(
+                &site,
+            )))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+            move |req| admin_guard.check(req),
+        ))
+        .add_service(InterceptedService::new(
+            pb::replication_service_server::ReplicationServiceServer::new(
                 replication::ReplicationSvc::new(Arc::clone(&site)),
-                move |req| site_guard.check(req),
-            ),
-        )
-        .add_service(
-            pb::object_service_server::ObjectServiceServer::with_interceptor(
-                objects::ObjectSvc::new(Arc::clone(&site)),
-                move |req| either_guard.check(req),
-            ),
-        )
+            )
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+            move |req| site_guard.check(req),
+        ))
+        .add_service(InterceptedService::new(
+            pb::object_service_server::ObjectServiceServer::new(objects::ObjectSvc::new(
+                Arc::clone(&site),
+            ))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+            move |req| either_guard.check(req),
+        ))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(grpc).with_nodelay(Some(true)),
             site.shutdown.clone().cancelled_owned(),
         );
     let http_server = axum::serve(http, http::router(Arc::clone(&site)))
         .with_graceful_shutdown(site.shutdown.clone().cancelled_owned());
-    let (grpc_result, http_result) = tokio::join!(grpc_server, http_server);
-    grpc_result?;
-    http_result?;
-    Ok(())
+    let both = async {
+        let (grpc_result, http_result) = tokio::join!(grpc_server, http_server);
+        grpc_result?;
+        http_result?;
+        Ok(())
+    };
+    let grace = async {
+        site.shutdown.cancelled().await;
+        tokio::time::sleep(CLOSE_GRACE).await;
+    };
+    tokio::select! {
+        r = both => r,
+        _ = grace => {
+            tracing::warn!(grace_secs = CLOSE_GRACE.as_secs(), "requests still open after the grace period; closing them");
+            Ok(())
+        }
+    }
 }

@@ -7,6 +7,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -32,6 +33,22 @@ pub struct ObjectSvc {
 impl ObjectSvc {
     pub fn new(site: Arc<Site>) -> ObjectSvc {
         ObjectSvc { site }
+    }
+}
+
+/// The next message of a push. A client that sends nothing for `idle` loses its push:
+/// otherwise it would hold a write in flight, and keep maintenance mode from draining,
+/// forever.
+async fn next(
+    incoming: &mut Streaming<pb::PushRequest>,
+    idle: Duration,
+) -> Result<Option<pb::PushRequest>, Status> {
+    match tokio::time::timeout(idle, incoming.message()).await {
+        Ok(message) => message,
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "the client sent nothing for {:.1}s (stream_idle_timeout); the push was abandoned and nothing was stored",
+            idle.as_secs_f64()
+        ))),
     }
 }
 
@@ -79,7 +96,8 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let mut incoming = req.into_inner();
-        let header = match incoming.message().await? {
+        let idle = self.site.limits.stream_idle_timeout;
+        let header = match next(&mut incoming, idle).await? {
             Some(pb::PushRequest {
                 part: Some(pb::push_request::Part::Header(h)),
             }) => h,
@@ -116,7 +134,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                 })?;
                 let mut trailer = None;
                 let mut received = 0u64;
-                while let Some(msg) = incoming.message().await? {
+                while let Some(msg) = next(&mut incoming, idle).await? {
                     match msg.part {
                         Some(pb::push_request::Part::Chunk(c)) if trailer.is_none() => {
                             received += c.len() as u64;
@@ -370,7 +388,7 @@ impl ObjectSvc {
             let mut hasher = sha2::Sha256::new();
             let mut size = 0u64;
             let mut client_trailer = None;
-            while let Some(msg) = incoming.message().await? {
+            while let Some(msg) = next(&mut incoming, self.site.limits.stream_idle_timeout).await? {
                 match msg.part {
                     Some(pb::push_request::Part::Chunk(c)) if client_trailer.is_none() => {
                         use sha2::Digest;

@@ -292,7 +292,7 @@ fn spawn_site(args: &[String], log: &Path) -> (Child, SocketAddr, SocketAddr) {
 pub async fn channel(url: &str) -> Channel {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        match geo_agent::server::client::connect(url).await {
+        match geo_agent::server::client::connect(url, &Default::default()).await {
             Ok(c) => return c,
             Err(e) if Instant::now() > deadline => panic!("cannot connect to {url}: {e}"),
             Err(_) => tokio::task::yield_now().await,

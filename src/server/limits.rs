@@ -1,0 +1,210 @@
+//! Limits on what one client may hold of a site: the size of a message, how long a push may
+//! stay silent, and how many calls it may have open at once. Exceeding one is an error the
+//! client sees at once (`RESOURCE_EXHAUSTED`, `DEADLINE_EXCEEDED`), never a hang.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tonic::body::Body;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::Status;
+
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// A push sends 256 KiB chunks; a smaller limit would refuse every large push.
+pub const MIN_MAX_MESSAGE_BYTES: usize = 1 << 20;
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Enough for several secondaries behind one address, each with its log streams and sync
+/// workers, and for the CLI and front ends beside them.
+pub const DEFAULT_MAX_STREAMS_PER_CLIENT: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest gRPC message a site decodes or sends.
+    pub max_message_bytes: usize,
+    /// How long a push may go without a message before it is abandoned. A silent client
+    /// would otherwise hold a write in flight forever, and maintenance mode would never
+    /// drain.
+    pub stream_idle_timeout: Duration,
+    /// Calls (unary or streaming) one client address may have open at once.
+    pub max_streams_per_client: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
+            max_streams_per_client: DEFAULT_MAX_STREAMS_PER_CLIENT,
+        }
+    }
+}
+
+/// Counts the calls open per client address and refuses one over the limit.
+#[derive(Clone)]
+pub struct PerClientLayer {
+    limit: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerClientLayer {
+    pub fn new(limit: usize) -> PerClientLayer {
+        PerClientLayer {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// A place for one more call from `ip`, or `None` when it has `limit` open.
+    fn enter(&self, ip: IpAddr) -> Option<OpenCall> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(OpenCall {
+            ip,
+            open: Arc::clone(&self.open),
+        })
+    }
+}
+
+/// One open call; dropped when its response body ends or is dropped.
+struct OpenCall {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for PerClientLayer {
+    type Service = PerClient<S>;
+
+    fn layer(&self, inner: S) -> PerClient<S> {
+        PerClient {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PerClient<S> {
+    inner: S,
+    layer: PerClientLayer,
+}
+
+fn peer_ip<B>(req: &http::Request<B>) -> Option<IpAddr> {
+    let ext = req.extensions();
+    let tcp = ext.get::<TcpConnectInfo>().or_else(|| {
+        ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(|t| t.get_ref())
+    })?;
+    tcp.remote_addr().map(|a| a.ip())
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for PerClient<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<http::Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let call = match peer_ip(&req) {
+            None => None,
+            Some(ip) => match self.layer.enter(ip) {
+                Some(call) => Some(call),
+                None => {
+                    let status = Status::resource_exhausted(format!(
+                        "too many calls open from {ip}: at most {} at once (max_streams_per_client); close some and try again",
+                        self.layer.limit
+                    ));
+                    return Box::pin(std::future::ready(Ok(status.into_http())));
+                }
+            },
+        };
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| match call {
+                None => body,
+                Some(call) => Body::new(Holding { body, _call: call }),
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its call counted until it ends.
+struct Holding {
+    body: Body,
+    _call: OpenCall,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_address_and_frees_on_drop() {
+        let layer = PerClientLayer::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = layer.enter(a).unwrap();
+        let _second = layer.enter(a).unwrap();
+        assert!(layer.enter(a).is_none(), "a third call from one address");
+        assert!(
+            layer.enter(b).is_some(),
+            "another address has its own count"
+        );
+        drop(first);
+        assert!(
+            layer.enter(a).is_some(),
+            "a call that ended frees its place"
+        );
+    }
+}
