@@ -594,6 +594,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_shipped_sample_configuration_is_valid() {
+        let text = include_str!("../contrib/geo-agent.toml");
+        let file: FileConfig = toml::from_str(text).expect("contrib/geo-agent.toml parses");
+        for d in [
+            &file.heartbeat_interval,
+            &file.reverify_interval,
+            &file.shutdown_timeout,
+            &file.stream_idle_timeout,
+        ] {
+            parse_duration(d.as_deref().expect("set in the sample")).expect("a duration");
+        }
+        assert_eq!(file.role, Some(Role::Secondary));
+        assert!(file.primary.is_some_and(|p| normalize_url(&p).is_ok()));
+        assert!(file.max_message_bytes >= Some(limits::MIN_MAX_MESSAGE_BYTES));
+        file.gate.into_config().expect("the [gate] table");
+    }
+
     fn args(dir: &Path) -> RunArgs {
         RunArgs {
             data_dir: Some(dir.to_path_buf()),

@@ -22,6 +22,7 @@ use crate::server::limits::Limits;
 use crate::server::tls::{ClientTls, ServerTls};
 use crate::server::{self, convert, pb, Health, ServeError};
 use crate::settings::{Role, Settings, SettingsError};
+use crate::status::metrics::Counters;
 use crate::status::Reports;
 use crate::store::{Store, StoreError};
 
@@ -74,6 +75,8 @@ pub struct Site {
     pub limits: Limits,
     /// How long a stopping site waits for writes in flight.
     pub shutdown_timeout: Duration,
+    /// Gate decisions and replication failures, for `/metrics`.
+    pub counters: Counters,
     /// The latest report of each secondary (on the primary).
     pub reports: Reports,
     /// A former primary to tell of this site's epoch (after a promotion).
@@ -209,6 +212,7 @@ impl Site {
             client_tls: config.client_tls.clone(),
             limits: config.limits,
             shutdown_timeout: config.shutdown_timeout,
+            counters: Counters::default(),
             reports: Reports::default(),
             fence_target: placement.and_then(|p| p.fence_target),
             reopen: AtomicBool::new(false),
@@ -244,7 +248,14 @@ impl Site {
             maintenance: mode.maintenance.enabled,
             message: mode.maintenance.message,
         };
-        gate::decide(req, &view, &self.gate)
+        let decision = gate::decide(req, &view, &self.gate)?;
+        let verdict = match decision.verdict {
+            gate::Verdict::Allow => "allow",
+            gate::Verdict::ProxyToPrimary => "proxy",
+            gate::Verdict::Deny => "deny",
+        };
+        self.counters.gate_decision(decision.rule, verdict);
+        Ok(decision)
     }
 
     /// The mode as `GetMode` answers it.
@@ -449,10 +460,11 @@ async fn report_status(site: Arc<Site>, shutdown: CancellationToken) -> Result<(
         match server::status::report_to_primary(&site).await {
             Ok(()) => failing = false,
             Err(error) if !failing => {
+                site.counters.replication_error("report");
                 warn!(%error, "cannot report status to the primary");
                 failing = true;
             }
-            Err(_) => {}
+            Err(_) => site.counters.replication_error("report"),
         }
     }
 }

@@ -25,33 +25,6 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
 
 const FAST_VERIFY: &[&str] = &["--reverify-interval", "500ms"];
 
-type PushCall = tokio::task::JoinHandle<Result<tonic::Response<pb::PushResponse>, tonic::Status>>;
-
-/// Starts a push of `name` at `site` and sends its header; the test sends the chunks
-/// through the returned sender and ends the push by dropping it.
-async fn open_push(
-    site: &SiteProc,
-    token: &str,
-    name: &str,
-) -> (tokio::sync::mpsc::Sender<pb::PushRequest>, PushCall) {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(pb::PushRequest {
-        part: Some(pb::push_request::Part::Header(pb::PushHeader {
-            name: name.into(),
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let mut client = site.objects().await;
-    let token = token.to_string();
-    let call = tokio::spawn(async move {
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        client.push(bearer(stream, &token)).await
-    });
-    (tx, call)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_to_the_primary_reaches_both_secondaries_verified() {
     let cluster = Cluster::new();

@@ -29,7 +29,7 @@ pub async fn run(args: RunArgs) -> u8 {
         );
     }
     let shutdown = CancellationToken::new();
-    let (opened, grpc, http) = match open_and_bind(&config, shutdown.clone()).await {
+    let (opened, grpc, http) = match open_and_bind(&config).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");
@@ -54,13 +54,12 @@ pub async fn run(args: RunArgs) -> u8 {
     }
 }
 
-async fn open_and_bind(
-    config: &Config,
-    shutdown: CancellationToken,
-) -> Result<(Opened, TcpListener, TcpListener), String> {
+/// Opens the site (with its own shutdown token: a signal first drains it, see
+/// `site::run`) and binds its listeners.
+async fn open_and_bind(config: &Config) -> Result<(Opened, TcpListener, TcpListener), String> {
     let failed = |e: &dyn std::fmt::Display| format!("cannot open site {}: {e}", config.site_id);
     let store = Store::open(&config.data_dir).map_err(|e| failed(&e))?;
-    let opened = Site::open(config, store, shutdown.child_token())
+    let opened = Site::open(config, store, CancellationToken::new())
         .await
         .map_err(|e| failed(&e))?;
     let grpc = bind(config.listen, "gRPC")?;
@@ -159,7 +158,7 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
                 site_token.clone(),
             )
         };
-        let (opened, grpc, http) = open_and_bind(&config, shutdown.clone()).await?;
+        let (opened, grpc, http) = open_and_bind(&config).await?;
         let grpc_url = format!("http://{}", local(&grpc));
         if i == 0 {
             primary_url = Some(grpc_url.clone());

@@ -115,6 +115,8 @@ pub struct Objects {
     counted: std::sync::Mutex<Option<((u64, u64), Counts)>>,
     /// Set once the site is stopping: new writes are refused.
     stopping: AtomicBool,
+    /// Failed syncs since the site opened (for metrics).
+    sync_failures: AtomicU64,
 }
 
 impl Objects {
@@ -142,6 +144,7 @@ impl Objects {
             transitions: AtomicU64::new(0),
             counted: std::sync::Mutex::new(None),
             stopping: AtomicBool::new(false),
+            sync_failures: AtomicU64::new(0),
         };
         let mut keep = HashSet::new();
         for item in objects.log.state().scan_prefix([REGISTRY]) {

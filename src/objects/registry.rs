@@ -146,6 +146,11 @@ impl Objects {
         })
     }
 
+    /// Syncs that failed since the site opened.
+    pub fn sync_failures(&self) -> u64 {
+        self.sync_failures.load(Ordering::Relaxed)
+    }
+
     /// Records that a registry row changed outside the log.
     fn transitioned(&self) {
         self.transitions.fetch_add(1, Ordering::AcqRel);
@@ -333,6 +338,7 @@ impl Objects {
         now_ms: i64,
         jitter: f64,
     ) -> Result<Option<Row>, ObjectError> {
+        self.sync_failures.fetch_add(1, Ordering::Relaxed);
         self.log
             .state()
             .transaction(|t| {

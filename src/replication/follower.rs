@@ -90,6 +90,8 @@ pub struct FollowerStatus {
     pub primary_head: u64,
     pub last_contact_ms: Option<i64>,
     pub error: Option<String>,
+    /// Streams lost or refused since the follower started.
+    pub errors: u64,
 }
 
 /// A failure that makes following impossible: the site itself is broken.
@@ -130,6 +132,7 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
             primary_head: 0,
             last_contact_ms: None,
             error: None,
+            errors: 0,
         });
         (
             Follower {
@@ -159,6 +162,7 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
                     error!(%log, primary = %self.status.borrow().primary, %reason, "log diverged from the primary's; stopped applying");
                     self.status.send_modify(|s| {
                         s.state = FollowerState::Diverged;
+                        s.errors += 1;
                         s.error = Some(reason);
                     });
                     shutdown.cancelled().await;
@@ -169,6 +173,7 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
                     warn!(%log, %reason, retry_in_ms = delay.as_millis() as u64, "log stream lost");
                     self.status.send_modify(|s| {
                         s.state = FollowerState::Connecting;
+                        s.errors += 1;
                         s.error = Some(reason);
                     });
                     tokio::select! {

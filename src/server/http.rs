@@ -10,16 +10,17 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::convert;
+use super::{convert, page};
 use crate::gate::{self, Decision, Verdict};
 use crate::site::Site;
+use crate::status::{metrics, SiteStatus};
 
 /// Headers nginx sets on the `auth_request` subrequest (see the shipped snippet).
 pub const ORIGINAL_METHOD: &str = "x-original-method";
@@ -27,6 +28,8 @@ pub const ORIGINAL_URI: &str = "x-original-uri";
 
 pub fn router(site: Arc<Site>) -> Router {
     Router::new()
+        .route("/", get(status_page))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/mode", get(mode))
         .route("/objects", get(objects))
@@ -34,6 +37,85 @@ pub fn router(site: Arc<Site>) -> Router {
         .route("/gate/respond", any(gate_respond))
         .route("/api/v4/internal/allowed", post(git_allowed))
         .with_state(site)
+}
+
+/// This site's statuses (itself first), counted off the async threads.
+async fn statuses(site: &Arc<Site>) -> Result<Vec<SiteStatus>, Response> {
+    let s = Arc::clone(site);
+    match tokio::task::spawn_blocking(move || s.statuses()).await {
+        Ok(Ok(statuses)) => Ok(statuses),
+        Ok(Err(e)) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    refresh: Option<u32>,
+}
+
+/// The status page for people (see `page`). `?refresh=N` sets how often it reloads.
+async fn status_page(State(site): State<Arc<Site>>, Query(q): Query<PageQuery>) -> Response {
+    let statuses = match statuses(&site).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mode = site.settings.mode();
+    let in_flight = site.objects.inflight().list();
+    let html = page::render(&page::Page {
+        mode: &mode,
+        primary: site.settings.primary(),
+        statuses: &statuses,
+        in_flight: &in_flight,
+        now_ms: crate::log::now_ms(),
+        refresh_secs: q
+            .refresh
+            .unwrap_or(page::DEFAULT_REFRESH_SECS)
+            .clamp(1, page::MAX_REFRESH_SECS),
+        version: env!("CARGO_PKG_VERSION"),
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// Prometheus metrics, text format 0.0.4.
+async fn metrics(State(site): State<Arc<Site>>) -> Response {
+    let statuses = match statuses(&site).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut errors = site.counters.replication_errors();
+    for (kind, follower) in [
+        ("settings", &site.follower),
+        ("events", &site.events_follower),
+    ] {
+        if let Some(rx) = follower {
+            *errors.entry(kind).or_insert(0) += rx.borrow().errors;
+        }
+    }
+    *errors.entry("sync").or_insert(0) += site.objects.sync_failures();
+    let text = metrics::render(&metrics::Scrape {
+        version: env!("CARGO_PKG_VERSION"),
+        serving: site.health.is_serving(),
+        fenced: site.settings.fenced().is_some(),
+        statuses: &statuses,
+        gate_decisions: site.counters.gate_decisions(),
+        replication_errors: errors,
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// For load balancers: 200 while the site serves, 503 while it starts or drains to stop

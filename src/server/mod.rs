@@ -13,6 +13,7 @@ mod http;
 pub mod limits;
 mod mode;
 mod objects;
+mod page;
 mod replication;
 pub mod status;
 pub mod tls;

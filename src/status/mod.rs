@@ -448,6 +448,7 @@ impl Reports {
 }
 
 mod local;
+pub mod metrics;
 
 #[cfg(test)]
 mod tests;

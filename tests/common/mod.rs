@@ -100,6 +100,8 @@ fn rand_u128() -> u128 {
 /// One running site process.
 pub struct SiteProc {
     pub name: String,
+    /// `https` for a site started with `--tls-cert`.
+    pub scheme: &'static str,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub log: PathBuf,
@@ -110,8 +112,10 @@ pub struct SiteProc {
 impl SiteProc {
     fn start(name: &str, args: Vec<String>, log: PathBuf) -> SiteProc {
         let (child, grpc, http) = spawn_site(&args, &log);
+        let tls = args.iter().any(|a| a == "--tls-cert");
         SiteProc {
             name: name.into(),
+            scheme: if tls { "https" } else { "http" },
             grpc,
             http,
             log,
@@ -121,7 +125,7 @@ impl SiteProc {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.grpc)
+        format!("{}://{}", self.scheme, self.grpc)
     }
 
     /// `kill -9`.
@@ -134,11 +138,22 @@ impl SiteProc {
 
     /// SIGTERM, then wait for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut c = self.child.take().expect("site is running");
+        self.sigterm();
+        self.wait()
+    }
+
+    /// SIGTERM, without waiting.
+    pub fn sigterm(&self) {
+        let c = self.child.as_ref().expect("site is running");
         // SAFETY: kill(2) on a pid we own; no memory is involved.
         unsafe {
             libc::kill(c.id() as i32, libc::SIGTERM);
         }
+    }
+
+    /// Waits (with the deadline) for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("site is running");
         wait_exit(&mut c)
     }
 
@@ -179,26 +194,7 @@ impl SiteProc {
 
     /// `GET path` on the site's HTTP listener: (status, body).
     pub async fn http_get(&self, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(self.http)
-            .await
-            .expect("connect HTTP");
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.expect("send");
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.expect("read");
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .expect("an HTTP status");
-        let body = text
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_string();
-        (status, body)
+        http_request(self.http, "GET", path, None).await
     }
 
     /// The site's `/objects` counts.
@@ -287,6 +283,85 @@ fn spawn_site(args: &[String], log: &Path) -> (Child, SocketAddr, SocketAddr) {
     }
 }
 
+/// One HTTP/1.1 request with an optional JSON body: (status, body). Bodies are read to the
+/// end of the connection (`Connection: close`).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&serde_json::Value>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect HTTP");
+    let body = json.map(|j| j.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("send");
+    // Read the head, then as much body as Content-Length says (some servers keep the
+    // connection open whatever the request asked), else to the end.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let (head, mut body) = loop {
+        let n = s.read(&mut buf).await.expect("read");
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break (
+                String::from_utf8_lossy(&raw[..at]).into_owned(),
+                raw[at + 4..].to_vec(),
+            );
+        }
+        assert!(n > 0, "the connection closed before the response head");
+    };
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    match length {
+        Some(len) => {
+            while body.len() < len {
+                let n = s.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the connection closed inside the body");
+                body.extend_from_slice(&buf[..n]);
+            }
+        }
+        None => {
+            s.read_to_end(&mut body).await.expect("read");
+        }
+    }
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("an HTTP status");
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(&body) } else { body };
+    (status, body)
+}
+
+/// Decodes a chunked HTTP/1.1 body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
 /// A channel to `url`, retrying until the deadline (a site that just started may still be
 /// binding).
 pub async fn channel(url: &str) -> Channel {
@@ -298,6 +373,56 @@ pub async fn channel(url: &str) -> Channel {
             Err(_) => tokio::task::yield_now().await,
         }
     }
+}
+
+/// Whether `check` (a command line) succeeds, i.e. a tool a test needs is installed. Missing
+/// in CI is a failure (`.ci/run` installs it, and sets `CI`); missing locally skips the test
+/// with a message saying what to install.
+pub fn have(check: &[&str], install: &str) -> bool {
+    let ok = Command::new(check[0])
+        .args(&check[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have {check:?}: .ci/run installs {install}"
+        );
+        eprintln!("SKIPPED: {check:?} does not run here; install {install}");
+    }
+    ok
+}
+
+/// A push under way: its call, ending with the primary's answer.
+pub type PushCall =
+    tokio::task::JoinHandle<Result<tonic::Response<pb::PushResponse>, tonic::Status>>;
+
+/// Starts a push of `name` at `site` and sends its header; the test sends the chunks
+/// through the returned sender and ends the push by dropping it.
+pub async fn open_push(
+    site: &SiteProc,
+    token: &str,
+    name: &str,
+) -> (tokio::sync::mpsc::Sender<pb::PushRequest>, PushCall) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::PushRequest {
+        part: Some(pb::push_request::Part::Header(pb::PushHeader {
+            name: name.into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut client = site.objects().await;
+    let token = token.to_string();
+    let call = tokio::spawn(async move {
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        client.push(bearer(stream, &token)).await
+    });
+    (tx, call)
 }
 
 /// `message` with `authorization: Bearer token`.

@@ -1,0 +1,401 @@
+//! Prometheus metrics: counters the site keeps as it runs, and the text exposition format
+//! (version 0.0.4) rendered from them and from the same [`SiteStatus`] judgements that
+//! `geo-agent status` prints — so a dashboard and the runbook never disagree.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use super::{Health, SiteStatus};
+use crate::settings::Role;
+
+/// Events counted since the site opened (Prometheus' `rate()` copes with the reset when a
+/// promotion or repoint opens it again).
+#[derive(Default)]
+pub struct Counters {
+    gate: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Counters {
+    /// One gate decision by `rule` (a stable rule id) with `verdict`.
+    pub fn gate_decision(&self, rule: &'static str, verdict: &'static str) {
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        *gate.entry((rule, verdict)).or_insert(0) += 1;
+    }
+
+    /// One replication failure of `kind`.
+    pub fn replication_error(&self, kind: &'static str) {
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        *errors.entry(kind).or_insert(0) += 1;
+    }
+
+    pub fn gate_decisions(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        gate.iter().map(|(&(r, v), &n)| (r, v, n)).collect()
+    }
+
+    pub fn replication_errors(&self) -> BTreeMap<&'static str, u64> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Everything one scrape shows.
+pub struct Scrape<'a> {
+    pub version: &'a str,
+    /// What `grpc.health.v1.Health` says.
+    pub serving: bool,
+    pub fenced: bool,
+    /// This site first, then (on the primary) every secondary that reported.
+    pub statuses: &'a [SiteStatus],
+    pub gate_decisions: Vec<(&'static str, &'static str, u64)>,
+    /// Replication failures by kind: settings, events (log streams lost), sync (fetches
+    /// failed), report (status reports not delivered).
+    pub replication_errors: BTreeMap<&'static str, u64>,
+}
+
+/// Replication error kinds always shown, at 0 until one happens, so an alert on
+/// `increase(...)` has a series to watch from the start.
+pub const ERROR_KINDS: [&str; 4] = ["settings", "events", "sync", "report"];
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", escape(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// Label values escape `\`, `"` and newlines.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn flag(b: bool) -> u8 {
+    u8::from(b)
+}
+
+fn seconds(ms: i64) -> f64 {
+    ms.max(0) as f64 / 1000.0
+}
+
+/// The exposition text.
+pub fn render(s: &Scrape<'_>) -> String {
+    let mut o = Out(String::new());
+    let Some(own) = s.statuses.first() else {
+        return o.0;
+    };
+    let me = own.report.site_id.as_str();
+    o.family(
+        "geo_build_info",
+        "gauge",
+        "The running geo-agent: version and site, always 1.",
+    );
+    o.sample("geo_build_info", &[("version", s.version), ("site", me)], 1);
+    o.family(
+        "geo_serving",
+        "gauge",
+        "1 while the site serves; 0 while it starts or drains to stop.",
+    );
+    o.sample("geo_serving", &[], flag(s.serving));
+    o.family(
+        "geo_maintenance_mode",
+        "gauge",
+        "1 while maintenance mode is on at this site.",
+    );
+    o.sample("geo_maintenance_mode", &[], flag(own.report.maintenance));
+    o.family(
+        "geo_primary",
+        "gauge",
+        "1 if this site takes writes as the primary; more than one across sites is a split brain.",
+    );
+    o.sample(
+        "geo_primary",
+        &[],
+        flag(own.report.role == Role::Primary && !s.fenced),
+    );
+    o.family(
+        "geo_fenced",
+        "gauge",
+        "1 if this site learned of a newer primary and refuses writes.",
+    );
+    o.sample("geo_fenced", &[], flag(s.fenced));
+    o.family(
+        "geo_epoch",
+        "gauge",
+        "The highest primary epoch this site has seen.",
+    );
+    o.sample("geo_epoch", &[], own.report.epoch);
+    o.family(
+        "geo_writes_in_flight",
+        "gauge",
+        "Writes (pushes, deletes) running at this site now.",
+    );
+    o.sample("geo_writes_in_flight", &[], own.report.writes_in_flight);
+
+    o.family(
+        "geo_log_head_index",
+        "gauge",
+        "The primary's last log entry as this site knows it.",
+    );
+    for (log, head) in [("settings", own.settings_head), ("events", own.events_head)] {
+        o.sample("geo_log_head_index", &[("log", log)], head);
+    }
+    o.family(
+        "geo_log_applied_index",
+        "gauge",
+        "The last log entry applied, per site.",
+    );
+    for st in s.statuses {
+        let site = st.report.site_id.as_str();
+        o.sample(
+            "geo_log_applied_index",
+            &[("site", site), ("log", "settings")],
+            st.report.settings.applied,
+        );
+        o.sample(
+            "geo_log_applied_index",
+            &[("site", site), ("log", "events")],
+            st.report.events.applied,
+        );
+    }
+    o.family(
+        "geo_replication_lag_seconds",
+        "gauge",
+        "How long ago the first entry a site has not applied was written (0 when in step).",
+    );
+    for st in s.statuses {
+        let site = st.report.site_id.as_str();
+        for (log, lag) in [("settings", &st.settings_lag), ("events", &st.events_lag)] {
+            o.sample(
+                "geo_replication_lag_seconds",
+                &[("site", site), ("log", log)],
+                seconds(lag.millis),
+            );
+        }
+    }
+    o.family(
+        "geo_replication_lag_entries",
+        "gauge",
+        "Log entries a site has not applied yet.",
+    );
+    for st in s.statuses {
+        let site = st.report.site_id.as_str();
+        for (log, lag) in [("settings", &st.settings_lag), ("events", &st.events_lag)] {
+            o.sample(
+                "geo_replication_lag_entries",
+                &[("site", site), ("log", log)],
+                lag.entries,
+            );
+        }
+    }
+    o.family(
+        "geo_site_last_contact_seconds",
+        "gauge",
+        "Seconds since a site last reported to the primary (0 for this site).",
+    );
+    let now = own.report.at_ms;
+    for st in s.statuses {
+        if let Some(at) = st.last_contact_ms {
+            o.sample(
+                "geo_site_last_contact_seconds",
+                &[("site", st.report.site_id.as_str())],
+                seconds(now - at),
+            );
+        }
+    }
+    o.family(
+        "geo_site_health",
+        "gauge",
+        "Health per site and channel: 0 OK, 1 warning, 2 critical (as `geo-agent status`).",
+    );
+    for st in s.statuses {
+        let site = st.report.site_id.as_str();
+        for c in &st.channels {
+            o.sample(
+                "geo_site_health",
+                &[("site", site), ("channel", c.name)],
+                health_value(c.health),
+            );
+        }
+    }
+
+    o.family(
+        "geo_objects",
+        "gauge",
+        "Objects in the catalog, as far as each site has applied the event log.",
+    );
+    for st in s.statuses {
+        o.sample(
+            "geo_objects",
+            &[("site", st.report.site_id.as_str())],
+            st.report.objects.objects,
+        );
+    }
+    o.family(
+        "geo_objects_sync",
+        "gauge",
+        "Objects per site by sync state.",
+    );
+    for st in s.statuses {
+        let c = &st.report.objects;
+        let site = st.report.site_id.as_str();
+        for (state, n) in [
+            ("synced", c.synced),
+            ("pending", c.pending),
+            ("failed", c.failed),
+        ] {
+            o.sample("geo_objects_sync", &[("site", site), ("state", state)], n);
+        }
+    }
+    o.family(
+        "geo_objects_verification",
+        "gauge",
+        "Objects per site by verification state (unverified: synced, not yet checked).",
+    );
+    for st in s.statuses {
+        let c = &st.report.objects;
+        let site = st.report.site_id.as_str();
+        let unverified = c.synced.saturating_sub(c.verified + c.verification_failed);
+        for (state, n) in [
+            ("verified", c.verified),
+            ("failed", c.verification_failed),
+            ("unverified", unverified),
+        ] {
+            o.sample(
+                "geo_objects_verification",
+                &[("site", site), ("state", state)],
+                n,
+            );
+        }
+    }
+
+    o.family(
+        "geo_gate_decisions_total",
+        "counter",
+        "Gate decisions by rule and verdict.",
+    );
+    for (rule, verdict, n) in &s.gate_decisions {
+        o.sample(
+            "geo_gate_decisions_total",
+            &[("rule", rule), ("verdict", verdict)],
+            n,
+        );
+    }
+    o.family(
+        "geo_replication_errors_total",
+        "counter",
+        "Replication failures at this site by kind: settings and events (a log stream lost or refused), sync (an object fetch failed), report (a status report not delivered).",
+    );
+    for kind in ERROR_KINDS {
+        let n = s.replication_errors.get(kind).copied().unwrap_or(0);
+        o.sample("geo_replication_errors_total", &[("kind", kind)], n);
+    }
+    o.0
+}
+
+fn health_value(h: Health) -> u8 {
+    match h {
+        Health::Ok => 0,
+        Health::Warning => 1,
+        Health::Critical => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Judge, Report};
+
+    fn status(site: &str, role: Role, maintenance: bool) -> SiteStatus {
+        let report = Report {
+            site_id: site.into(),
+            role,
+            epoch: 1,
+            maintenance,
+            settings: Default::default(),
+            events: Default::default(),
+            objects: Default::default(),
+            writes_in_flight: 0,
+            at_ms: 10_000,
+        };
+        Judge {
+            now_ms: 10_000,
+            ..Judge::default()
+        }
+        .site(report, Some(10_000))
+    }
+
+    #[test]
+    fn renders_families_once_with_escaped_labels() {
+        let statuses = [
+            status("primary", Role::Primary, true),
+            status("s\"1", Role::Secondary, true),
+        ];
+        let counters = Counters::default();
+        counters.gate_decision("maintenance.git_push", "deny");
+        counters.gate_decision("maintenance.git_push", "deny");
+        counters.replication_error("sync");
+        let text = render(&Scrape {
+            version: "1.2.3",
+            serving: true,
+            fenced: false,
+            statuses: &statuses,
+            gate_decisions: counters.gate_decisions(),
+            replication_errors: counters.replication_errors(),
+        });
+        assert!(text.contains("geo_maintenance_mode 1\n"), "{text}");
+        assert!(text.contains("geo_primary 1\n"), "{text}");
+        assert!(text.contains(
+            "geo_gate_decisions_total{rule=\"maintenance.git_push\",verdict=\"deny\"} 2\n"
+        ));
+        assert!(text.contains("geo_replication_errors_total{kind=\"sync\"} 1\n"));
+        assert!(text.contains("geo_replication_errors_total{kind=\"report\"} 0\n"));
+        assert!(text.contains("site=\"s\\\"1\""), "{text}");
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), types, "each family is declared once");
+    }
+
+    #[test]
+    fn a_fenced_primary_is_not_counted_as_one() {
+        let statuses = [status("old", Role::Primary, false)];
+        let text = render(&Scrape {
+            version: "1",
+            serving: true,
+            fenced: true,
+            statuses: &statuses,
+            gate_decisions: Vec::new(),
+            replication_errors: BTreeMap::new(),
+        });
+        assert!(text.contains("geo_primary 0\n"), "{text}");
+        assert!(text.contains("geo_fenced 1\n"), "{text}");
+    }
+}
