@@ -282,7 +282,7 @@ impl Opened {
         let shutdown = site.shutdown.clone();
         site.health.set_serving(false).await;
         let span = tracing::info_span!("site", id = %site.settings.site_id());
-        let mut tasks: JoinSet<(&'static str, Result<(), SiteError>)> = JoinSet::new();
+        let mut tasks = Tasks::new();
         let mut spawn = |name: &'static str, task: BoxFuture<Result<(), SiteError>>| {
             let child = tracing::info_span!(parent: &span, "task", name);
             tasks.spawn(async move { (name, task.await) }.instrument(child));
@@ -330,54 +330,66 @@ impl Opened {
             spawn("status reporter", Box::pin(report_status(reporter, s)));
         }
         let servers = server::serve(Arc::clone(&site), grpc, http).instrument(span.clone());
-        tokio::pin!(servers);
         tokio::spawn(drain_on(stop, Arc::clone(&site)).instrument(span.clone()));
         site.health.set_serving(true).await;
-        let mut failure: Option<SiteError> = None;
-        let mut note =
-            |name: &str, result: Result<Result<(), SiteError>, tokio::task::JoinError>| {
-                let err = match result {
-                    Ok(Ok(())) => return,
-                    Ok(Err(e)) => e,
-                    Err(join) => SiteError::Panicked(format!("{name}: {join}")),
-                };
-                error!(task = name, error = %err, "critical task failed; shutting the site down");
-                failure.get_or_insert(err);
-            };
-        let served = loop {
-            tokio::select! {
-                r = &mut servers => break r,
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    let (name, result) = match done {
-                        Ok((name, r)) => (name, Ok(r)),
-                        Err(e) => ("a task", Err(e)),
-                    };
-                    if result.as_ref().is_ok_and(|r| r.is_ok()) && !shutdown.is_cancelled() {
-                        // A task that ends by itself before shutdown (a diverged follower
-                        // waits instead) is as bad as one that fails.
-                        note(name, Ok(Err(SiteError::Panicked(format!("{name} stopped")))));
-                    } else {
-                        note(name, result);
-                    }
-                    shutdown.cancel();
-                }
-            }
-        };
-        shutdown.cancel();
-        while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok((name, r)) => note(name, Ok(r)),
-                Err(e) => note("a task", Err(e)),
-            }
-        }
+        let result = supervise(servers, tasks, &shutdown).await;
         site.store.flush().await?;
         info!(site = %site.settings.site_id(), "site stopped");
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        served?;
-        Ok(())
+        result
     }
+}
+
+/// The background tasks of a site, each with its name.
+type Tasks = JoinSet<(&'static str, Result<(), SiteError>)>;
+
+/// Runs until `servers` end. A task that fails, panics, or ends by itself before shutdown
+/// (a diverged follower waits instead) cancels `shutdown`, which stops the servers and the
+/// other tasks; the first such failure is the result, so the process exits non-zero rather
+/// than serve stale data.
+async fn supervise(
+    servers: impl std::future::Future<Output = Result<(), ServeError>>,
+    mut tasks: Tasks,
+    shutdown: &CancellationToken,
+) -> Result<(), SiteError> {
+    tokio::pin!(servers);
+    let mut failure: Option<SiteError> = None;
+    let mut note = |name: &str, result: Result<Result<(), SiteError>, tokio::task::JoinError>| {
+        let err = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(join) => SiteError::Panicked(format!("{name}: {join}")),
+        };
+        error!(task = name, error = %err, "critical task failed; shutting the site down");
+        failure.get_or_insert(err);
+    };
+    let served = loop {
+        tokio::select! {
+            r = &mut servers => break r,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                let (name, result) = match done {
+                    Ok((name, r)) => (name, Ok(r)),
+                    Err(e) => ("a task", Err(e)),
+                };
+                if result.as_ref().is_ok_and(|r| r.is_ok()) && !shutdown.is_cancelled() {
+                    note(name, Ok(Err(SiteError::Panicked(format!("{name} stopped")))));
+                } else {
+                    note(name, result);
+                }
+                shutdown.cancel();
+            }
+        }
+    };
+    shutdown.cancel();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((name, r)) => note(name, Ok(r)),
+            Err(e) => note("a task", Err(e)),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(served?)
 }
 
 /// Runs a site until `stop`, opening it again on the same listeners whenever its
@@ -470,3 +482,78 @@ async fn report_status(site: Arc<Site>, shutdown: CancellationToken) -> Result<(
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Servers that run until shutdown, as the real ones do.
+    fn servers(
+        shutdown: &CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), ServeError>> {
+        let s = shutdown.clone();
+        async move {
+            s.cancelled().await;
+            Ok(())
+        }
+    }
+
+    /// A task that runs until shutdown and ends well.
+    fn patient(tasks: &mut Tasks, shutdown: &CancellationToken) {
+        let s = shutdown.clone();
+        tasks.spawn(async move {
+            s.cancelled().await;
+            ("patient", Ok(()))
+        });
+    }
+
+    #[tokio::test]
+    async fn a_failing_task_stops_the_site_with_its_error() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::new();
+        patient(&mut tasks, &shutdown);
+        tasks.spawn(async {
+            (
+                "sync workers",
+                Err(SiteError::Primary("the disk is gone".into())),
+            )
+        });
+        let r = supervise(servers(&shutdown), tasks, &shutdown).await;
+        assert!(shutdown.is_cancelled());
+        assert!(matches!(r, Err(SiteError::Primary(m)) if m == "the disk is gone"));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_or_one_that_ends_early_is_a_failure() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::new();
+        patient(&mut tasks, &shutdown);
+        tasks.spawn(async { panic!("boom") });
+        let r = supervise(servers(&shutdown), tasks, &shutdown).await;
+        assert!(
+            matches!(&r, Err(SiteError::Panicked(m)) if m.contains("panic")),
+            "{r:?}"
+        );
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::new();
+        tasks.spawn(async { ("events follower", Ok(())) });
+        let r = supervise(servers(&shutdown), tasks, &shutdown).await;
+        assert!(
+            matches!(&r, Err(SiteError::Panicked(m)) if m == "events follower stopped"),
+            "{r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_with_healthy_tasks_is_a_success() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::new();
+        patient(&mut tasks, &shutdown);
+        patient(&mut tasks, &shutdown);
+        shutdown.cancel();
+        supervise(servers(&shutdown), tasks, &shutdown)
+            .await
+            .expect("a clean stop");
+    }
+}
