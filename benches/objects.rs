@@ -1,6 +1,7 @@
 //! Object replication: how fast a fresh secondary copies a primary's objects (against
 //! `rsync` of the same files), how fast the verifier hashes (against `sha256sum`), how fast
-//! a secondary catches up on a long event log, and how much memory a 1 GiB transfer takes.
+//! a secondary catches up on a long event log, how much memory a 1 GiB transfer takes, and
+//! what mutual TLS costs against plain gRPC.
 //!
 //! Everything runs as real processes on loopback: `geo-agent run` sites from the release
 //! build (bound to port 0; the bench reads the `serving gRPC on … and HTTP on …` line), an
@@ -46,19 +47,26 @@
 //!    (and of the primary serving it); then of the secondary while it forwards a 1 GiB push
 //!    (the same bytes under the same name, so the secondary has nothing to fetch after it).
 //!    Between the parts the peak is reset by writing `5` to `/proc/<pid>/clear_refs`.
+//! 5. **What TLS costs.** The same measurements over plain gRPC and over mutual TLS
+//!    (`--tls-cert`, `--tls-key`, `--tls-ca`, `--require-client-cert` on every site; a CA,
+//!    a site certificate and a client certificate made with rcgen, ECDSA P-256): a fresh
+//!    secondary syncing the 1,000 files of 1 MiB (timed as in part 1), and one
+//!    `geo-agent push` of 1 GiB to a fresh primary (as in part 4). Each runs
+//!    `OBJECTS_BENCH_REPEAT` times per transport, the two taking turns; the median counts,
+//!    with the range and the ratio TLS / plain of the median times.
 //!
 //! Environment:
 //! - `OBJECTS_BENCH_SCALE=0.1` scales every size (file counts, events, the 1 GiB object);
 //!   default 1.
-//! - `OBJECTS_BENCH_ONLY=replication,verify,catchup,rss` runs only those parts.
+//! - `OBJECTS_BENCH_ONLY=replication,verify,catchup,rss,tls` runs only those parts.
 //! - `OBJECTS_BENCH_DIR=/path` puts the scratch directory there (default: the temp dir).
 //! - `OBJECTS_BENCH_SYNC_CONCURRENCY=N` passes `--sync-concurrency N` to the secondaries.
 //! - `OBJECTS_BENCH_SECONDARY_ARGS="--flag value"` adds `geo-agent run` flags to every
 //!   secondary.
 //! - `OBJECTS_BENCH_STRACE=DIR` runs each secondary under `strace -f -c -o DIR/<name>`: a
 //!   diagnostic (strace slows it down a lot), not a measurement.
-//! - `OBJECTS_BENCH_REPEAT=N`: runs of each timed copy in the rsync comparison (default 3;
-//!   the median is reported, with the range).
+//! - `OBJECTS_BENCH_REPEAT=N`: runs of each timed copy in the rsync comparison and of each
+//!   measurement in the TLS part (default 3; the median is reported, with the range).
 //! - `OBJECTS_BENCH_IDLE_SECS=S`: the window for the idle secondary's CPU (default 3).
 //! - `OBJECTS_BENCH_KEEP=1` keeps the scratch directory (the sites' logs) at the end.
 //! - `GEO_AGENT_BIN=/path/to/geo-agent` uses another binary.
@@ -76,6 +84,7 @@ use std::time::{Duration, Instant};
 use geo_agent::objects::files::digest_file;
 use geo_agent::server::client::connect;
 use geo_agent::server::pb;
+use geo_agent::server::tls::ClientTls;
 use rand::RngCore;
 use tokio::task::JoinSet;
 
@@ -124,7 +133,8 @@ fn main() {
 
     let big_count = scaled(1000.0);
     let small_count = scaled(20000.0);
-    let need_big = wants("replication") || wants("verify");
+    let need_big = wants("replication") || wants("verify") || wants("tls");
+    let big_object = ((1024.0 * scale).round() as u64).max(1) * MIB;
     let big = need_big.then(|| {
         let t = Instant::now();
         let set = DataSet::generate(&bench.dir.join("src-big"), "big", big_count, MIB as usize);
@@ -159,6 +169,10 @@ fn main() {
     if wants("verify") {
         out.push(verification(big.as_ref().expect("generated above")));
     }
+    if wants("tls") {
+        let set = big.as_ref().expect("generated above");
+        out.push(tls_cost(&bench, &runtime, set, big_object));
+    }
     drop(big);
 
     if wants("catchup") {
@@ -168,8 +182,7 @@ fn main() {
     }
 
     if wants("rss") {
-        let size = ((1024.0 * scale).round() as u64).max(1) * MIB;
-        out.push(peak_rss(&bench, &runtime, size));
+        out.push(peak_rss(&bench, &runtime, big_object));
     }
 
     println!();
@@ -294,6 +307,7 @@ fn sync_disks() {
 // ---------------------------------------------------------------------------------------
 
 /// The binary, the scratch directory and the shared token files.
+#[derive(Clone)]
 struct Bench {
     bin: PathBuf,
     dir: PathBuf,
@@ -307,6 +321,8 @@ struct Bench {
     repeat: usize,
     /// More `geo-agent run` flags for every secondary.
     secondary_args: Vec<String>,
+    /// With certificates, every site serves mutual TLS and every client presents one.
+    tls: Option<TlsFiles>,
 }
 
 impl Bench {
@@ -349,6 +365,17 @@ impl Bench {
             secondary_args: std::env::var("OBJECTS_BENCH_SECONDARY_ARGS")
                 .map(|a| a.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default(),
+            tls: None,
+        }
+    }
+
+    /// The same bench, but every site it starts serves mutual TLS (`--tls-cert`,
+    /// `--tls-key`, `--tls-ca`, `--require-client-cert`) and every client (secondaries,
+    /// the bench, the CLI) presents a certificate. Certificates are made here, in `pki/`.
+    fn with_tls(&self) -> Bench {
+        Bench {
+            tls: Some(TlsFiles::generate(&self.dir.join("pki"))),
+            ..self.clone()
         }
     }
 
@@ -401,6 +428,9 @@ impl Bench {
         .map(|s| s.to_string())
         .collect();
         args.extend(role.iter().map(|s| s.to_string()));
+        if let Some(tls) = &self.tls {
+            args.extend(tls.site_args());
+        }
         let traced = role.contains(&"secondary") && self.strace.is_some();
         let mut cmd = if traced {
             let out = self
@@ -455,6 +485,11 @@ impl Bench {
                 http,
                 child: Some(child),
                 traced,
+                tls: self.tls.clone(),
+                client: self
+                    .tls
+                    .as_ref()
+                    .map_or_else(ClientTls::default, TlsFiles::client),
             },
             Err(_) => {
                 let _ = child.kill();
@@ -477,6 +512,10 @@ struct SiteProc {
     child: Option<Child>,
     /// Runs under strace: the pid is strace's.
     traced: bool,
+    /// The certificates when the site serves mutual TLS.
+    tls: Option<TlsFiles>,
+    /// How the bench connects to it (the default for plain gRPC).
+    client: ClientTls,
 }
 
 /// A site's `GET /objects`.
@@ -491,7 +530,8 @@ struct Counts {
 
 impl SiteProc {
     fn url(&self) -> String {
-        format!("http://{}", self.grpc)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.grpc)
     }
 
     /// The geo-agent process (under strace: strace's child).
@@ -581,7 +621,13 @@ impl SiteProc {
     ) -> Waited {
         let deadline = since + WAIT_DEADLINE;
         let (tx, rx) = mpsc::channel();
-        let watcher = rt.spawn(watch_head(self.url(), bench.site_token.clone(), head, tx));
+        let watcher = rt.spawn(watch_head(
+            self.url(),
+            self.client.clone(),
+            bench.site_token.clone(),
+            head,
+            tx,
+        ));
         // Phase 1: files on disk, polled at a pace that costs the bench ≤ 10 % of a core.
         loop {
             let t = Instant::now();
@@ -750,6 +796,102 @@ impl Drop for SiteProc {
     }
 }
 
+/// Certificates for mutual TLS, made with rcgen: a CA, one certificate for every site
+/// (SANs `localhost` and `127.0.0.1`; a site presents it as a server and, to its primary,
+/// as a client), and a client certificate for the bench and the CLI. ECDSA P-256 keys,
+/// rcgen's default.
+#[derive(Clone)]
+struct TlsFiles {
+    ca: PathBuf,
+    site_cert: PathBuf,
+    site_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl TlsFiles {
+    fn generate(dir: &Path) -> TlsFiles {
+        std::fs::create_dir_all(dir).expect("create the pki directory");
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write a PEM file");
+            path
+        };
+        let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "objects-bench CA");
+        let ca_path = write("ca.pem", ca.self_signed(&ca_key).expect("self-sign").pem());
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let issue = |name: &str, sans: &[&str]| {
+            let key = rcgen::KeyPair::generate().expect("a key");
+            let mut params = rcgen::CertificateParams::new(
+                sans.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .expect("params");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.signed_by(&key, &issuer).expect("sign");
+            (
+                write(&format!("{name}.pem"), cert.pem()),
+                write(&format!("{name}.key"), key.serialize_pem()),
+            )
+        };
+        let (site_cert, site_key) = issue("site", &["localhost", "127.0.0.1"]);
+        let (client_cert, client_key) = issue("bench", &["objects-bench"]);
+        TlsFiles {
+            ca: ca_path,
+            site_cert,
+            site_key,
+            client_cert,
+            client_key,
+        }
+    }
+
+    /// `geo-agent run` flags.
+    fn site_args(&self) -> Vec<String> {
+        [
+            "--tls-cert",
+            &self.site_cert.display().to_string(),
+            "--tls-key",
+            &self.site_key.display().to_string(),
+            "--tls-ca",
+            &self.ca.display().to_string(),
+            "--require-client-cert",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// Flags of the CLI's client commands.
+    fn cli_args(&self) -> Vec<String> {
+        [
+            "--ca-cert",
+            &self.ca.display().to_string(),
+            "--client-cert",
+            &self.client_cert.display().to_string(),
+            "--client-key",
+            &self.client_key.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// The bench's own client (gRPC calls it makes in-process).
+    fn client(&self) -> ClientTls {
+        ClientTls::load(
+            Some(&self.ca),
+            Some(&self.client_cert),
+            Some(&self.client_key),
+        )
+        .expect("load the bench's client certificate")
+    }
+}
+
 struct Waited {
     /// Until the event log was at the primary's head.
     head: Duration,
@@ -763,10 +905,16 @@ struct Waited {
 
 /// Sends the instant `StreamEvents` on the site at `url` delivers entry `head` (so: once
 /// it is durable there).
-async fn watch_head(url: String, site_token: String, head: u64, tx: mpsc::Sender<Instant>) {
+async fn watch_head(
+    url: String,
+    tls: ClientTls,
+    site_token: String,
+    head: u64,
+    tx: mpsc::Sender<Instant>,
+) {
     let deadline = Instant::now() + START_DEADLINE;
     let channel = loop {
-        match connect(&url, &Default::default()).await {
+        match connect(&url, &tls).await {
             Ok(c) => break c,
             Err(e) if Instant::now() > deadline => panic!("cannot connect to {url}: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -823,13 +971,13 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     Ok(body.to_string())
 }
 
-/// Pushes objects to `url` over one gRPC connection, `concurrency` at a time. Each item
+/// Pushes objects to `site` over one gRPC connection, `concurrency` at a time. Each item
 /// gives a name and a way to get its bytes (read on the push's task).
-async fn push_all<F>(url: &str, token: &str, items: Vec<(String, F)>, concurrency: usize)
+async fn push_all<F>(site: &SiteProc, token: &str, items: Vec<(String, F)>, concurrency: usize)
 where
     F: FnOnce() -> Vec<u8> + Send + 'static,
 {
-    let channel = connect(url, &Default::default())
+    let channel = connect(&site.url(), &site.client)
         .await
         .expect("connect to the primary");
     let mut tasks = JoinSet::new();
@@ -892,18 +1040,9 @@ fn replication(bench: &Bench, rt: &tokio::runtime::Runtime, set: &DataSet, table
     eprintln!("{}: pushing to a fresh primary…", set.describe());
     let mut primary = bench.primary("primary");
     let t = Instant::now();
-    let items: Vec<_> = set
-        .files
-        .iter()
-        .map(|(name, path)| {
-            let path = path.clone();
-            (name.clone(), move || {
-                std::fs::read(&path).expect("read a data-set file")
-            })
-        })
-        .collect();
+    let items = push_items(set);
     rt.block_on(push_all(
-        &primary.url(),
+        &primary,
         &bench.admin_token,
         items,
         PUSH_CONCURRENCY,
@@ -1059,6 +1198,19 @@ fn replication(bench: &Bench, rt: &tokio::runtime::Runtime, set: &DataSet, table
     }
 }
 
+/// The files of `set` as [`push_all`] items, each read from disk on its push's task.
+fn push_items(set: &DataSet) -> Vec<(String, impl FnOnce() -> Vec<u8> + Send + 'static)> {
+    set.files
+        .iter()
+        .map(|(name, path)| {
+            let path = path.clone();
+            (name.clone(), move || {
+                std::fs::read(&path).expect("read a data-set file")
+            })
+        })
+        .collect()
+}
+
 /// Pulls every object of `set` from `primary` over one connection, 8 at a time, into
 /// memory and drops it: the transfer alone, as a secondary's sync workers make it (the
 /// bench is the receiver here).
@@ -1075,7 +1227,7 @@ fn pull_floor(
     let (busy, own) = (machine_busy(), cpu_of(std::process::id(), false));
     let t = Instant::now();
     let got = rt.block_on(async {
-        let channel = connect(&primary.url(), &Default::default())
+        let channel = connect(&primary.url(), &primary.client)
             .await
             .expect("connect to the primary");
         let mut tasks = JoinSet::new();
@@ -1622,7 +1774,7 @@ fn catch_up(bench: &Bench, rt: &tokio::runtime::Runtime, events: usize, names: u
         .collect();
     let (meter, primary_cpu) = (Meter::start(), primary.cpu());
     let t = Instant::now();
-    rt.block_on(push_all(&primary.url(), &bench.admin_token, items, 16));
+    rt.block_on(push_all(&primary, &bench.admin_token, items, 16));
     let pushed = t.elapsed();
     let push_cpu = primary.cpu() - primary_cpu;
     let push_other = meter.other(push_cpu.total());
@@ -1705,21 +1857,25 @@ fn catch_up(bench: &Bench, rt: &tokio::runtime::Runtime, events: usize, names: u
 // 4. Peak RSS
 // ---------------------------------------------------------------------------------------
 
+/// Writes `size` random bytes to `file`, then `sync(2)`.
+fn write_random_file(file: &Path, size: u64) {
+    let mut f = std::fs::File::create(file).expect("create the big object");
+    let mut rng = rand::rng();
+    let mut buf = vec![0u8; 4 * MIB as usize];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill_bytes(&mut buf[..n]);
+        f.write_all(&buf[..n]).expect("write the big object");
+        left -= n as u64;
+    }
+    drop(f);
+    sync_disks();
+}
+
 fn peak_rss(bench: &Bench, rt: &tokio::runtime::Runtime, size: u64) -> String {
     let file = bench.dir.join("rss-object");
-    {
-        let mut f = std::fs::File::create(&file).expect("create the big object");
-        let mut rng = rand::rng();
-        let mut buf = vec![0u8; 4 * MIB as usize];
-        let mut left = size;
-        while left > 0 {
-            let n = left.min(buf.len() as u64) as usize;
-            rng.fill_bytes(&mut buf[..n]);
-            f.write_all(&buf[..n]).expect("write the big object");
-            left -= n as u64;
-        }
-    }
-    sync_disks();
+    write_random_file(&file, size);
     let label = size_label(size);
     eprintln!("peak RSS: pushing {label} to a fresh primary with the CLI…");
     let mut primary = bench.primary("primary");
@@ -1849,9 +2005,13 @@ fn cli_push(bench: &Bench, site: &SiteProc, name: &str, file: &Path) -> (bool, D
         .arg(site.url())
         .arg("--token-file")
         .arg(&bench.admin_token_file)
+        .args(site.tls.iter().flat_map(TlsFiles::cli_args))
         .env_remove("GEO_AGENT_ADDR")
         .env_remove("GEO_AGENT_TOKEN")
         .env_remove("GEO_AGENT_TOKEN_FILE")
+        .env_remove("GEO_AGENT_CA_CERT")
+        .env_remove("GEO_AGENT_CLIENT_CERT")
+        .env_remove("GEO_AGENT_CLIENT_KEY")
         .stdin(Stdio::null())
         .output()
         .expect("run geo-agent push");
@@ -1864,6 +2024,204 @@ fn cli_push(bench: &Bench, site: &SiteProc, name: &str, file: &Path) -> (bool, D
         );
     }
     (out.status.success(), took)
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. What TLS costs
+// ---------------------------------------------------------------------------------------
+
+/// Plain gRPC against mutual TLS, in the same run: (a) a fresh secondary syncing `set` from
+/// its primary, timed as in part 1 ([`geo_sync`]); (b) one `geo-agent push` of `size`
+/// random bytes to a fresh primary, as in part 4 ([`cli_push`]). Each is repeated
+/// `OBJECTS_BENCH_REPEAT` times per transport; the transports take turns and swap who goes
+/// first every run. The median counts.
+fn tls_cost(bench: &Bench, rt: &tokio::runtime::Runtime, set: &DataSet, size: u64) -> String {
+    let tls = bench.with_tls();
+    let transports: [(&str, &Bench); 2] = [("plain gRPC", bench), ("mutual TLS", &tls)];
+    let n = set.files.len() as u64;
+    let bytes = set.bytes();
+
+    // (a) One primary per transport, filled once (the fill is timed, for scale).
+    let mut primaries = Vec::new();
+    let mut fills = Vec::new();
+    for (i, (label, b)) in transports.iter().enumerate() {
+        eprintln!(
+            "tls: {label}: pushing {} to a fresh primary…",
+            set.describe()
+        );
+        let primary = b.primary(&format!("primary-{i}"));
+        sync_disks();
+        let (meter, p0, own) = (Meter::start(), primary.cpu(), own_cpu());
+        let t = Instant::now();
+        rt.block_on(push_all(
+            &primary,
+            &b.admin_token,
+            push_items(set),
+            PUSH_CONCURRENCY,
+        ));
+        let wall = t.elapsed();
+        let receiver = primary.cpu() - p0;
+        let client = own_cpu() - own;
+        let fill = Transfer {
+            wall,
+            receiver,
+            sender: Cpu {
+                user: client,
+                sys: 0.0,
+            },
+            other: meter.other(receiver.total()),
+        };
+        eprintln!(
+            "  pushed in {:.2} s; primary CPU {:?}, bench (client) CPU {client:.2} s",
+            wall.as_secs_f64(),
+            fill.receiver
+        );
+        fills.push(fill);
+        let c = primary.counts();
+        assert_eq!(c.objects, n, "the primary holds every object: {c:?}");
+        primaries.push((primary, c.events_applied));
+    }
+    let mut syncs: [Vec<Transfer>; 2] = [Vec::new(), Vec::new()];
+    for run in 0..bench.repeat {
+        eprintln!("tls: replication, run {} of {}", run + 1, bench.repeat);
+        for k in 0..2 {
+            let i = (run + k) % 2;
+            let (label, b) = transports[i];
+            let (primary, events) = &primaries[i];
+            eprintln!("  {label}:");
+            let (t, ..) = geo_sync(b, rt, primary, *events, n, b.sync_concurrency, false);
+            syncs[i].push(t);
+        }
+    }
+    for (mut primary, _) in primaries {
+        primary.stop();
+    }
+
+    // (b) One CLI push of a big file to a fresh primary.
+    let file = bench.dir.join("tls-object");
+    write_random_file(&file, size);
+    let mut cli: [Vec<Transfer>; 2] = [Vec::new(), Vec::new()];
+    for run in 0..bench.repeat {
+        eprintln!(
+            "tls: geo-agent push of {}, run {} of {}",
+            size_label(size),
+            run + 1,
+            bench.repeat
+        );
+        for k in 0..2 {
+            let i = (run + k) % 2;
+            let (label, b) = transports[i];
+            let mut primary = b.primary("primary-push");
+            sync_disks();
+            let (meter, p0, c0) = (Meter::start(), primary.cpu(), children_cpu());
+            let (ok, wall) = cli_push(b, &primary, "tls/object", &file);
+            assert!(ok, "the CLI push ({label}) failed");
+            let receiver = primary.cpu() - p0;
+            // The CLI has exited and been reaped: its CPU is in the bench's children's.
+            let sender = children_cpu() - c0;
+            let other = meter.other(receiver.total());
+            eprintln!(
+                "  {label}: {:.2} s; primary {receiver:?} (by thread: {}); CLI {sender:?}",
+                wall.as_secs_f64(),
+                primary.thread_cpu()
+            );
+            primary.stop();
+            cli[i].push(Transfer {
+                wall,
+                receiver,
+                sender,
+                other,
+            });
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+
+    let mut table = Table::new(&[
+        "seconds",
+        "range",
+        "MB/s",
+        "TLS/plain",
+        "dst usr",
+        "dst sys",
+        "src cpu",
+        "other",
+    ]);
+    let row = |t: &Transfer, bytes: u64, range: String, ratio: String| {
+        let s = t.wall.as_secs_f64();
+        [
+            format!("{s:.2}"),
+            range,
+            format!("{:.0}", bytes as f64 / 1e6 / s),
+            ratio,
+            format!("{:.2}", t.receiver.user),
+            format!("{:.2}", t.receiver.sys),
+            format!("{:.2}", t.sender.total()),
+            format!("{:.2}", t.other),
+        ]
+    };
+    let rows = |table: &mut Table, what: &str, runs: &mut [Vec<Transfer>; 2], bytes: u64| {
+        let plain = median_of(&mut runs[0]).wall.as_secs_f64();
+        for (i, (label, _)) in transports.iter().enumerate() {
+            let runs = &mut runs[i];
+            let t = median_of(runs).wall.as_secs_f64();
+            eprintln!(
+                "tls: {label}: {what}: {}",
+                runs.iter()
+                    .map(|r| format!("{:.2} s", r.wall.as_secs_f64()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let range = format!(
+                "{:.2}-{:.2}",
+                runs[0].wall.as_secs_f64(),
+                runs[runs.len() - 1].wall.as_secs_f64()
+            );
+            let ratio = format!("{:.2}", t / plain);
+            let median = &runs[runs.len() / 2];
+            table.row(
+                &format!("{label}: {what}"),
+                &row(median, bytes, range, ratio),
+            );
+        }
+    };
+    table.section(&format!(
+        "{}: a fresh secondary, spawn -> all synced",
+        set.describe()
+    ));
+    rows(&mut table, "secondary", &mut syncs, bytes);
+    let fill_plain = fills[0].wall.as_secs_f64();
+    for (fill, (label, _)) in fills.iter().zip(&transports) {
+        table.row(
+            &format!("for scale: {label}: filling the primary, 8 pushes at a time (1 run)"),
+            &row(
+                fill,
+                bytes,
+                String::new(),
+                format!("{:.2}", fill.wall.as_secs_f64() / fill_plain),
+            ),
+        );
+    }
+    table.section(&format!(
+        "one {} object: `geo-agent push` to a fresh primary",
+        size_label(size)
+    ));
+    rows(&mut table, "geo-agent push", &mut cli, size);
+    format!(
+        "what TLS costs: plain gRPC against mutual TLS (both sides present certificates; \
+         ECDSA P-256), {} runs each, taking turns (MB = 10^6 bytes; seconds: the median; \
+         TLS/plain: the ratio of the median times; CPU seconds of the median run: the \
+         receiving side (dst: the secondary; the primary taking a push), the sending side \
+         (src: the primary serving the sync; the CLI; for the fills, the bench's own \
+         process), and every other process (other))\n{}",
+        bench.repeat,
+        table.render()
+    )
+}
+
+/// Sorts `runs` by time and returns the median (the upper one of an even count).
+fn median_of(runs: &mut [Transfer]) -> &Transfer {
+    runs.sort_by_key(|t| t.wall);
+    &runs[runs.len() / 2]
 }
 
 // ---------------------------------------------------------------------------------------
