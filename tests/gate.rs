@@ -375,7 +375,7 @@ async fn nginx_auth_request_with_the_shipped_snippet() {
     let (front, upstream) = (free_port(), free_port());
     let p = prefix.display();
     let conf = format!(
-        "worker_processes 1;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  upstream geo_agent_gate {{ server {}; keepalive 4; }}\n  server {{ listen 127.0.0.1:{upstream}; location / {{ return 200 \"upstream ok\\n\"; }} }}\n  server {{\n    listen 127.0.0.1:{front};\n    include {};\n    location / {{ proxy_pass http://127.0.0.1:{upstream}; }}\n  }}\n}}\n",
+        "master_process off;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  upstream geo_agent_gate {{ server {}; keepalive 4; }}\n  server {{ listen 127.0.0.1:{upstream}; location / {{ return 200 \"upstream ok\\n\"; }} }}\n  server {{\n    listen 127.0.0.1:{front};\n    include {};\n    location / {{ proxy_pass http://127.0.0.1:{upstream}; }}\n  }}\n}}\n",
         primary.http,
         snippet.display()
     );
