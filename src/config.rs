@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::gate::{AllowRoute, Cidr, DenyMode, GateConfig};
 use crate::server::auth::Token;
-use crate::server::client::normalize_url;
+use crate::server::client::{check_plaintext, normalize_url};
 use crate::server::limits::{self, Limits};
 use crate::server::tls::{ClientTls, ServerTls};
 use crate::settings::Role;
@@ -75,22 +75,23 @@ pub struct RunArgs {
     pub reverify_interval: Option<Duration>,
     /// This site's TLS certificate chain (PEM). With it, the gRPC port serves TLS only, and
     /// the site presents it when it connects to other sites.
-    #[arg(long, env = "GEO_AGENT_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "GEO_AGENT_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
-    #[arg(long, env = "GEO_AGENT_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "GEO_AGENT_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// CA certificates (PEM) that sign the other sites' certificates: verifies the primary
     /// and, on this site's port, client certificates [default: the system's roots].
     #[arg(long, env = "GEO_AGENT_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
-    /// Refuse gRPC clients without a certificate signed by --tls-ca (mutual TLS).
-    #[arg(long, env = "GEO_AGENT_REQUIRE_CLIENT_CERT")]
-    pub require_client_cert: bool,
-    /// Serve gRPC without TLS on an address other than loopback (tokens cross the network
-    /// in clear text).
-    #[arg(long, env = "GEO_AGENT_ALLOW_PLAINTEXT")]
-    pub allow_plaintext: bool,
+    /// Refuse gRPC clients without a certificate signed by --tls-ca (mutual TLS);
+    /// `--require-client-cert=false` overrides the file.
+    #[arg(long, env = "GEO_AGENT_REQUIRE_CLIENT_CERT", num_args = 0..=1, default_missing_value = "true")]
+    pub require_client_cert: Option<bool>,
+    /// Serve and connect without TLS beyond loopback (tokens cross the network in clear
+    /// text); `--allow-plaintext=false` overrides the file.
+    #[arg(long, env = "GEO_AGENT_ALLOW_PLAINTEXT", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_plaintext: Option<bool>,
     /// How long a stopping site waits for writes in flight, e.g. 30s [default: 30s].
     #[arg(long, env = "GEO_AGENT_SHUTDOWN_TIMEOUT", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
@@ -221,6 +222,8 @@ pub struct Config {
     pub limits: Limits,
     /// How long a stopping site waits for writes in flight.
     pub shutdown_timeout: Duration,
+    /// Plain gRPC beyond loopback is allowed (serving and connecting).
+    pub allow_plaintext: bool,
     /// Token files this load generated, to tell the operator about.
     pub generated: Vec<(&'static str, PathBuf)>,
 }
@@ -342,8 +345,10 @@ impl Config {
         let tls_cert = args.tls_cert.clone().or(file.tls_cert);
         let tls_key = args.tls_key.clone().or(file.tls_key);
         let tls_ca = args.tls_ca.clone().or(file.tls_ca);
-        let require_client_cert =
-            args.require_client_cert || file.require_client_cert.unwrap_or(false);
+        let require_client_cert = args
+            .require_client_cert
+            .or(file.require_client_cert)
+            .unwrap_or(false);
         let tls = match (&tls_cert, &tls_key) {
             (Some(cert), Some(key)) => Some(
                 ServerTls::load(cert, key, tls_ca.as_deref(), require_client_cert)
@@ -361,11 +366,18 @@ impl Config {
                 ))
             }
         };
-        let allow_plaintext = args.allow_plaintext || file.allow_plaintext.unwrap_or(false);
+        let allow_plaintext = args
+            .allow_plaintext
+            .or(file.allow_plaintext)
+            .unwrap_or(false);
         if tls.is_none() && !listen.ip().is_loopback() && !allow_plaintext {
             return Err(ConfigError::Invalid(format!(
                 "refusing to serve gRPC without TLS on {listen}, which is not loopback: tokens would cross the network in clear text. Set tls_cert and tls_key, or allow_plaintext = true if the network is trusted"
             )));
+        }
+        if let Some(p) = &primary {
+            check_plaintext(p, tls.is_some(), allow_plaintext)
+                .map_err(|e| ConfigError::Invalid(format!("primary: {e}")))?;
         }
         // A site presents its own certificate to the sites it connects to.
         let client_tls =
@@ -445,6 +457,7 @@ impl Config {
             client_tls,
             limits,
             shutdown_timeout,
+            allow_plaintext,
             generated,
         })
     }
@@ -475,6 +488,7 @@ impl Config {
             client_tls: ClientTls::default(),
             limits: Limits::default(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            allow_plaintext: false,
             generated: Vec::new(),
         }
     }

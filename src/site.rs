@@ -75,6 +75,8 @@ pub struct Site {
     pub limits: Limits,
     /// How long a stopping site waits for writes in flight.
     pub shutdown_timeout: Duration,
+    /// Plain gRPC to other hosts is allowed (`repoint` checks it).
+    pub allow_plaintext: bool,
     /// Gate decisions and replication failures, for `/metrics`.
     pub counters: Counters,
     /// The latest report of each secondary (on the primary).
@@ -212,6 +214,7 @@ impl Site {
             client_tls: config.client_tls.clone(),
             limits: config.limits,
             shutdown_timeout: config.shutdown_timeout,
+            allow_plaintext: config.allow_plaintext,
             counters: Counters::default(),
             reports: Reports::default(),
             fence_target: placement.and_then(|p| p.fence_target),
@@ -237,8 +240,18 @@ impl Site {
         self.follower.as_ref().map(|rx| rx.borrow().clone())
     }
 
-    /// Asks the gate about `req` with the current mode (a `watch` borrow, no I/O).
+    /// Asks the gate about `req` with the current mode (a `watch` borrow, no I/O), and counts
+    /// the decision for `/metrics`.
     pub fn check(&self, req: &gate::Request) -> Result<gate::Decision, gate::GateError> {
+        let decision = self.decide(req)?;
+        self.counters
+            .gate_decision(decision.rule, decision.verdict.as_str());
+        Ok(decision)
+    }
+
+    /// [`Site::check`] without counting: for asking again about a request already counted
+    /// (nginx's `error_page` fetching the answer to render).
+    pub fn decide(&self, req: &gate::Request) -> Result<gate::Decision, gate::GateError> {
         let mode = self.settings.mode();
         let view = gate::SiteView {
             role: match mode.role {
@@ -248,14 +261,7 @@ impl Site {
             maintenance: mode.maintenance.enabled,
             message: mode.maintenance.message,
         };
-        let decision = gate::decide(req, &view, &self.gate)?;
-        let verdict = match decision.verdict {
-            gate::Verdict::Allow => "allow",
-            gate::Verdict::ProxyToPrimary => "proxy",
-            gate::Verdict::Deny => "deny",
-        };
-        self.counters.gate_decision(decision.rule, verdict);
-        Ok(decision)
+        gate::decide(req, &view, &self.gate)
     }
 
     /// The mode as `GetMode` answers it.
@@ -282,10 +288,10 @@ impl Opened {
         let shutdown = site.shutdown.clone();
         site.health.set_serving(false).await;
         let span = tracing::info_span!("site", id = %site.settings.site_id());
-        let mut tasks = Tasks::new();
+        let mut tasks = Tasks::default();
         let mut spawn = |name: &'static str, task: BoxFuture<Result<(), SiteError>>| {
             let child = tracing::info_span!(parent: &span, "task", name);
-            tasks.spawn(async move { (name, task.await) }.instrument(child));
+            tasks.spawn(name, task.instrument(child));
         };
         let verifier = verify::run(
             Arc::clone(&site.objects),
@@ -330,17 +336,52 @@ impl Opened {
             spawn("status reporter", Box::pin(report_status(reporter, s)));
         }
         let servers = server::serve(Arc::clone(&site), grpc, http).instrument(span.clone());
-        tokio::spawn(drain_on(stop, Arc::clone(&site)).instrument(span.clone()));
         site.health.set_serving(true).await;
+        // After SERVING: a stop that is already due must be able to turn it off again.
+        tokio::spawn(drain_on(stop, Arc::clone(&site)).instrument(span.clone()));
         let result = supervise(servers, tasks, &shutdown).await;
+        // Also when the site stops to open again (promote, repoint): a push still running
+        // in the old one must not commit beside the new one.
+        site.objects.close().await;
         site.store.flush().await?;
         info!(site = %site.settings.site_id(), "site stopped");
         result
     }
 }
 
-/// The background tasks of a site, each with its name.
-type Tasks = JoinSet<(&'static str, Result<(), SiteError>)>;
+/// The background tasks of a site, each known by its name (also when it panics).
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<Result<(), SiteError>>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = Result<(), SiteError>> + Send + 'static,
+    ) {
+        let id = self.set.spawn(task).id();
+        self.names.insert(id, name);
+    }
+
+    /// The next task to end: its name, and its result or why it did not finish.
+    async fn next(
+        &mut self,
+    ) -> Option<(
+        &'static str,
+        Result<Result<(), SiteError>, tokio::task::JoinError>,
+    )> {
+        let done = self.set.join_next_with_id().await?;
+        let id = match &done {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let name = self.names.remove(&id).unwrap_or("a task");
+        Some((name, done.map(|(_, r)| r)))
+    }
+}
 
 /// Runs until `servers` end. A task that fails, panics, or ends by itself before shutdown
 /// (a diverged follower waits instead) cancels `shutdown`, which stops the servers and the
@@ -365,11 +406,7 @@ async fn supervise(
     let served = loop {
         tokio::select! {
             r = &mut servers => break r,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                let (name, result) = match done {
-                    Ok((name, r)) => (name, Ok(r)),
-                    Err(e) => ("a task", Err(e)),
-                };
+            Some((name, result)) = tasks.next(), if !tasks.set.is_empty() => {
                 if result.as_ref().is_ok_and(|r| r.is_ok()) && !shutdown.is_cancelled() {
                     note(name, Ok(Err(SiteError::Panicked(format!("{name} stopped")))));
                 } else {
@@ -380,11 +417,8 @@ async fn supervise(
         }
     };
     shutdown.cancel();
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok((name, r)) => note(name, Ok(r)),
-            Err(e) => note("a task", Err(e)),
-        }
+    while let Some((name, result)) = tasks.next().await {
+        note(name, result);
     }
     if let Some(e) = failure {
         return Err(e);
@@ -454,6 +488,7 @@ async fn drain_on(stop: CancellationToken, site: Arc<Site>) {
             .collect();
         warn!(timeout_secs = site.shutdown_timeout.as_secs_f64(), left = ?left, "stopping without waiting longer for writes in flight; they fail and nothing of them is stored");
     }
+    site.objects.close().await;
     site.shutdown.cancel();
 }
 
@@ -501,22 +536,19 @@ mod tests {
     /// A task that runs until shutdown and ends well.
     fn patient(tasks: &mut Tasks, shutdown: &CancellationToken) {
         let s = shutdown.clone();
-        tasks.spawn(async move {
+        tasks.spawn("patient", async move {
             s.cancelled().await;
-            ("patient", Ok(()))
+            Ok(())
         });
     }
 
     #[tokio::test]
     async fn a_failing_task_stops_the_site_with_its_error() {
         let shutdown = CancellationToken::new();
-        let mut tasks = Tasks::new();
+        let mut tasks = Tasks::default();
         patient(&mut tasks, &shutdown);
-        tasks.spawn(async {
-            (
-                "sync workers",
-                Err(SiteError::Primary("the disk is gone".into())),
-            )
+        tasks.spawn("sync workers", async {
+            Err(SiteError::Primary("the disk is gone".into()))
         });
         let r = supervise(servers(&shutdown), tasks, &shutdown).await;
         assert!(shutdown.is_cancelled());
@@ -526,18 +558,18 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_task_or_one_that_ends_early_is_a_failure() {
         let shutdown = CancellationToken::new();
-        let mut tasks = Tasks::new();
+        let mut tasks = Tasks::default();
         patient(&mut tasks, &shutdown);
-        tasks.spawn(async { panic!("boom") });
+        tasks.spawn("verifier", async { panic!("boom") });
         let r = supervise(servers(&shutdown), tasks, &shutdown).await;
         assert!(
-            matches!(&r, Err(SiteError::Panicked(m)) if m.contains("panic")),
+            matches!(&r, Err(SiteError::Panicked(m)) if m.starts_with("verifier: ") && m.contains("panic")),
             "{r:?}"
         );
 
         let shutdown = CancellationToken::new();
-        let mut tasks = Tasks::new();
-        tasks.spawn(async { ("events follower", Ok(())) });
+        let mut tasks = Tasks::default();
+        tasks.spawn("events follower", async { Ok(()) });
         let r = supervise(servers(&shutdown), tasks, &shutdown).await;
         assert!(
             matches!(&r, Err(SiteError::Panicked(m)) if m == "events follower stopped"),
@@ -548,7 +580,7 @@ mod tests {
     #[tokio::test]
     async fn a_shutdown_with_healthy_tasks_is_a_success() {
         let shutdown = CancellationToken::new();
-        let mut tasks = Tasks::new();
+        let mut tasks = Tasks::default();
         patient(&mut tasks, &shutdown);
         patient(&mut tasks, &shutdown);
         shutdown.cancel();

@@ -98,7 +98,7 @@ async fn a_planned_failover_from_the_runbook() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("s1 is now the primary at epoch 2"), "{out}");
     let now = eventually("s1 serving as the primary", || async {
-        let m = s1.get_mode().await;
+        let m = s1.try_get_mode().await?;
         (m.role == pb::Role::Primary as i32).then_some(m)
     })
     .await;
@@ -109,7 +109,7 @@ async fn a_planned_failover_from_the_runbook() {
     );
     // The old primary hears of epoch 2 and fences itself.
     let fenced = eventually("the old primary fenced", || async {
-        let m = primary.get_mode().await;
+        let m = primary.try_get_mode().await?;
         (!m.fenced.is_empty()).then_some(m)
     })
     .await;
@@ -123,7 +123,7 @@ async fn a_planned_failover_from_the_runbook() {
     );
     assert_eq!(code, 0, "{err}");
     eventually("s2 following s1 out of maintenance", || async {
-        let m = s2.get_mode().await;
+        let m = s2.try_get_mode().await?;
         let f = m.follower.clone()?;
         (f.primary == s1.url()
             && f.state == pb::FollowerState::Following as i32
@@ -209,7 +209,7 @@ async fn an_unplanned_failover_fences_the_old_primary_and_reports_its_divergence
     assert!(out.contains("(forced)"), "{out}");
     assert!(out.contains("✗ the primary at"), "{out}");
     eventually("s1 serving as the primary", || async {
-        (s1.get_mode().await.role == pb::Role::Primary as i32).then_some(())
+        (s1.try_get_mode().await?.role == pb::Role::Primary as i32).then_some(())
     })
     .await;
     let (code, _, err) = run(
@@ -227,7 +227,7 @@ async fn an_unplanned_failover_fences_the_old_primary_and_reports_its_divergence
     // history, once it is pointed at the new primary, is reported as diverged.
     primary.restart();
     eventually("the old primary fenced", || async {
-        (!primary.get_mode().await.fenced.is_empty()).then_some(())
+        (!primary.try_get_mode().await?.fenced.is_empty()).then_some(())
     })
     .await;
     let err = push(&primary, token, "split/brain", b"no")
@@ -240,7 +240,7 @@ async fn an_unplanned_failover_fences_the_old_primary_and_reports_its_divergence
     );
     assert_eq!(code, 0, "{err}");
     let m = eventually("the old primary's divergence reported", || async {
-        let m = primary.get_mode().await;
+        let m = primary.try_get_mode().await?;
         (m.follower.as_ref()?.state == pb::FollowerState::Diverged as i32).then_some(m)
     })
     .await;
@@ -425,7 +425,7 @@ async fn a_demoted_primary_is_read_only_until_repointed() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("old is demoted"), "{out}");
     let m = eventually("demoted", || async {
-        let m = old.get_mode().await;
+        let m = old.try_get_mode().await?;
         (!m.fenced.is_empty()).then_some(m)
     })
     .await;

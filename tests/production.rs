@@ -43,6 +43,11 @@ fn issue(
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, name);
+    // As a CA would issue them for sites, which are servers and clients of each other.
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     let cert = params.signed_by(&key, issuer).expect("sign");
     let (cert_path, key_path) = (
         dir.join(format!("{name}.pem")),
@@ -216,10 +221,47 @@ fn a_site_refuses_to_serve_plaintext_beyond_loopback_and_bad_tls_files() {
         "--tls-cert",
         s(&pki.site_cert),
         "--tls-key",
-        s(&pki.ca),
+        s(&pki.client_key),
     ]);
     assert_eq!(code, 2, "a certificate with another's key: {err}");
     assert!(err.contains("tls_cert"), "{err}");
+    let (code, _, err) = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        s(&pki.site_cert),
+        "--tls-key",
+        s(&pki.ca),
+    ]);
+    assert_eq!(code, 2, "a certificate as the key: {err}");
+    let token = cluster.path("site-token");
+    let (code, _, err) = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--role",
+        "secondary",
+        "--site-id",
+        "s1",
+        "--site-token-file",
+        s(&token),
+        "--primary",
+        "http://10.0.0.1:7600",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("plain HTTP to another host"), "{err}");
+    let (code, _, err) = cli(
+        &[
+            "mode",
+            "get",
+            "--addr",
+            "http://127.0.0.1:1",
+            "--ca-cert",
+            s(&pki.ca),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("use https://"), "{err}");
     let (code, _, err) = run(&["--listen", "127.0.0.1:0", "--require-client-cert"]);
     assert_eq!(code, 2);
     assert!(err.contains("require_client_cert needs TLS"), "{err}");
@@ -363,16 +405,20 @@ async fn metrics_parse_as_prometheus_text_and_follow_the_mode_and_the_lag() {
         })
         .await;
     }
-    // A gate decision is counted by rule and verdict.
+    // A gate decision is counted once, by rule and verdict.
+    let denied = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("geo_gate_decisions_total{") && l.contains("verdict=\"deny\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = denied(&scrape(&primary).await);
     let (code, _, _) = cli(&["check", "git", "push", "--addr", &primary.url()], &[]);
     assert_eq!(code, 1, "git push is denied in maintenance mode");
     let text = scrape(&primary).await;
-    let denied: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("geo_gate_decisions_total{") && l.contains("verdict=\"deny\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(denied >= 1.0, "{text}");
+    assert_eq!(denied(&text), before + 1.0, "{text}");
     promtool_check(&text);
 
     // s1 stops; a change it misses shows as lag at the primary, in entries and seconds.
@@ -626,6 +672,23 @@ async fn sigterm_during_a_push_lets_it_finish_then_exits_0_and_loses_nothing() {
         (status == 503).then_some(())
     })
     .await;
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(channel(&primary.url()).await);
+    for service in ["", "geo.v1.ObjectService"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::NotServing as i32,
+            "{service:?}"
+        );
+    }
     let refused = push(&primary, token, "late/object", b"late")
         .await
         .expect_err("a new push while stopping");
@@ -681,10 +744,12 @@ async fn a_stop_waits_for_a_stalled_push_no_longer_than_the_shutdown_timeout() {
     .await;
     let status = primary.terminate();
     assert!(status.success(), "exit status {status:?}");
-    assert!(
-        call.await.unwrap().is_err(),
-        "the stalled push fails rather than being stored short"
-    );
+    let failed = call
+        .await
+        .unwrap()
+        .expect_err("the stalled push fails rather than being stored short");
+    assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");
+    assert!(failed.message().contains("shutting down"), "{failed:?}");
     drop(tx);
     assert!(primary.logs().contains("stopping without waiting longer"));
     primary.restart();

@@ -50,7 +50,7 @@ pub(super) fn report(result: Result<u8, Failure>) -> u8 {
 }
 
 pub(super) async fn channel(args: &ClientArgs) -> Result<Channel, Failure> {
-    Ok(connect(&args.addr, &args.tls.load()?).await?)
+    Ok(connect(&args.addr, &args.tls.load(&args.addr)?).await?)
 }
 
 pub(super) fn token(args: &ClientArgs) -> Result<Token, Failure> {

@@ -127,7 +127,7 @@ async fn ask(
     client: &ClientArgs,
     request: pb::check_request::Request,
 ) -> Result<pb::Decision, String> {
-    let channel = connect(&client.addr, &client.tls.load()?).await?;
+    let channel = connect(&client.addr, &client.tls.load(&client.addr)?).await?;
     pb::gate_service_client::GateServiceClient::new(channel)
         .check(pb::CheckRequest {
             request: Some(request),

@@ -133,7 +133,16 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    pub fn load(&self) -> Result<crate::server::tls::ClientTls, String> {
+    /// The TLS settings for connecting to `addr`. TLS flags with an `http://` address are an
+    /// error: the operator wanted TLS, and would get plain text.
+    pub fn load(&self, addr: &str) -> Result<crate::server::tls::ClientTls, String> {
+        let plain = crate::server::client::normalize_url(addr)?.starts_with("http://");
+        let flags = self.ca_cert.is_some() || self.client_cert.is_some();
+        if plain && flags {
+            return Err(format!(
+                "--ca-cert, --client-cert and --client-key are for https:// addresses, and {addr} is plain HTTP: use https://"
+            ));
+        }
         crate::server::tls::ClientTls::load(
             self.ca_cert.as_deref(),
             self.client_cert.as_deref(),

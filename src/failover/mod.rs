@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::server::client::normalize_url;
+use crate::server::client::{check_plaintext, normalize_url};
 use crate::settings::Role;
 use crate::site::Site;
 use crate::status::Criterion;
@@ -131,6 +131,8 @@ pub async fn demote(site: &Site, actor: &str) -> Result<(), FailoverError> {
 pub async fn repoint(site: &Site, primary: &str) -> Result<String, FailoverError> {
     let settings = &site.settings;
     let url = normalize_url(primary).map_err(FailoverError::Invalid)?;
+    check_plaintext(&url, site.server_tls.is_some(), site.allow_plaintext)
+        .map_err(FailoverError::Invalid)?;
     if settings.role() == Role::Primary && settings.fenced().is_none() {
         return Err(FailoverError::Refused(format!(
             "site {} is the primary; demote it first",

@@ -215,6 +215,17 @@ pub enum Verdict {
     Deny,
 }
 
+impl Verdict {
+    /// `allow`, `proxy_to_primary` or `deny`: for headers, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::ProxyToPrimary => "proxy_to_primary",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
 /// The gate's answer. Text fields are `Cow<'static, str>` so that the common decisions
 /// (every allow, the default refusals) borrow constants and allocate nothing; they serialise
 /// exactly like `String`.

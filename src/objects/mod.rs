@@ -72,7 +72,7 @@ pub enum ObjectError {
     #[error("object storage is corrupt: {0}")]
     Corrupt(String),
     /// The site is stopping and takes no new writes.
-    #[error("site {0} is shutting down and takes no new writes; try again when it is back")]
+    #[error("site {0} is shutting down: it takes no new writes, and a write it could not finish is not stored; try again when it is back")]
     Stopping(String),
 }
 
@@ -115,6 +115,9 @@ pub struct Objects {
     counted: std::sync::Mutex<Option<((u64, u64), Counts)>>,
     /// Set once the site is stopping: new writes are refused.
     stopping: AtomicBool,
+    /// Set (under `commit`) once the site stops: nothing more is committed, even by a write
+    /// that was already in flight.
+    closed: AtomicBool,
     /// Failed syncs since the site opened (for metrics).
     sync_failures: AtomicU64,
 }
@@ -144,6 +147,7 @@ impl Objects {
             transitions: AtomicU64::new(0),
             counted: std::sync::Mutex::new(None),
             stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             sync_failures: AtomicU64::new(0),
         };
         let mut keep = HashSet::new();
@@ -185,6 +189,23 @@ impl Objects {
     /// flight go on (see [`InFlight::drained`]).
     pub fn stop_taking_writes(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Commits nothing more: waits for a commit under way, then refuses every later one
+    /// (a write still in flight when its site stops fails, and nothing of it is stored).
+    pub async fn close(&self) {
+        let _commit = self.commit.lock().await;
+        self.stopping.store(true, Ordering::SeqCst);
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// The commit lock, unless the site has closed.
+    async fn lock_commit(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, ObjectError> {
+        let guard = self.commit.lock().await;
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(ObjectError::Stopping(self.settings.site_id().to_string()));
+        }
+        Ok(guard)
     }
 
     /// Decides where a write entering this site goes (SPEC §3 "Git", DESIGN "Push").
@@ -259,7 +280,13 @@ impl Objects {
         author: &str,
     ) -> Result<ObjectMeta, ObjectError> {
         let sha = digest.hex();
-        let _commit = self.commit.lock().await;
+        let _commit = match self.lock_commit().await {
+            Ok(guard) => guard,
+            Err(e) => {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
         let previous = self.meta(name.as_str())?;
         let files = self.files.clone();
         let (n, s) = (name.to_string(), sha.clone());
@@ -301,7 +328,7 @@ impl Objects {
 
     /// Deletes `name` (primary); returns the index of the delete event.
     pub async fn commit_delete(&self, name: &ObjectName, author: &str) -> Result<u64, ObjectError> {
-        let _commit = self.commit.lock().await;
+        let _commit = self.lock_commit().await?;
         let Some(previous) = self.meta(name.as_str())? else {
             return Err(ObjectError::NotFound(name.to_string()));
         };

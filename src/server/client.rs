@@ -40,6 +40,37 @@ pub fn normalize_url(addr: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
+/// Whether a site may connect to `url`: plain `http://` is refused beyond loopback unless
+/// `allow_plaintext` (the site token would cross the network in clear text), and always
+/// when the site itself serves TLS (`https://` is then what the operator meant).
+pub fn check_plaintext(url: &str, serves_tls: bool, allow_plaintext: bool) -> Result<(), String> {
+    let url = normalize_url(url)?;
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Ok(());
+    };
+    if serves_tls {
+        return Err(format!(
+            "{url} is plain HTTP but this site uses TLS: use https://"
+        ));
+    }
+    let host = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_string()))
+        .unwrap_or_else(|| rest.to_string());
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback || allow_plaintext {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url} is plain HTTP to another host: the site token would cross the network in clear text. Use https://, or set allow_plaintext = true if the network is trusted"
+        ))
+    }
+}
+
 /// An endpoint for `url` with the timeouts sites use; `https://` connects with `tls`.
 pub fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint, String> {
     let url = normalize_url(url)?;

@@ -198,15 +198,21 @@ fn bad_request(message: String) -> Response {
         .into_response()
 }
 
+/// The gate's decision on the request nginx describes; counted for metrics when `count`.
 fn decide(
     site: &Site,
     method: &Method,
     headers: &HeaderMap,
     body: Bytes,
+    count: bool,
 ) -> Result<Decision, String> {
-    let req = original_request(method, headers, body)?;
-    site.check(&gate::Request::Http(req))
-        .map_err(|e| e.to_string())
+    let req = gate::Request::Http(original_request(method, headers, body)?);
+    let decision = if count {
+        site.check(&req)
+    } else {
+        site.decide(&req)
+    };
+    decision.map_err(|e| e.to_string())
 }
 
 fn header_value(s: &str) -> HeaderValue {
@@ -220,7 +226,7 @@ async fn gate_auth(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let d = match decide(&site, &method, &headers, body) {
+    let d = match decide(&site, &method, &headers, body, true) {
         Ok(d) => d,
         Err(e) => return bad_request(e),
     };
@@ -235,7 +241,7 @@ async fn gate_auth(
     let h = out.headers_mut();
     h.insert("x-gate-status", HeaderValue::from(d.status));
     h.insert("x-gate-rule", header_value(d.rule));
-    h.insert("x-gate-verdict", header_value(verdict(d.verdict)));
+    h.insert("x-gate-verdict", header_value(d.verdict.as_str()));
     out
 }
 
@@ -246,18 +252,11 @@ async fn gate_respond(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match decide(&site, &method, &headers, body) {
+    // The same request `/gate/auth` already decided (and counted).
+    match decide(&site, &method, &headers, body, false) {
         Ok(d) if d.verdict == Verdict::Deny => render(&d),
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => bad_request(e),
-    }
-}
-
-fn verdict(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Allow => "allow",
-        Verdict::ProxyToPrimary => "proxy_to_primary",
-        Verdict::Deny => "deny",
     }
 }
 

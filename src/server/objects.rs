@@ -7,7 +7,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -39,15 +38,24 @@ impl ObjectSvc {
 /// The next message of a push. A client that sends nothing for `idle` loses its push:
 /// otherwise it would hold a write in flight, and keep maintenance mode from draining,
 /// forever.
+///
+/// A push still receiving when its site stops (after the shutdown timeout, or to open again
+/// with a new placement) ends with UNAVAILABLE, and nothing of it is stored.
 async fn next(
+    site: &Site,
     incoming: &mut Streaming<pb::PushRequest>,
-    idle: Duration,
 ) -> Result<Option<pb::PushRequest>, Status> {
-    match tokio::time::timeout(idle, incoming.message()).await {
-        Ok(message) => message,
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "the client sent nothing for {:.1}s (stream_idle_timeout); the push was abandoned and nothing was stored",
-            idle.as_secs_f64()
+    let idle = site.limits.stream_idle_timeout;
+    tokio::select! {
+        message = tokio::time::timeout(idle, incoming.message()) => match message {
+            Ok(message) => message,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the client sent nothing for {:.1}s (stream_idle_timeout); the push was abandoned and nothing was stored",
+                idle.as_secs_f64()
+            ))),
+        },
+        _ = site.shutdown.cancelled() => Err(object_status(ObjectError::Stopping(
+            site.settings.site_id().to_string(),
         ))),
     }
 }
@@ -96,8 +104,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let mut incoming = req.into_inner();
-        let idle = self.site.limits.stream_idle_timeout;
-        let header = match next(&mut incoming, idle).await? {
+        let header = match next(&self.site, &mut incoming).await? {
             Some(pb::PushRequest {
                 part: Some(pb::push_request::Part::Header(h)),
             }) => h,
@@ -134,7 +141,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                 })?;
                 let mut trailer = None;
                 let mut received = 0u64;
-                while let Some(msg) = next(&mut incoming, idle).await? {
+                while let Some(msg) = next(&self.site, &mut incoming).await? {
                     match msg.part {
                         Some(pb::push_request::Part::Chunk(c)) if trailer.is_none() => {
                             received += c.len() as u64;
@@ -388,7 +395,7 @@ impl ObjectSvc {
             let mut hasher = sha2::Sha256::new();
             let mut size = 0u64;
             let mut client_trailer = None;
-            while let Some(msg) = next(&mut incoming, self.site.limits.stream_idle_timeout).await? {
+            while let Some(msg) = next(&self.site, &mut incoming).await? {
                 match msg.part {
                     Some(pb::push_request::Part::Chunk(c)) if client_trailer.is_none() => {
                         use sha2::Digest;

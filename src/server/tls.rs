@@ -2,7 +2,8 @@
 //!
 //! A site with a certificate serves only TLS on its gRPC port. The same certificate is what
 //! it presents as a client to other sites, so one certificate per site serves mutual TLS in
-//! both directions. The CA bundle verifies other sites' certificates, and client
+//! both directions: when it lists extended key usages, it must list both serverAuth and
+//! clientAuth (rustls refuses a client certificate that is for servers only). The CA bundle verifies other sites' certificates, and client
 //! certificates when they are required. Files are read once, at start: a renewed
 //! certificate takes effect at the next restart.
 
@@ -10,6 +11,9 @@ use std::fmt;
 use std::path::Path;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
+
+/// How long a client may take over the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads a PEM file, saying which setting named it when it cannot.
 fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, String> {
@@ -70,7 +74,10 @@ impl ServerTls {
     }
 
     pub fn config(&self) -> ServerTlsConfig {
-        let config = ServerTlsConfig::new().identity(self.identity.clone());
+        // A client that opens a connection and never finishes the handshake is dropped.
+        let config = ServerTlsConfig::new()
+            .identity(self.identity.clone())
+            .timeout(HANDSHAKE_TIMEOUT);
         match &self.client_ca {
             None => config,
             // With a CA, a client certificate is verified whenever one is presented, and

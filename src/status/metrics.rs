@@ -183,7 +183,7 @@ pub fn render(s: &Scrape<'_>) -> String {
     o.family(
         "geo_replication_lag_seconds",
         "gauge",
-        "How long ago the first entry a site has not applied was written (0 when in step).",
+        "Seconds a site is behind: on the primary, the age of the oldest entry each site has not applied; on a secondary, how long it has been behind since it last heard from its primary (0 when in step).",
     );
     for st in s.statuses {
         let site = st.report.site_id.as_str();
@@ -213,7 +213,7 @@ pub fn render(s: &Scrape<'_>) -> String {
     o.family(
         "geo_site_last_contact_seconds",
         "gauge",
-        "Seconds since a site last reported to the primary (0 for this site).",
+        "Seconds since a site's last contact: on the primary, each secondary's last report (0 for itself); on a secondary, its primary's last message.",
     );
     let now = own.report.at_ms;
     for st in s.statuses {

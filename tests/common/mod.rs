@@ -204,6 +204,18 @@ impl SiteProc {
         serde_json::from_str(&body).expect("JSON from /objects")
     }
 
+    /// `GetMode`, or `None` if the call fails: for polling a site that may be opening
+    /// again (after promote, fence or repoint its servers restart in-process, and a call on
+    /// a connection the old server accepted is cut).
+    pub async fn try_get_mode(&self) -> Option<pb::ModeState> {
+        let mut client = self.mode().await;
+        client
+            .get_mode(pb::GetModeRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
     pub async fn get_mode(&self) -> pb::ModeState {
         self.mode()
             .await
