@@ -47,7 +47,8 @@ pub struct RunArgs {
     /// gRPC listen address [default: 127.0.0.1:7600].
     #[arg(long, env = "GEO_AGENT_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// HTTP listen address (health, mode as JSON) [default: 127.0.0.1:7601].
+    /// HTTP listen address (status page, /metrics, /healthz, the gate for nginx)
+    /// [default: 127.0.0.1:7601].
     #[arg(long, env = "GEO_AGENT_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
     /// Where the site keeps its database and tokens [default: ./geo-agent-data].

@@ -36,7 +36,14 @@ pub fn router(site: Arc<Site>) -> Router {
         .route("/gate/auth", any(gate_auth))
         .route("/gate/respond", any(gate_respond))
         .route("/api/v4/internal/allowed", post(git_allowed))
+        .layer(axum::middleware::from_fn(in_span))
         .with_state(site)
+}
+
+/// Runs each request in an `http{method, path}` span, so what it logs says which request.
+async fn in_span(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+    tracing::Instrument::instrument(next.run(req), span).await
 }
 
 /// This site's statuses (itself first), counted off the async threads.
