@@ -186,6 +186,9 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
             http
         );
     }
+    println!(
+        "\nEach HTTP address serves the status page at / (open it in a browser) and Prometheus metrics at /metrics."
+    );
     let token_file = args.data_dir.join(ADMIN_TOKEN_FILE);
     let primary = primary_url.unwrap_or_default();
     let watch_addr = sites
