@@ -797,6 +797,13 @@ async fn limits_answer_with_clear_errors_not_hangs() {
         over.message().contains("max_streams_per_client"),
         "{over:?}"
     );
+    // Other sites (the site token) are not limited: a secondary relays all its users.
+    let site_call = primary
+        .objects()
+        .await
+        .list(bearer(pb::ListRequest::default(), &cluster.site_token))
+        .await;
+    assert!(site_call.is_ok(), "{site_call:?}");
     streams.clear();
     eventually("closing streams frees their places", || async {
         primary

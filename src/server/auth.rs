@@ -47,6 +47,14 @@ impl Token {
     fn matches(&self, presented: &[u8]) -> bool {
         self.0.as_bytes().ct_eq(presented).into()
     }
+
+    /// Whether an HTTP request's `authorization: Bearer` header carries this token.
+    pub fn is_presented_in(&self, headers: &http::HeaderMap) -> bool {
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|presented| self.matches(presented))
+    }
 }
 
 impl std::fmt::Debug for Token {

@@ -14,6 +14,8 @@ use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
+use super::auth::Token;
+
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// A push sends 256 KiB chunks; a smaller limit would refuse every large push.
 pub const MIN_MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -30,7 +32,8 @@ pub struct Limits {
     /// would otherwise hold a write in flight forever, and maintenance mode would never
     /// drain.
     pub stream_idle_timeout: Duration,
-    /// Calls (unary or streaming) one client address may have open at once.
+    /// Calls (unary or streaming) one client address may have open at once; calls with
+    /// the site token (other sites) are not counted.
     pub max_streams_per_client: usize,
 }
 
@@ -44,18 +47,22 @@ impl Default for Limits {
     }
 }
 
-/// Counts the calls open per client address and refuses one over the limit.
+/// Counts the calls open per client address and refuses one over the limit. Calls with
+/// the site token are not counted: a secondary relays the pushes of all its users, and
+/// its log streams and sync workers, over one address.
 #[derive(Clone)]
 pub struct PerClientLayer {
     limit: usize,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    site_token: Token,
 }
 
 impl PerClientLayer {
-    pub fn new(limit: usize) -> PerClientLayer {
+    pub fn new(limit: usize, site_token: Token) -> PerClientLayer {
         PerClientLayer {
             limit,
             open: Arc::default(),
+            site_token,
         }
     }
 
@@ -135,7 +142,8 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let call = match peer_ip(&req) {
+        let from_a_site = self.layer.site_token.is_presented_in(req.headers());
+        let call = match peer_ip(&req).filter(|_| !from_a_site) {
             None => None,
             Some(ip) => match self.layer.enter(ip) {
                 Some(call) => Some(call),
@@ -191,7 +199,7 @@ mod tests {
 
     #[test]
     fn counts_per_address_and_frees_on_drop() {
-        let layer = PerClientLayer::new(2);
+        let layer = PerClientLayer::new(2, Token::generate());
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let first = layer.enter(a).unwrap();

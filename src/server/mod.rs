@@ -154,7 +154,10 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
-        .layer(limits::PerClientLayer::new(limits.max_streams_per_client))
+        .layer(limits::PerClientLayer::new(
+            limits.max_streams_per_client,
+            site.site_token.clone(),
+        ))
         .add_service(tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(site.health.reporter.clone()),
         ))
