@@ -899,3 +899,87 @@ async fn tokens_are_kept_apart_and_never_written_to_the_logs() {
         "{committed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_aborts_stuck_pushes_so_maintenance_drains() {
+    let cluster = Cluster::new();
+    let token = &cluster.admin_token;
+    let primary = cluster.primary("primary");
+    let s1 = cluster.secondary("s1", &primary);
+    // Two clients that started pushes and went quiet (well within the idle timeout): one
+    // at the primary, one forwarded by s1.
+    let (at_primary, primary_call) = open_push(&primary, token, "stuck/primary").await;
+    let (at_s1, s1_call) = open_push(&s1, token, "stuck/via-s1").await;
+    for tx in [&at_primary, &at_s1] {
+        tx.send(pb::PushRequest {
+            part: Some(pb::push_request::Part::Chunk(vec![1; 4096])),
+        })
+        .await
+        .unwrap();
+    }
+    set_maintenance(&primary, token, true, "failover")
+        .await
+        .unwrap();
+    let token_file = cluster.path("admin-token");
+    let status = |site: &SiteProc| {
+        cli(
+            &[
+                "maintenance",
+                "status",
+                "--json",
+                "--addr",
+                &site.url(),
+                "--token-file",
+                s(&token_file),
+            ],
+            &[],
+        )
+    };
+    for (site, tx, call, name) in [
+        (&primary, at_primary, primary_call, "stuck/primary"),
+        (&s1, at_s1, s1_call, "stuck/via-s1"),
+    ] {
+        let id = eventually(&format!("{}'s stuck push listed", site.name), || async {
+            let (code, out, _) = status(site);
+            let v: Value = serde_json::from_str(&out).ok()?;
+            let w = v["in_flight"]
+                .as_array()?
+                .iter()
+                .find(|w| w["what"] == format!("push {name}"))?;
+            (code == 1).then(|| w["id"].as_u64())?
+        })
+        .await;
+        let id = id.to_string();
+        let abort = |id: &str| {
+            cli(
+                &[
+                    "maintenance",
+                    "abort",
+                    id,
+                    "--addr",
+                    &site.url(),
+                    "--token-file",
+                    s(&token_file),
+                ],
+                &[],
+            )
+        };
+        let (code, out, err) = abort(&id);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&format!("push {name}")), "{out}");
+        let e = call.await.unwrap().expect_err("an aborted push");
+        assert_eq!(e.code(), Code::Aborted, "{e:?}");
+        assert!(e.message().contains("nothing was stored"), "{e:?}");
+        drop(tx);
+        let (code, _, err) = abort(&id);
+        assert_eq!(code, 1, "no longer in flight: {err}");
+    }
+    for site in [&primary, &s1] {
+        let (code, out, _) = status(site);
+        assert_eq!(code, 0, "drained at {}: {out}", site.name);
+    }
+    for name in ["stuck/primary", "stuck/via-s1"] {
+        let gone = stat(&primary, token, name).await;
+        assert_eq!(gone.expect_err("nothing stored").code(), Code::NotFound);
+    }
+}

@@ -133,6 +133,9 @@ async fn maintenance_inner(cmd: MaintenanceCommand) -> Result<u8, Failure> {
         MaintenanceCommand::Status(args) => {
             return super::status::maintenance_status_inner(&args).await
         }
+        MaintenanceCommand::Abort { id, actor, client } => {
+            return abort_write(id, &actor, &client).await
+        }
     };
     let (mut client, token) = admin(&args).await?;
     let req = pb::SetMaintenanceModeRequest {
@@ -159,6 +162,32 @@ async fn maintenance_inner(cmd: MaintenanceCommand) -> Result<u8, Failure> {
         );
     }
     Ok(0)
+}
+
+async fn abort_write(id: u64, actor_args: &ActorArgs, args: &ClientArgs) -> Result<u8, Failure> {
+    let (mut client, token) = admin(args).await?;
+    let req = pb::AbortWriteRequest {
+        id,
+        actor: actor(actor_args),
+    };
+    match client.abort_write(authorized(req, &token)?).await {
+        Ok(w) => {
+            let w = w.into_inner();
+            println!(
+                "aborted write {}: {} from {} (in flight since {})",
+                w.id,
+                w.what,
+                w.from,
+                crate::server::convert::rfc3339(&w.since).unwrap_or_default()
+            );
+            Ok(0)
+        }
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            eprintln!("{}", s.message());
+            Ok(1)
+        }
+        Err(s) => Err(s.into()),
+    }
 }
 
 pub async fn settings(cmd: SettingsCommand) -> u8 {

@@ -189,6 +189,15 @@ pub enum MaintenanceCommand {
     /// Writes in flight and whether the site is drained, with the freeze point (exit 0
     /// drained, 1 not drained).
     Status(ClientArgs),
+    /// Abort a push in flight, by the id `maintenance status` shows: its client gets an
+    /// error and nothing of it is stored (exit 1 when no such write is in flight).
+    Abort {
+        id: u64,
+        #[command(flatten)]
+        actor: ActorArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]

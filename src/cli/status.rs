@@ -222,7 +222,7 @@ pub(super) async fn maintenance_status_inner(args: &ClientArgs) -> Result<u8, Fa
             "mode": mode_json(&mode),
             "drained": st.drained,
             "in_flight": st.in_flight.iter().map(|w| serde_json::json!({
-                "what": w.what, "from": w.from, "since": rfc3339(&w.since),
+                "id": w.id, "what": w.what, "from": w.from, "since": rfc3339(&w.since),
             })).collect::<Vec<_>>(),
             "freeze_point": st.drained.then(|| serde_json::json!({
                 "settings": head(&st.settings_head),
@@ -244,7 +244,8 @@ pub(super) async fn maintenance_status_inner(args: &ClientArgs) -> Result<u8, Fa
         println!("  in flight   {} writes", st.in_flight.len());
         for w in &st.in_flight {
             println!(
-                "    {} from {} since {}",
+                "    [{}] {} from {} since {}",
+                w.id,
                 w.what,
                 w.from,
                 rfc3339(&w.since).unwrap_or_default()

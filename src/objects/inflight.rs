@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::log::now_ms;
 
@@ -23,7 +24,7 @@ pub struct Write {
 #[derive(Default)]
 struct Inner {
     next_id: u64,
-    writes: BTreeMap<u64, Write>,
+    writes: BTreeMap<u64, (Write, CancellationToken)>,
 }
 
 /// The writes in flight at this site.
@@ -49,25 +50,43 @@ impl InFlight {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
+        let abort = CancellationToken::new();
         inner.writes.insert(
             id,
-            Write {
-                id,
-                what,
-                from,
-                since_ms: now_ms(),
-            },
+            (
+                Write {
+                    id,
+                    what,
+                    from,
+                    since_ms: now_ms(),
+                },
+                abort.clone(),
+            ),
         );
         self.count.send_replace(inner.writes.len());
         WriteGuard {
             inflight: self.clone(),
             id,
+            abort,
         }
     }
 
     /// The writes in flight now, oldest first.
     pub fn list(&self) -> Vec<Write> {
-        self.lock().writes.values().cloned().collect()
+        self.lock()
+            .writes
+            .values()
+            .map(|(w, _)| w.clone())
+            .collect()
+    }
+
+    /// Asks write `id` to stop (see [`WriteGuard::aborted`]); the write it was, if it is
+    /// still in flight. It stays listed until it has stopped.
+    pub fn abort(&self, id: u64) -> Option<Write> {
+        let inner = self.lock();
+        let (write, abort) = inner.writes.get(&id)?;
+        abort.cancel();
+        Some(write.clone())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -96,6 +115,14 @@ impl InFlight {
 pub struct WriteGuard {
     inflight: InFlight,
     id: u64,
+    abort: CancellationToken,
+}
+
+impl WriteGuard {
+    /// Resolves once an admin aborts this write ([`InFlight::abort`]).
+    pub async fn aborted(&self) {
+        self.abort.cancelled().await
+    }
 }
 
 impl Drop for WriteGuard {
@@ -133,5 +160,20 @@ mod tests {
         drop(b);
         assert!(f.is_empty());
         assert_eq!(*f.subscribe().borrow(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_write_is_told_and_stays_listed_until_it_stops() {
+        let f = InFlight::default();
+        let a = f.begin("push a".into(), "x".into());
+        let b = f.begin("push b".into(), "y".into());
+        let id = f.list()[0].id;
+        assert_eq!(f.abort(id).map(|w| w.what), Some("push a".to_string()));
+        a.aborted().await;
+        assert!(!b.abort.is_cancelled(), "only the write asked for");
+        assert_eq!(f.list().len(), 2);
+        drop(a);
+        assert_eq!(f.abort(id), None, "no longer in flight");
+        drop(b);
     }
 }

@@ -98,14 +98,7 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         };
         Ok(Response::new(pb::MaintenanceStatus {
             mode: Some(mode),
-            in_flight: writes
-                .iter()
-                .map(|w| pb::WriteInFlight {
-                    what: w.what.clone(),
-                    from: w.from.clone(),
-                    since: Some(convert::timestamp(w.since_ms)),
-                })
-                .collect(),
+            in_flight: writes.iter().map(convert::write_in_flight).collect(),
             drained,
             settings_head: drained.then(|| head(heads.0)),
             events_head: drained.then(|| head(heads.1)),
@@ -156,6 +149,24 @@ impl pb::admin_service_server::AdminService for AdminSvc {
             .await
             .map_err(failover_status)?;
         Ok(Response::new(state))
+    }
+
+    async fn abort_write(
+        &self,
+        req: Request<pb::AbortWriteRequest>,
+    ) -> Result<Response<pb::WriteInFlight>, Status> {
+        let req = req.into_inner();
+        match self.site.objects.inflight().abort(req.id) {
+            Some(w) => {
+                tracing::warn!(id = w.id, what = %w.what, from = %w.from, actor = actor(&req.actor), "write aborted by an admin");
+                Ok(Response::new(convert::write_in_flight(&w)))
+            }
+            None => Err(Status::not_found(format!(
+                "no write {} is in flight at site {} (it may have finished): see geo-agent maintenance status",
+                req.id,
+                self.site.settings.site_id()
+            ))),
+        }
     }
 
     async fn set_primary(

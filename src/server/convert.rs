@@ -306,6 +306,15 @@ pub fn decision_json(d: &pb::Decision) -> serde_json::Value {
 
 /// The one mapping from object errors to gRPC: refusals FAILED_PRECONDITION (with the
 /// primary in metadata), bad input INVALID_ARGUMENT, a broken site INTERNAL.
+pub fn write_in_flight(w: &crate::objects::Write) -> pb::WriteInFlight {
+    pb::WriteInFlight {
+        what: w.what.clone(),
+        from: w.from.clone(),
+        since: Some(timestamp(w.since_ms)),
+        id: w.id,
+    }
+}
+
 pub fn object_status(e: ObjectError) -> Status {
     match &e {
         ObjectError::Invalid(_) | ObjectError::Mismatch(_) => {

@@ -17,7 +17,9 @@ use super::auth::Caller;
 use super::client::{authorized, fetch_object};
 use super::convert::{self, object_status, primary_unreachable};
 use super::pb;
-use crate::objects::{parse_kind, parse_sha256, Files, ObjectError, ObjectName, Proxied, Route};
+use crate::objects::{
+    parse_kind, parse_sha256, Files, ObjectError, ObjectName, Proxied, Route, WriteGuard,
+};
 use crate::site::Site;
 
 /// Chunks relayed between the client and the primary at a time.
@@ -40,13 +42,25 @@ impl ObjectSvc {
 /// forever.
 ///
 /// A push still receiving when its site stops (after the shutdown timeout, or to open again
-/// with a new placement) ends with UNAVAILABLE, and nothing of it is stored.
+/// with a new placement) ends with UNAVAILABLE, and one an admin aborts (`write`, once it
+/// is in flight) with ABORTED; nothing of either is stored.
 async fn next(
     site: &Site,
+    write: Option<&WriteGuard>,
     incoming: &mut Streaming<pb::PushRequest>,
 ) -> Result<Option<pb::PushRequest>, Status> {
     let idle = site.limits.stream_idle_timeout;
+    let aborted = async {
+        match write {
+            Some(w) => w.aborted().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
+        _ = aborted => Err(Status::aborted(format!(
+            "an admin at site {} aborted this push (geo-agent maintenance abort); nothing was stored",
+            site.settings.site_id()
+        ))),
         message = tokio::time::timeout(idle, incoming.message()) => match message {
             Ok(message) => message,
             Err(_) => Err(Status::deadline_exceeded(format!(
@@ -104,7 +118,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let mut incoming = req.into_inner();
-        let header = match next(&self.site, &mut incoming).await? {
+        let header = match next(&self.site, None, &mut incoming).await? {
             Some(pb::PushRequest {
                 part: Some(pb::push_request::Part::Header(h)),
             }) => h,
@@ -126,12 +140,14 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             None => peer,
         };
         let objects = &self.site.objects;
-        let _write = objects
+        let write = objects
             .inflight()
             .begin(format!("push {object}"), from.clone());
         match objects.route(proxied.as_ref()).map_err(object_status)? {
             Route::Forward { primary } => {
-                let mut reply = self.forward_push(&primary, header, incoming).await?;
+                let mut reply = self
+                    .forward_push(&primary, header, incoming, &write)
+                    .await?;
                 reply.proxied = true;
                 Ok(Response::new(reply))
             }
@@ -141,7 +157,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                 })?;
                 let mut trailer = None;
                 let mut received = 0u64;
-                while let Some(msg) = next(&self.site, &mut incoming).await? {
+                while let Some(msg) = next(&self.site, Some(&write), &mut incoming).await? {
                     match msg.part {
                         Some(pb::push_request::Part::Chunk(c)) if trailer.is_none() => {
                             received += c.len() as u64;
@@ -367,6 +383,7 @@ impl ObjectSvc {
         primary: &str,
         mut header: pb::PushHeader,
         mut incoming: Streaming<pb::PushRequest>,
+        write: &WriteGuard,
     ) -> Result<pb::PushResponse, Status> {
         let channel = self.site.primary_channel.clone().ok_or_else(|| {
             object_status(ObjectError::Refused {
@@ -395,7 +412,7 @@ impl ObjectSvc {
             let mut hasher = sha2::Sha256::new();
             let mut size = 0u64;
             let mut client_trailer = None;
-            while let Some(msg) = next(&self.site, &mut incoming).await? {
+            while let Some(msg) = next(&self.site, Some(write), &mut incoming).await? {
                 match msg.part {
                     Some(pb::push_request::Part::Chunk(c)) if client_trailer.is_none() => {
                         use sha2::Digest;

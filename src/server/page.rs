@@ -260,11 +260,12 @@ pub fn render(p: &Page<'_>) -> String {
     if p.in_flight.is_empty() {
         h.push_str("<p class=\"sub\" id=\"in-flight\">None.</p>\n");
     } else {
-        h.push_str("<table id=\"in-flight\"><thead><tr><th>Write</th><th>From</th><th>Since</th></tr></thead><tbody>\n");
+        h.push_str("<table id=\"in-flight\"><thead><tr><th>Id</th><th>Write</th><th>From</th><th>Since</th></tr></thead><tbody>\n");
         for w in p.in_flight {
             let _ = writeln!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                w.id,
                 esc(&w.what),
                 esc(&w.from),
                 ago(p.now_ms, w.since_ms)
