@@ -689,6 +689,19 @@ async fn sigterm_during_a_push_lets_it_finish_then_exits_0_and_loses_nothing() {
             "{service:?}"
         );
     }
+    // A load balancer watching health holds a stream open; it must not hold up the stop.
+    let mut watch = health
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let first = watch.next().await.expect("a status").expect("a status");
+    assert_eq!(
+        first.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
     let refused = push(&primary, token, "late/object", b"late")
         .await
         .expect_err("a new push while stopping");
@@ -716,6 +729,11 @@ async fn sigterm_during_a_push_lets_it_finish_then_exits_0_and_loses_nothing() {
     let status = primary.wait();
     assert!(status.success(), "exit status {status:?}");
     assert!(primary.logs().contains("waiting for writes in flight"));
+    assert!(
+        !primary.logs().contains("still open after the grace period"),
+        "nothing held the servers open: {}",
+        primary.logs()
+    );
 
     primary.restart();
     assert_eq!(

@@ -93,6 +93,16 @@ impl Health {
     pub fn is_serving(&self) -> bool {
         self.serving.load(Ordering::SeqCst)
     }
+
+    /// Ends every `Watch` stream (after the NOT_SERVING it has already sent), so a load
+    /// balancer watching health does not hold the servers open when the site stops.
+    async fn close(&self) {
+        let mut reporter = self.reporter.clone();
+        self.serving.store(false, Ordering::SeqCst);
+        for name in std::iter::once("").chain(SERVICES) {
+            reporter.clear_service_status(name).await;
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,8 +220,12 @@ pub async fn serve(
         );
     let http_server = axum::serve(http, http::router(Arc::clone(&site)))
         .with_graceful_shutdown(site.shutdown.clone().cancelled_owned());
+    let end_watches = async {
+        site.shutdown.cancelled().await;
+        site.health.close().await;
+    };
     let both = async {
-        let (grpc_result, http_result) = tokio::join!(grpc_server, http_server);
+        let (grpc_result, http_result, ()) = tokio::join!(grpc_server, http_server, end_watches);
         grpc_result?;
         http_result?;
         Ok(())
