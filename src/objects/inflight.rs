@@ -24,7 +24,19 @@ pub struct Write {
 #[derive(Default)]
 struct Inner {
     next_id: u64,
-    writes: BTreeMap<u64, (Write, CancellationToken)>,
+    /// Each write, and its abort token if it can be aborted.
+    writes: BTreeMap<u64, (Write, Option<CancellationToken>)>,
+}
+
+/// What [`InFlight::abort`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Abort {
+    /// The write was told to stop; it stays listed until it has.
+    Aborted(Write),
+    /// The write finishes on its own (a delete) and cannot be aborted.
+    Unabortable(Write),
+    /// No such write is in flight.
+    NotFound,
 }
 
 /// The writes in flight at this site.
@@ -45,8 +57,19 @@ impl Default for InFlight {
 }
 
 impl InFlight {
-    /// Registers a write; it is in flight until the guard is dropped.
+    /// Registers a write that finishes on its own (a delete); it is in flight until the
+    /// guard is dropped.
     pub fn begin(&self, what: String, from: String) -> WriteGuard {
+        self.register(what, from, false)
+    }
+
+    /// Registers a write an admin may abort (a push, which waits on its client): the
+    /// writer must stop when [`WriteGuard::aborted`] resolves.
+    pub fn begin_abortable(&self, what: String, from: String) -> WriteGuard {
+        self.register(what, from, true)
+    }
+
+    fn register(&self, what: String, from: String, abortable: bool) -> WriteGuard {
         let mut inner = self.lock();
         inner.next_id += 1;
         let id = inner.next_id;
@@ -60,7 +83,7 @@ impl InFlight {
                     from,
                     since_ms: now_ms(),
                 },
-                abort.clone(),
+                abortable.then(|| abort.clone()),
             ),
         );
         self.count.send_replace(inner.writes.len());
@@ -80,13 +103,17 @@ impl InFlight {
             .collect()
     }
 
-    /// Asks write `id` to stop (see [`WriteGuard::aborted`]); the write it was, if it is
-    /// still in flight. It stays listed until it has stopped.
-    pub fn abort(&self, id: u64) -> Option<Write> {
+    /// Asks write `id` to stop (see [`WriteGuard::aborted`]).
+    pub fn abort(&self, id: u64) -> Abort {
         let inner = self.lock();
-        let (write, abort) = inner.writes.get(&id)?;
-        abort.cancel();
-        Some(write.clone())
+        match inner.writes.get(&id) {
+            None => Abort::NotFound,
+            Some((write, None)) => Abort::Unabortable(write.clone()),
+            Some((write, Some(abort))) => {
+                abort.cancel();
+                Abort::Aborted(write.clone())
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -165,15 +192,18 @@ mod tests {
     #[tokio::test]
     async fn an_aborted_write_is_told_and_stays_listed_until_it_stops() {
         let f = InFlight::default();
-        let a = f.begin("push a".into(), "x".into());
-        let b = f.begin("push b".into(), "y".into());
-        let id = f.list()[0].id;
-        assert_eq!(f.abort(id).map(|w| w.what), Some("push a".to_string()));
+        let a = f.begin_abortable("push a".into(), "x".into());
+        let b = f.begin_abortable("push b".into(), "y".into());
+        let d = f.begin("delete c".into(), "z".into());
+        let ids: Vec<u64> = f.list().iter().map(|w| w.id).collect();
+        assert!(matches!(f.abort(ids[0]), Abort::Aborted(w) if w.what == "push a"));
         a.aborted().await;
         assert!(!b.abort.is_cancelled(), "only the write asked for");
-        assert_eq!(f.list().len(), 2);
+        assert!(matches!(f.abort(ids[2]), Abort::Unabortable(w) if w.what == "delete c"));
+        assert!(!d.abort.is_cancelled());
+        assert_eq!(f.list().len(), 3);
         drop(a);
-        assert_eq!(f.abort(id), None, "no longer in flight");
-        drop(b);
+        assert_eq!(f.abort(ids[0]), Abort::NotFound, "no longer in flight");
+        drop((b, d));
     }
 }

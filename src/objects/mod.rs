@@ -36,7 +36,7 @@ use crate::store::Store;
 use catalog::{decode, key, CATALOG, REGISTRY};
 pub use catalog::{Event, EventsMachine, Local, ObjectMeta, Row, SyncState, Verification};
 pub use files::{Digested, Files, Sink};
-pub use inflight::{InFlight, Write, WriteGuard};
+pub use inflight::{Abort, InFlight, Write, WriteGuard};
 pub use name::{parse_kind, parse_sha256, ObjectName};
 pub use registry::{retry_delay, Counts, Due, SyncJob};
 

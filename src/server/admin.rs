@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, failover_status, settings_status};
 use super::pb;
 use crate::failover;
+use crate::objects::Abort;
 use crate::settings::SettingsState;
 use crate::site::Site;
 
@@ -157,11 +158,15 @@ impl pb::admin_service_server::AdminService for AdminSvc {
     ) -> Result<Response<pb::WriteInFlight>, Status> {
         let req = req.into_inner();
         match self.site.objects.inflight().abort(req.id) {
-            Some(w) => {
+            Abort::Aborted(w) => {
                 tracing::warn!(id = w.id, what = %w.what, from = %w.from, actor = actor(&req.actor), "write aborted by an admin");
                 Ok(Response::new(convert::write_in_flight(&w)))
             }
-            None => Err(Status::not_found(format!(
+            Abort::Unabortable(w) => Err(Status::failed_precondition(format!(
+                "write {} ({}) finishes on its own and cannot be aborted",
+                w.id, w.what
+            ))),
+            Abort::NotFound => Err(Status::not_found(format!(
                 "no write {} is in flight at site {} (it may have finished): see geo-agent maintenance status",
                 req.id,
                 self.site.settings.site_id()

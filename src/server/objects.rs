@@ -142,7 +142,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
         let objects = &self.site.objects;
         let write = objects
             .inflight()
-            .begin(format!("push {object}"), from.clone());
+            .begin_abortable(format!("push {object}"), from.clone());
         match objects.route(proxied.as_ref()).map_err(object_status)? {
             Route::Forward { primary } => {
                 let mut reply = self
