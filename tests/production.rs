@@ -426,36 +426,24 @@ async fn metrics_parse_as_prometheus_text_and_follow_the_mode_and_the_lag() {
     set_maintenance(&primary, token, false, "")
         .await
         .expect("maintenance off");
-    eventually("lag grows at the primary", || async {
+    // s1's settings lag as the primary sees it: (entries, seconds).
+    let s1_lag = || async {
         let text = scrape(&primary).await;
-        let entries = sample(
-            &text,
-            "geo_replication_lag_entries",
-            "site=\"s1\",log=\"settings\"",
-        )?;
-        let secs = sample(
-            &text,
-            "geo_replication_lag_seconds",
-            "site=\"s1\",log=\"settings\"",
-        )?;
+        let series = "site=\"s1\",log=\"settings\"";
+        Some((
+            sample(&text, "geo_replication_lag_entries", series)?,
+            sample(&text, "geo_replication_lag_seconds", series)?,
+        ))
+    };
+    eventually("lag grows at the primary", || async {
+        let (entries, secs) = s1_lag().await?;
         // At least the change it missed (its last report may predate another).
         (entries >= 1.0 && secs > 0.0).then_some(())
     })
     .await;
     s1.restart();
     eventually("s1 catches up and its lag is 0", || async {
-        let text = scrape(&primary).await;
-        let entries = sample(
-            &text,
-            "geo_replication_lag_entries",
-            "site=\"s1\",log=\"settings\"",
-        )?;
-        let secs = sample(
-            &text,
-            "geo_replication_lag_seconds",
-            "site=\"s1\",log=\"settings\"",
-        )?;
-        (entries == 0.0 && secs == 0.0).then_some(())
+        (s1_lag().await? == (0.0, 0.0)).then_some(())
     })
     .await;
     assert_eq!(
