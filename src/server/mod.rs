@@ -144,7 +144,14 @@ pub async fn serve(
         service: "ObjectService",
     };
     let limits = site.limits;
-    let max = limits.max_message_bytes;
+    // Every geo.v1 service decodes and sends messages of at most max_message_bytes.
+    macro_rules! limited {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(limits.max_message_bytes)
+                .max_encoding_message_size(limits.max_message_bytes)
+        };
+    }
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -173,45 +180,35 @@ pub async fn serve(
         ))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
-            pb::mode_service_server::ModeServiceServer::new(mode::ModeSvc::new(Arc::clone(&site)))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
-        .add_service(
+        .add_service(limited!(pb::mode_service_server::ModeServiceServer::new(
+            mode::ModeSvc::new(Arc::clone(&site))
+        )))
+        .add_service(limited!(
             pb::status_service_server::StatusServiceServer::new(status::StatusSvc::new(
-                Arc::clone(&site),
+                Arc::clone(&site)
             ))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
-        )
-        .add_service(
-            pb::gate_service_server::GateServiceServer::new(gate::GateSvc::new(Arc::clone(&site)))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
+        ))
+        .add_service(limited!(pb::gate_service_server::GateServiceServer::new(
+            gate::GateSvc::new(Arc::clone(&site))
+        )))
         .add_service(InterceptedService::new(
-            pb::admin_service_server::AdminServiceServer::new(admin::AdminSvc::new(Arc::clone(
-                &site,
-            )))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
+            limited!(pb::admin_service_server::AdminServiceServer::new(
+                admin::AdminSvc::new(Arc::clone(&site))
+            )),
             move |req| admin_guard.check(req),
         ))
         .add_service(InterceptedService::new(
-            pb::replication_service_server::ReplicationServiceServer::new(
-                replication::ReplicationSvc::new(Arc::clone(&site)),
-            )
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
+            limited!(
+                pb::replication_service_server::ReplicationServiceServer::new(
+                    replication::ReplicationSvc::new(Arc::clone(&site))
+                )
+            ),
             move |req| site_guard.check(req),
         ))
         .add_service(InterceptedService::new(
-            pb::object_service_server::ObjectServiceServer::new(objects::ObjectSvc::new(
-                Arc::clone(&site),
-            ))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max),
+            limited!(pb::object_service_server::ObjectServiceServer::new(
+                objects::ObjectSvc::new(Arc::clone(&site))
+            )),
             move |req| either_guard.check(req),
         ))
         .serve_with_incoming_shutdown(
