@@ -95,6 +95,18 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
 
+/// The CLI's flags for a client certificate and the CA it trusts.
+fn client_flags<'a>(ca: &'a Path, cert: &'a Path, key: &'a Path) -> [&'a str; 6] {
+    [
+        "--ca-cert",
+        s(ca),
+        "--client-cert",
+        s(cert),
+        "--client-key",
+        s(key),
+    ]
+}
+
 /// `geo-agent mode get --json` at `url` with `extra` flags: (exit code, stdout, stderr).
 fn mode_get(url: &str, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec!["mode", "get", "--json", "--addr", url];
@@ -145,14 +157,7 @@ async fn tls_serves_only_tls_and_mutual_tls_refuses_clients_without_a_trusted_ce
     ];
     let primary = cluster.primary_with("primary", &mtls);
     let s1 = cluster.secondary_with("s1", &primary, &mtls);
-    let client = [
-        "--ca-cert",
-        s(&pki.ca),
-        "--client-cert",
-        s(&pki.client_cert),
-        "--client-key",
-        s(&pki.client_key),
-    ];
+    let client = client_flags(&pki.ca, &pki.client_cert, &pki.client_key);
     let (code, _, err) = mode_get(&primary.url(), &client);
     assert_eq!(code, 0, "{err}");
     let token_file = cluster.path("admin-token");
@@ -182,14 +187,7 @@ async fn tls_serves_only_tls_and_mutual_tls_refuses_clients_without_a_trusted_ce
     // No client certificate, or one from a CA the site does not trust: refused.
     let (code, _, err) = mode_get(&primary.url(), &ca);
     assert_eq!(code, 2, "no client certificate: {err}");
-    let rogue = [
-        "--ca-cert",
-        s(&pki.ca),
-        "--client-cert",
-        s(&pki.rogue_cert),
-        "--client-key",
-        s(&pki.rogue_key),
-    ];
+    let rogue = client_flags(&pki.ca, &pki.rogue_cert, &pki.rogue_key);
     let (code, _, err) = mode_get(&primary.url(), &rogue);
     assert_eq!(code, 2, "a client certificate from an unknown CA: {err}");
     let (code, _, _) = mode_get(&format!("http://{}", primary.grpc), &[]);

@@ -63,7 +63,49 @@ pub const ERROR_KINDS: [&str; 4] = ["settings", "events", "sync", "report"];
 
 struct Out(String);
 
+/// The two replicated logs, as the `log` label names them.
+#[derive(Clone, Copy)]
+enum Log {
+    Settings,
+    Events,
+}
+
+impl Log {
+    fn label(self) -> &'static str {
+        match self {
+            Log::Settings => "settings",
+            Log::Events => "events",
+        }
+    }
+}
+
+impl SiteStatus {
+    fn lag(&self, log: Log) -> &super::Lag {
+        match log {
+            Log::Settings => &self.settings_lag,
+            Log::Events => &self.events_lag,
+        }
+    }
+}
+
 impl Out {
+    /// A gauge with one sample per site and log.
+    fn per_site_log(
+        &mut self,
+        name: &str,
+        help: &str,
+        statuses: &[SiteStatus],
+        value: impl Fn(&SiteStatus, Log) -> f64,
+    ) {
+        self.family(name, "gauge", help);
+        for st in statuses {
+            for log in [Log::Settings, Log::Events] {
+                let labels = [("site", st.report.site_id.as_str()), ("log", log.label())];
+                self.sample(name, &labels, value(st, log));
+            }
+        }
+    }
+
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}");
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
@@ -162,54 +204,27 @@ pub fn render(s: &Scrape<'_>) -> String {
     for (log, head) in [("settings", own.settings_head), ("events", own.events_head)] {
         o.sample("geo_log_head_index", &[("log", log)], head);
     }
-    o.family(
+    o.per_site_log(
         "geo_log_applied_index",
-        "gauge",
         "The last log entry applied, per site.",
+        s.statuses,
+        |st, log| match log {
+            Log::Settings => st.report.settings.applied as f64,
+            Log::Events => st.report.events.applied as f64,
+        },
     );
-    for st in s.statuses {
-        let site = st.report.site_id.as_str();
-        o.sample(
-            "geo_log_applied_index",
-            &[("site", site), ("log", "settings")],
-            st.report.settings.applied,
-        );
-        o.sample(
-            "geo_log_applied_index",
-            &[("site", site), ("log", "events")],
-            st.report.events.applied,
-        );
-    }
-    o.family(
+    o.per_site_log(
         "geo_replication_lag_seconds",
-        "gauge",
         "Seconds a site is behind: on the primary, the age of the oldest entry each site has not applied; on a secondary, how long it has been behind since it last heard from its primary (0 when in step).",
+        s.statuses,
+        |st, log| seconds(st.lag(log).millis),
     );
-    for st in s.statuses {
-        let site = st.report.site_id.as_str();
-        for (log, lag) in [("settings", &st.settings_lag), ("events", &st.events_lag)] {
-            o.sample(
-                "geo_replication_lag_seconds",
-                &[("site", site), ("log", log)],
-                seconds(lag.millis),
-            );
-        }
-    }
-    o.family(
+    o.per_site_log(
         "geo_replication_lag_entries",
-        "gauge",
         "Log entries a site has not applied yet.",
+        s.statuses,
+        |st, log| st.lag(log).entries as f64,
     );
-    for st in s.statuses {
-        let site = st.report.site_id.as_str();
-        for (log, lag) in [("settings", &st.settings_lag), ("events", &st.events_lag)] {
-            o.sample(
-                "geo_replication_lag_entries",
-                &[("site", site), ("log", log)],
-                lag.entries,
-            );
-        }
-    }
     o.family(
         "geo_site_last_contact_seconds",
         "gauge",
