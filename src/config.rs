@@ -14,10 +14,9 @@ use serde::Deserialize;
 
 use crate::gate::{AllowRoute, Cidr, DenyMode, GateConfig};
 use crate::server::auth::Token;
-use crate::server::client::{check_plaintext, normalize_url};
 use crate::server::limits::{self, Limits};
 use crate::server::tls::{ClientTls, ServerTls};
-use crate::settings::Role;
+use crate::types::{check_plaintext, normalize_url, Role};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7600";
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7601";
@@ -29,7 +28,6 @@ pub const MAX_SYNC_CONCURRENCY: usize = 256;
 pub const DEFAULT_REVERIFY_INTERVAL: Duration = crate::replication::verify::DEFAULT_INTERVAL;
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub const SITE_TOKEN_FILE: &str = "site-token";
-const MAX_SITE_ID_LEN: usize = 64;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Flags of `geo-agent run`; each also reads a `GEO_AGENT_*` variable.
@@ -514,18 +512,7 @@ fn default_addr(s: &str) -> SocketAddr {
 /// Site ids are 1–64 characters of `[A-Za-z0-9_.-]`: they appear in logs, metrics labels
 /// and file names.
 pub fn validate_site_id(id: &str) -> Result<(), ConfigError> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_SITE_ID_LEN
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid(format!(
-            "site id {id:?} must be 1-{MAX_SITE_ID_LEN} characters of letters, digits, '_', '.', '-'"
-        )))
-    }
+    crate::types::validate_site_id(id).map_err(ConfigError::Invalid)
 }
 
 /// Reads the token from `file`, or from `<data dir>/<default_name>` (generating it there

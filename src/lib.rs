@@ -21,3 +21,4 @@ pub mod settings;
 pub mod site;
 pub mod status;
 pub mod store;
+pub mod types;

@@ -21,7 +21,8 @@ use crate::server::client::{lazy_channel, GrpcLogSource, GrpcObjectSource, LogKi
 use crate::server::limits::Limits;
 use crate::server::tls::{ClientTls, ServerTls};
 use crate::server::{self, convert, pb, Health, ServeError};
-use crate::settings::{Role, Settings, SettingsError};
+use crate::settings::{Settings, SettingsError};
+use crate::types::Role;
 use crate::status::metrics::Counters;
 use crate::status::Reports;
 use crate::store::{Store, StoreError};

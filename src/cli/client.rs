@@ -7,7 +7,7 @@ use super::{ActorArgs, ClientArgs, MaintenanceCommand, ModeCommand, SettingsComm
 use crate::config::read_token;
 use crate::server::auth::Token;
 use crate::server::client::{authorized, connect};
-use crate::server::convert::{mode_json, PRIMARY_METADATA};
+use crate::server::convert::{mode_json, rfc3339, PRIMARY_METADATA};
 use crate::server::pb;
 
 /// Why a command could not give an answer (exit 2).
@@ -131,7 +131,7 @@ async fn maintenance_inner(cmd: MaintenanceCommand) -> Result<u8, Failure> {
         } => (true, message, actor, client),
         MaintenanceCommand::Disable { actor, client } => (false, None, actor, client),
         MaintenanceCommand::Status(args) => {
-            return super::status::maintenance_status_inner(&args).await
+            return maintenance_status(&args).await
         }
         MaintenanceCommand::Abort { id, actor, client } => {
             return abort_write(id, &actor, &client).await
@@ -162,6 +162,66 @@ async fn maintenance_inner(cmd: MaintenanceCommand) -> Result<u8, Failure> {
         );
     }
     Ok(0)
+}
+
+async fn maintenance_status(args: &ClientArgs) -> Result<u8, Failure> {
+    let token = token(args)?;
+    let mut client = pb::AdminClient::new(channel(args).await?);
+    let req = authorized(pb::GetMaintenanceStatusRequest {}, &token)?;
+    let st = client.get_maintenance_status(req).await?.into_inner();
+    let mode = st.mode.clone().unwrap_or_default();
+    if args.json {
+        let head = |h: &Option<pb::LogHead>| {
+            h.as_ref()
+                .map(|h| serde_json::json!({"index": h.index, "hash": h.hash}))
+        };
+        let out = serde_json::json!({
+            "mode": mode_json(&mode),
+            "drained": st.drained,
+            "in_flight": st.in_flight.iter().map(|w| serde_json::json!({
+                "id": w.id, "what": w.what, "from": w.from, "since": rfc3339(&w.since),
+            })).collect::<Vec<_>>(),
+            "freeze_point": st.drained.then(|| serde_json::json!({
+                "settings": head(&st.settings_head),
+                "events": head(&st.events_head),
+            })),
+        });
+        println!("{out}");
+    } else {
+        let on = if mode.maintenance_mode { "ON" } else { "off" };
+        println!("{}: maintenance mode {on}", mode.site_id);
+        if mode.maintenance_mode {
+            println!("  message     {:?}", mode.message);
+            println!(
+                "  by          {} at {}",
+                mode.updated_by,
+                rfc3339(&mode.updated_at).unwrap_or_default()
+            );
+        }
+        println!("  in flight   {} writes", st.in_flight.len());
+        for w in &st.in_flight {
+            println!(
+                "    [{}] {} from {} since {}",
+                w.id,
+                w.what,
+                w.from,
+                rfc3339(&w.since).unwrap_or_default()
+            );
+        }
+        if st.drained {
+            let h = |h: &Option<pb::LogHead>| h.as_ref().map_or(0, |h| h.index);
+            println!(
+                "  drained     yes: safe to restart, upgrade or fail over\n  freeze point  settings log at {}, event log at {}",
+                h(&st.settings_head),
+                h(&st.events_head)
+            );
+        } else if mode.maintenance_mode {
+            println!("  drained     no: writes are still running");
+        } else {
+            println!("  drained     no: maintenance mode is off");
+        }
+    }
+    Ok(if st.drained { 0 } else { 1 })
 }
 
 async fn abort_write(id: u64, actor_args: &ActorArgs, args: &ClientArgs) -> Result<u8, Failure> {

@@ -10,7 +10,7 @@ use tracing::{error, info};
 use super::DevArgs;
 use crate::config::{read_token, write_token, Config, RunArgs, ADMIN_TOKEN_FILE, SITE_TOKEN_FILE};
 use crate::server::auth::Token;
-use crate::settings::Role;
+use crate::types::Role;
 use crate::site::{Opened, Site};
 use crate::store::Store;
 

@@ -136,7 +136,7 @@ impl TlsArgs {
     /// The TLS settings for connecting to `addr`. TLS flags with an `http://` address are an
     /// error: the operator wanted TLS, and would get plain text.
     pub fn load(&self, addr: &str) -> Result<crate::server::tls::ClientTls, String> {
-        let plain = crate::server::client::normalize_url(addr)?.starts_with("http://");
+        let plain = crate::types::normalize_url(addr)?.starts_with("http://");
         let flags = self.ca_cert.is_some() || self.client_cert.is_some();
         if plain && flags {
             return Err(format!(

@@ -3,11 +3,10 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use super::client::{channel, report, token, Failure};
+use super::client::{channel, report, Failure};
 use super::ClientArgs;
 use crate::config::parse_duration;
-use crate::server::client::authorized;
-use crate::server::convert::{health_name, millis, mode_json, rfc3339};
+use crate::server::convert::{health_name, millis, rfc3339};
 use crate::server::pb;
 
 /// How often `failover check --wait` asks again.
@@ -205,66 +204,6 @@ fn status_json(status: &pb::ReplicationStatus) -> serde_json::Value {
         "generated_at": rfc3339(&status.generated_at),
         "sites": sites,
     })
-}
-
-pub(super) async fn maintenance_status_inner(args: &ClientArgs) -> Result<u8, Failure> {
-    let token = token(args)?;
-    let mut client = pb::AdminClient::new(channel(args).await?);
-    let req = authorized(pb::GetMaintenanceStatusRequest {}, &token)?;
-    let st = client.get_maintenance_status(req).await?.into_inner();
-    let mode = st.mode.clone().unwrap_or_default();
-    if args.json {
-        let head = |h: &Option<pb::LogHead>| {
-            h.as_ref()
-                .map(|h| serde_json::json!({"index": h.index, "hash": h.hash}))
-        };
-        let out = serde_json::json!({
-            "mode": mode_json(&mode),
-            "drained": st.drained,
-            "in_flight": st.in_flight.iter().map(|w| serde_json::json!({
-                "id": w.id, "what": w.what, "from": w.from, "since": rfc3339(&w.since),
-            })).collect::<Vec<_>>(),
-            "freeze_point": st.drained.then(|| serde_json::json!({
-                "settings": head(&st.settings_head),
-                "events": head(&st.events_head),
-            })),
-        });
-        println!("{out}");
-    } else {
-        let on = if mode.maintenance_mode { "ON" } else { "off" };
-        println!("{}: maintenance mode {on}", mode.site_id);
-        if mode.maintenance_mode {
-            println!("  message     {:?}", mode.message);
-            println!(
-                "  by          {} at {}",
-                mode.updated_by,
-                rfc3339(&mode.updated_at).unwrap_or_default()
-            );
-        }
-        println!("  in flight   {} writes", st.in_flight.len());
-        for w in &st.in_flight {
-            println!(
-                "    [{}] {} from {} since {}",
-                w.id,
-                w.what,
-                w.from,
-                rfc3339(&w.since).unwrap_or_default()
-            );
-        }
-        if st.drained {
-            let h = |h: &Option<pb::LogHead>| h.as_ref().map_or(0, |h| h.index);
-            println!(
-                "  drained     yes: safe to restart, upgrade or fail over\n  freeze point  settings log at {}, event log at {}",
-                h(&st.settings_head),
-                h(&st.events_head)
-            );
-        } else if mode.maintenance_mode {
-            println!("  drained     no: writes are still running");
-        } else {
-            println!("  drained     no: maintenance mode is off");
-        }
-    }
-    Ok(if st.drained { 0 } else { 1 })
 }
 
 async fn failover_check_inner(args: &FailoverCheckArgs) -> Result<u8, Failure> {

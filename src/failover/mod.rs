@@ -15,8 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::server::client::{check_plaintext, normalize_url};
-use crate::settings::Role;
+use crate::types::{check_plaintext, normalize_url, Role};
 use crate::site::Site;
 use crate::status::Criterion;
 use crate::store::{Placement, StoreError};

@@ -9,6 +9,11 @@
 use super::path::hex;
 use std::borrow::Cow;
 
+/// The media type of a header value: `application/json; charset=utf-8` → `application/json`.
+pub(crate) fn media_type(value: &str) -> &str {
+    value.split(';').next().unwrap_or("").trim()
+}
+
 /// All values of parameter `key`, decoded, in order of appearance.
 pub(crate) fn values<'a>(input: &'a str, key: &'a str) -> impl Iterator<Item = Cow<'a, str>> + 'a {
     input

@@ -16,7 +16,7 @@
 //! recursion limit also keeps hostile nesting from overflowing the stack.
 
 use super::form;
-use super::http::media_type;
+use super::form::media_type;
 use super::rules::{ids, Check};
 use apollo_parser::cst;
 use apollo_parser::Parser;

@@ -9,6 +9,7 @@
 //! allowlist says what may run locally, and every other write is proxied to the primary
 //! outside maintenance mode (GitLab secondaries forward writes) and refused in it.
 
+use super::form::media_type;
 use super::git;
 use super::path::{self, NormalPath};
 use super::rules::{self, ids, Check, Condition, Method};
@@ -279,11 +280,6 @@ fn is_json_client(req: &HttpRequest, route: &str) -> bool {
             .is_some_and(json)
         || route == "/api"
         || route.starts_with("/api/")
-}
-
-/// The media type of a header value: `application/json; charset=utf-8` → `application/json`.
-pub(crate) fn media_type(value: &str) -> &str {
-    value.split(';').next().unwrap_or("").trim()
 }
 
 fn validate(req: &HttpRequest) -> Result<(), GateError> {

@@ -11,6 +11,7 @@
 //! and buys a head that is always the last durable entry, with no reordering to reason about.
 
 mod entry;
+mod replica;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use sled::Transactional;
 use tokio::sync::{watch, Mutex};
 
 pub use entry::{Entry, Hash, GENESIS, HASH_LEN};
+pub use replica::{Replica, ReplicaError};
 
 const HEAD_KEY: &[u8] = b"head";
 

@@ -29,9 +29,9 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::gate::GIT_PUSH_MESSAGE;
-use crate::log::{Entry, Head, Log, LogError};
-use crate::replication::{Replica, ReplicaError};
-use crate::settings::{Role, Settings};
+use crate::log::{Entry, Head, Log, LogError, Replica, ReplicaError};
+use crate::settings::Settings;
+use crate::types::Role;
 use crate::store::Store;
 use catalog::{decode, key, CATALOG, REGISTRY};
 pub use catalog::{Event, EventsMachine, Local, ObjectMeta, Row, SyncState, Verification};

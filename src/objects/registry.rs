@@ -21,7 +21,7 @@ use super::catalog::{
 use std::sync::atomic::Ordering;
 
 use super::{blocking, Digested, ObjectError, Objects};
-use crate::settings::Role;
+use crate::types::Role;
 
 /// First retry after a failed sync.
 pub const RETRY_INITIAL: Duration = Duration::from_secs(1);

@@ -15,7 +15,7 @@ use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::log::{now_ms, Entry, Head, LogError};
+use crate::log::{now_ms, Entry, Head, LogError, Replica, ReplicaError};
 
 /// First retry after a lost stream.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -47,30 +47,6 @@ pub trait LogSource: Send + Sync + 'static {
         from_index: u64,
         epoch: u64,
     ) -> impl Future<Output = Result<Self::Stream, SourceError>> + Send;
-}
-
-/// Why a replica did not apply entries.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicaError {
-    /// The log refused them (a gap, a stale epoch, divergence): a fact about the stream.
-    #[error(transparent)]
-    Refused(#[from] LogError),
-    /// This site cannot write: following must stop.
-    #[error("{0}")]
-    Fatal(String),
-}
-
-/// The log a follower writes into: the settings or the event log of this site.
-pub trait Replica: Send + Sync + 'static {
-    fn log_name(&self) -> &str;
-    /// The last applied entry.
-    fn head(&self) -> Head;
-    /// The highest epoch this site has seen.
-    fn epoch(&self) -> u64;
-    /// Applies consecutive entries from the primary; those before a refused one are kept.
-    fn apply(&self, entries: Vec<Entry>) -> impl Future<Output = Result<(), ReplicaError>> + Send;
-    /// Records the epoch the primary's heartbeat carries (never lowers it).
-    fn observe_epoch(&self, epoch: u64) -> impl Future<Output = Result<(), ReplicaError>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -341,7 +317,8 @@ mod tests {
     //! The follower against an in-memory source that offers bad entries.
     use super::*;
     use crate::log::{Entry, GENESIS};
-    use crate::settings::{Change, Role, Settings};
+    use crate::settings::{Change, Settings};
+use crate::types::Role;
     use crate::store::Store;
     use std::sync::Mutex;
 

@@ -10,7 +10,7 @@ use tracing::{debug, info};
 
 use crate::log::now_ms;
 use crate::objects::{files::digest_file, ObjectError, Objects};
-use crate::settings::Role;
+use crate::types::Role;
 
 /// How often a copy is re-verified when the configuration does not say.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);

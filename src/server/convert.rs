@@ -9,7 +9,8 @@ use crate::gate;
 use crate::log::{Entry, Head, LogError, HASH_LEN};
 use crate::objects::{ObjectError, ObjectMeta, Row, SyncState, Verification};
 use crate::replication::{FollowerState, FollowerStatus, Received};
-use crate::settings::{ModeView, Role, SettingsError};
+use crate::settings::{ModeView, SettingsError};
+use crate::types::Role;
 use crate::status;
 
 /// Metadata key that carries the primary's address on refusals from a secondary.
@@ -466,8 +467,7 @@ pub fn site_report(r: &status::Report) -> pb::SiteReport {
 
 /// A report from the wire; malformed fields are INVALID_ARGUMENT.
 pub fn site_report_from(r: pb::SiteReport) -> Result<status::Report, Status> {
-    crate::config::validate_site_id(&r.site_id)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    crate::types::validate_site_id(&r.site_id).map_err(Status::invalid_argument)?;
     let role = match pb::Role::try_from(r.role) {
         Ok(pb::Role::Primary) => Role::Primary,
         Ok(pb::Role::Secondary) => Role::Secondary,

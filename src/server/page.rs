@@ -285,7 +285,8 @@ pub fn render(p: &Page<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{Maintenance, Role};
+    use crate::settings::Maintenance;
+use crate::types::Role;
 
     fn mode(enabled: bool, message: Option<&str>) -> ModeView {
         ModeView {

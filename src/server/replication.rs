@@ -14,7 +14,7 @@ use super::objects::{local_stream, PullStream};
 use super::pb;
 use crate::log::{now_ms, Log, Machine};
 use crate::objects::{parse_sha256, ObjectError, ObjectName};
-use crate::settings::Role;
+use crate::types::Role;
 use crate::site::Site;
 
 /// Entries read from the log per batch while a follower catches up.
@@ -172,8 +172,7 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         req: Request<pb::FenceRequest>,
     ) -> Result<Response<pb::FenceResponse>, Status> {
         let req = req.into_inner();
-        crate::config::validate_site_id(&req.site_id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        crate::types::validate_site_id(&req.site_id).map_err(Status::invalid_argument)?;
         crate::failover::fence(&self.site, req.epoch, &req.site_id)
             .await
             .map_err(convert::failover_status)?;

@@ -8,7 +8,7 @@ use super::client::authorized;
 use super::convert::{self, object_status};
 use super::pb;
 use crate::log::now_ms;
-use crate::settings::Role;
+use crate::types::Role;
 use crate::site::Site;
 use crate::status;
 

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::log::{Entry, Hash, Log, LogError, Machine, Published};
 use crate::store::{Store, StoreError};
+use crate::types::Role;
 
 pub use state::{
     validate_actor, validate_key, validate_message, Change, Maintenance, SettingsState,
@@ -29,40 +30,6 @@ pub const PRIMARY_KEY: &str = "geo_primary";
 /// Name of the settings log's sled trees.
 pub const LOG_NAME: &str = "settings";
 const STATE_KEY: &[u8] = b"state";
-
-/// What a site is in the deployment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Primary,
-    Secondary,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Secondary => "secondary",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
-        match s {
-            "primary" => Ok(Role::Primary),
-            "secondary" => Ok(Role::Secondary),
-            other => Err(format!("role must be primary or secondary, not {other:?}")),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -364,7 +331,7 @@ impl Settings {
     }
 }
 
-impl crate::replication::Replica for Settings {
+impl crate::log::Replica for Settings {
     fn log_name(&self) -> &str {
         LOG_NAME
     }
@@ -377,14 +344,14 @@ impl crate::replication::Replica for Settings {
         Settings::epoch(self)
     }
 
-    async fn observe_epoch(&self, epoch: u64) -> Result<(), crate::replication::ReplicaError> {
+    async fn observe_epoch(&self, epoch: u64) -> Result<(), crate::log::ReplicaError> {
         Settings::observe_epoch(self, epoch)
             .await
-            .map_err(|e| crate::replication::ReplicaError::Fatal(e.to_string()))
+            .map_err(|e| crate::log::ReplicaError::Fatal(e.to_string()))
     }
 
-    async fn apply(&self, entries: Vec<Entry>) -> Result<(), crate::replication::ReplicaError> {
-        use crate::replication::ReplicaError;
+    async fn apply(&self, entries: Vec<Entry>) -> Result<(), crate::log::ReplicaError> {
+        use crate::log::ReplicaError;
         match self.apply_replicated(entries).await {
             Ok(_) => Ok(()),
             Err(SettingsError::Log(e @ LogError::Storage { .. })) => {

@@ -4,7 +4,7 @@
 use crate::log::{now_ms, Head, Log, Machine};
 use crate::objects::ObjectError;
 use crate::replication::FollowerStatus;
-use crate::settings::Role;
+use crate::types::Role;
 use crate::site::Site;
 
 use super::{readiness, Criterion, FollowerView, Judge, LogPosition, Report, SiteStatus};

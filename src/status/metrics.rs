@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use super::{Health, SiteStatus};
-use crate::settings::Role;
+use crate::types::Role;
 
 /// Events counted since the site opened (Prometheus' `rate()` copes with the reset when a
 /// promotion or repoint opens it again).

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::objects::{Counts, Write};
 use crate::replication::FollowerState;
-use crate::settings::Role;
+use crate::types::Role;
 
 /// A report older than this makes the site's contact WARNING …
 pub const CONTACT_WARNING_MS: i64 = 10_000;

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::settings::Role;
+use crate::types::Role;
 
 /// Version of the on-disk layout. Bump with an upgrade step when the layout changes.
 pub const FORMAT_VERSION: u64 = 1;

@@ -1,0 +1,31 @@
+//! The apply side of a replicated log, as a follower sees it: a [`Replica`] takes entries a
+//! primary sent and says whether it applied them. The settings and the event log both
+//! implement it; the follower in `replication` drives it without knowing which one it is.
+
+use std::future::Future;
+
+use super::{Entry, Head, LogError};
+
+/// Why a replica did not apply entries.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The log refused them (a gap, a stale epoch, divergence): a fact about the stream.
+    #[error(transparent)]
+    Refused(#[from] LogError),
+    /// This site cannot write: following must stop.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// The log a follower writes into: the settings or the event log of this site.
+pub trait Replica: Send + Sync + 'static {
+    fn log_name(&self) -> &str;
+    /// The last applied entry.
+    fn head(&self) -> Head;
+    /// The highest epoch this site has seen.
+    fn epoch(&self) -> u64;
+    /// Applies consecutive entries from the primary; those before a refused one are kept.
+    fn apply(&self, entries: Vec<Entry>) -> impl Future<Output = Result<(), ReplicaError>> + Send;
+    /// Records the epoch the primary's heartbeat carries (never lowers it).
+    fn observe_epoch(&self, epoch: u64) -> impl Future<Output = Result<(), ReplicaError>> + Send;
+}

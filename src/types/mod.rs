@@ -1,0 +1,13 @@
+//! Leaf types every layer may use: what a site is (its role and id), how sites address each
+//! other, and what kind of failure an error is. Nothing here imports another module of the
+//! crate, so anything may import it.
+
+mod addr;
+mod error;
+mod role;
+mod site_id;
+
+pub use addr::{check_plaintext, normalize_url};
+pub use error::{Classify, ErrorKind};
+pub use role::Role;
+pub use site_id::{validate_site_id, MAX_SITE_ID_LEN};
