@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use geo_agent::config::{Config, RunArgs};
 use geo_agent::gate::{self, GateConfig, HttpRequest, Request, SiteRole, SiteView};
+use geo_agent::runtime;
 use geo_agent::server::client::connect;
 use geo_agent::server::pb;
-use geo_agent::site::Site;
 use geo_agent::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +88,7 @@ async fn over_grpc() {
     .expect("config");
     let shutdown = CancellationToken::new();
     let store = Store::open(&config.data_dir).expect("open the store");
-    let opened = Site::open(&config, store, shutdown.clone())
+    let opened = runtime::open(&config, store, shutdown.clone())
         .await
         .expect("open site");
     opened

@@ -39,13 +39,13 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use geo_agent::config::{write_token, Config, RunArgs};
+use geo_agent::runtime::{self, SiteError};
 use geo_agent::server::auth::Token;
 use geo_agent::server::client::{authorized, connect};
 use geo_agent::server::pb;
 use geo_agent::settings::Settings;
-use geo_agent::types::Role;
-use geo_agent::site::{Site, SiteError};
 use geo_agent::store::Store;
+use geo_agent::types::Role;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -299,7 +299,7 @@ impl Cluster {
             })
             .expect("a valid site configuration");
             let store = Store::open(&config.data_dir).expect("open the store");
-            let opened = Site::open(&config, store, shutdown.clone())
+            let opened = runtime::open(&config, store, shutdown.clone())
                 .await
                 .unwrap_or_else(|e| panic!("open site {}: {e}", config.site_id));
             let grpc = tokio::net::TcpListener::bind(loopback)

@@ -7,7 +7,8 @@ use super::{ActorArgs, ClientArgs, MaintenanceCommand, ModeCommand, SettingsComm
 use crate::config::read_token;
 use crate::server::auth::Token;
 use crate::server::client::{authorized, connect};
-use crate::server::convert::{mode_json, rfc3339, PRIMARY_METADATA};
+use crate::server::convert::{mode_json, rfc3339};
+use crate::server::error::PRIMARY_METADATA;
 use crate::server::pb;
 
 /// Why a command could not give an answer (exit 2).
@@ -130,9 +131,7 @@ async fn maintenance_inner(cmd: MaintenanceCommand) -> Result<u8, Failure> {
             client,
         } => (true, message, actor, client),
         MaintenanceCommand::Disable { actor, client } => (false, None, actor, client),
-        MaintenanceCommand::Status(args) => {
-            return maintenance_status(&args).await
-        }
+        MaintenanceCommand::Status(args) => return maintenance_status(&args).await,
         MaintenanceCommand::Abort { id, actor, client } => {
             return abort_write(id, &actor, &client).await
         }

@@ -9,10 +9,10 @@ use tracing::{error, info};
 
 use super::DevArgs;
 use crate::config::{read_token, write_token, Config, RunArgs, ADMIN_TOKEN_FILE, SITE_TOKEN_FILE};
+use crate::runtime::{self, Opened};
 use crate::server::auth::Token;
-use crate::types::Role;
-use crate::site::{Opened, Site};
 use crate::store::Store;
+use crate::types::Role;
 
 pub async fn run(args: RunArgs) -> u8 {
     let config = match Config::load(&args) {
@@ -44,7 +44,7 @@ pub async fn run(args: RunArgs) -> u8 {
         local(&http)
     );
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    match crate::site::run(&config, opened, grpc, http, shutdown).await {
+    match runtime::run(&config, opened, grpc, http, shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             error!(error = %e, "site failed");
@@ -59,7 +59,7 @@ pub async fn run(args: RunArgs) -> u8 {
 async fn open_and_bind(config: &Config) -> Result<(Opened, TcpListener, TcpListener), String> {
     let failed = |e: &dyn std::fmt::Display| format!("cannot open site {}: {e}", config.site_id);
     let store = Store::open(&config.data_dir).map_err(|e| failed(&e))?;
-    let opened = Site::open(config, store, CancellationToken::new())
+    let opened = runtime::open(config, store, CancellationToken::new())
         .await
         .map_err(|e| failed(&e))?;
     let grpc = bind(config.listen, "gRPC")?;
@@ -207,7 +207,7 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
     for (config, _, _, opened, grpc, http) in sites {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let r = crate::site::run(&config, opened, grpc, http, shutdown.clone()).await;
+            let r = runtime::run(&config, opened, grpc, http, shutdown.clone()).await;
             if let Err(e) = &r {
                 error!(site = %config.site_id, error = %e, "site failed");
                 shutdown.cancel();

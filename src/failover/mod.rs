@@ -1,24 +1,32 @@
 //! Which site is the primary: promotion, demotion, repointing and fencing, decided by epochs
 //! that only go up.
 //!
-//! A promotion writes the new epoch, the epoch the site leads at and its placement in one
-//! durable batch, then the site opens again as the primary (see `site::run`) and records the
-//! epoch in its settings log. The former primary learns the epoch — from the fence the new
-//! primary delivers, or from any stream, report or forwarded write that carries it — and from
-//! then on refuses writes ([`crate::settings::Settings::fenced`]); a fence also makes that
-//! durable as a read-only placement. A repointed site follows only a primary whose history
-//! extends its own: the follower's checks report anything else as divergence.
+//! Every step here decides on the site's [`Settings`] and [`Store`] and returns what the
+//! runtime must do next ([`Next`]): a step that changes the placement asks for the site to
+//! open again in it. A promotion writes the new epoch, the epoch the site leads at and its
+//! placement in one durable batch; once open again as the primary the site records the epoch
+//! in its settings log. The former primary learns the epoch — from the fence the new primary
+//! delivers ([`deliver_fence`], through a [`FenceSender`]), or from any stream, report or
+//! forwarded write that carries it — and from then on refuses writes
+//! ([`Settings::fenced`]); a fence also makes that durable as a read-only placement. A
+//! repointed site follows only a primary whose history extends its own: the follower's
+//! checks report anything else as divergence.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
+use backoff::ExponentialBackoffBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::types::{check_plaintext, normalize_url, Role};
-use crate::site::Site;
+use crate::settings::Settings;
 use crate::status::Criterion;
-use crate::store::{Placement, StoreError};
+use crate::store::{Placement, Store, StoreError};
+use crate::types::{check_plaintext, normalize_url, Classify, ErrorKind, Role};
+
+/// First retry of a fence that could not be delivered, and the longest wait between two.
+const FENCE_RETRY_INITIAL: Duration = Duration::from_millis(100);
+const FENCE_RETRY_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FailoverError {
@@ -37,6 +45,16 @@ pub enum FailoverError {
     Store(#[from] StoreError),
 }
 
+impl Classify for FailoverError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            FailoverError::Refused(_) | FailoverError::NotReady { .. } => ErrorKind::Refused,
+            FailoverError::Invalid(_) => ErrorKind::Invalid,
+            FailoverError::Store(_) => ErrorKind::Internal,
+        }
+    }
+}
+
 fn list(failed: &[Criterion]) -> String {
     failed
         .iter()
@@ -45,10 +63,19 @@ fn list(failed: &[Criterion]) -> String {
         .join("\n  ")
 }
 
+/// What the runtime must do after a failover step.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The placement changed: stop (letting requests in flight finish) and open again in it.
+    Reopen,
+    /// Nothing changed here.
+    Stay,
+}
+
 /// Whether this site may be promoted at all, before readiness is asked: not a primary
 /// already, not a fenced former primary.
-pub fn promotable(site: &Site) -> Result<(), FailoverError> {
-    let settings = &site.settings;
+pub fn promotable(settings: &Settings) -> Result<(), FailoverError> {
     if let Some(reason) = settings.fenced() {
         return Err(FailoverError::Refused(format!(
             "{reason}; repoint it and let it catch up before promoting it"
@@ -67,12 +94,12 @@ pub fn promotable(site: &Site) -> Result<(), FailoverError> {
 /// Promotes this secondary given the readiness criteria the primary (or, failing that, the
 /// site itself) judged; returns the new epoch. Not ready refuses unless `force`.
 pub async fn promote(
-    site: &Site,
+    settings: &Settings,
+    store: &Store,
     criteria: &[Criterion],
     force: bool,
-) -> Result<u64, FailoverError> {
-    promotable(site)?;
-    let settings = &site.settings;
+) -> Result<(u64, Next), FailoverError> {
+    promotable(settings)?;
     let me = settings.site_id().to_string();
     let failed: Vec<Criterion> = criteria.iter().filter(|c| !c.ok).cloned().collect();
     if !failed.is_empty() && !force {
@@ -85,20 +112,22 @@ pub async fn promote(
         fenced: None,
         fence_target: settings.primary().map(str::to_string),
     };
-    site.store.promote(epoch, &placement).await?;
+    store.promote(epoch, &placement).await?;
     warn!(
         epoch,
         forced = !failed.is_empty(),
         "promoted to primary; opening again as the primary"
     );
-    site.reopen();
-    Ok(epoch)
+    Ok((epoch, Next::Reopen))
 }
 
 /// Makes this primary a fenced, read-only site. Maintenance mode must be on, so users see
 /// why writes fail.
-pub async fn demote(site: &Site, actor: &str) -> Result<(), FailoverError> {
-    let settings = &site.settings;
+pub async fn demote(
+    settings: &Settings,
+    store: &Store,
+    actor: &str,
+) -> Result<Next, FailoverError> {
     if settings.role() != Role::Primary {
         return Err(FailoverError::Refused(format!(
             "site {} is not a primary",
@@ -120,17 +149,29 @@ pub async fn demote(site: &Site, actor: &str) -> Result<(), FailoverError> {
         )),
         fence_target: None,
     };
-    site.store.set_placement(&placement).await?;
+    store.set_placement(&placement).await?;
     warn!(actor, "demoted; opening again read-only");
-    site.reopen();
-    Ok(())
+    Ok(Next::Reopen)
 }
 
-/// Points this secondary, or a fenced former primary, at `primary`.
-pub async fn repoint(site: &Site, primary: &str) -> Result<String, FailoverError> {
-    let settings = &site.settings;
+/// How this site may connect to other sites, which a new primary's address must respect.
+#[derive(Clone, Copy, Debug)]
+pub struct Transport {
+    /// The site serves TLS, so it connects only over `https://`.
+    pub serves_tls: bool,
+    /// Plain gRPC to other hosts is allowed.
+    pub allow_plaintext: bool,
+}
+
+/// Points this secondary, or a fenced former primary, at `primary`; returns its URL.
+pub async fn repoint(
+    settings: &Settings,
+    store: &Store,
+    transport: Transport,
+    primary: &str,
+) -> Result<(String, Next), FailoverError> {
     let url = normalize_url(primary).map_err(FailoverError::Invalid)?;
-    check_plaintext(&url, site.server_tls.is_some(), site.allow_plaintext)
+    check_plaintext(&url, transport.serves_tls, transport.allow_plaintext)
         .map_err(FailoverError::Invalid)?;
     if settings.role() == Role::Primary && settings.fenced().is_none() {
         return Err(FailoverError::Refused(format!(
@@ -144,16 +185,19 @@ pub async fn repoint(site: &Site, primary: &str) -> Result<String, FailoverError
         fenced: None,
         fence_target: None,
     };
-    site.store.set_placement(&placement).await?;
+    store.set_placement(&placement).await?;
     warn!(primary = %url, "repointed; opening again to follow the new primary");
-    site.reopen();
-    Ok(url)
+    Ok((url, Next::Reopen))
 }
 
 /// `by` is the primary at `epoch`: a primary that leads at a lower epoch fences itself —
 /// durably, and refusing writes from this moment, before it opens again read-only.
-pub async fn fence(site: &Site, epoch: u64, by: &str) -> Result<(), FailoverError> {
-    let settings = &site.settings;
+pub async fn fence(
+    settings: &Settings,
+    store: &Store,
+    epoch: u64,
+    by: &str,
+) -> Result<Next, FailoverError> {
     if settings.role() == Role::Primary && epoch <= settings.primary_epoch() {
         return Err(FailoverError::Refused(format!(
             "site {} leads at epoch {}, not lower than {epoch}",
@@ -162,65 +206,85 @@ pub async fn fence(site: &Site, epoch: u64, by: &str) -> Result<(), FailoverErro
         )));
     }
     settings.observe_epoch(epoch).await?;
-    if settings.role() == Role::Primary {
-        let placement = Placement {
-            role: Role::Secondary,
-            primary: None,
-            fenced: Some(format!(
-                "site {} was the primary at epoch {}; {by} is the primary at epoch {epoch}: this site is fenced and read-only until repointed at it",
-                settings.site_id(),
-                settings.primary_epoch()
-            )),
-            fence_target: None,
-        };
-        site.store.set_placement(&placement).await?;
-        warn!(
-            new_primary = by,
-            epoch, "fenced by a newer primary; opening again read-only"
-        );
-        site.reopen();
+    if settings.role() != Role::Primary {
+        return Ok(Next::Stay);
     }
-    Ok(())
+    let placement = Placement {
+        role: Role::Secondary,
+        primary: None,
+        fenced: Some(format!(
+            "site {} was the primary at epoch {}; {by} is the primary at epoch {epoch}: this site is fenced and read-only until repointed at it",
+            settings.site_id(),
+            settings.primary_epoch()
+        )),
+        fence_target: None,
+    };
+    store.set_placement(&placement).await?;
+    warn!(
+        new_primary = by,
+        epoch, "fenced by a newer primary; opening again read-only"
+    );
+    Ok(Next::Reopen)
+}
+
+/// Why a fence was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The former primary answered and refused the fence: trying again will not change that.
+    #[error("{0}")]
+    Refused(String),
+    /// The former primary could not be reached or did not answer: try again later.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// How a new primary tells a former one its epoch (the gRPC client, in production).
+pub trait FenceSender: Send + Sync {
+    /// Tells the site at `target` that `site_id` is the primary at `epoch`.
+    fn send(
+        &self,
+        target: &str,
+        site_id: &str,
+        epoch: u64,
+    ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
 }
 
 /// Tells the former primary at `target` this site's epoch until it has heard it, then
-/// forgets the target. Retries with backoff: the former primary may be down for a while.
+/// forgets the target. Retries with capped exponential backoff: the former primary may be
+/// down for a while. Returns early, leaving the target for the next start, on `shutdown`.
 pub async fn deliver_fence(
-    site: Arc<Site>,
-    target: String,
-    shutdown: CancellationToken,
+    sender: &impl FenceSender,
+    settings: &Settings,
+    store: &Store,
+    target: &str,
+    shutdown: &CancellationToken,
 ) -> Result<(), StoreError> {
-    let epoch = site.settings.primary_epoch();
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let sent = crate::server::client::fence(
-            &target,
-            &site.client_tls,
-            &site.site_token,
-            site.settings.site_id(),
-            epoch,
-        )
-        .await;
-        match sent {
-            Ok(()) => {
-                info!(%target, epoch, "the former primary is fenced");
-                break;
+    let epoch = settings.primary_epoch();
+    let backoff = ExponentialBackoffBuilder::new()
+        .with_initial_interval(FENCE_RETRY_INITIAL)
+        .with_max_interval(FENCE_RETRY_MAX)
+        .with_max_elapsed_time(None)
+        .build();
+    let attempts = backoff::future::retry(backoff, || async {
+        match sender.send(target, settings.site_id(), epoch).await {
+            Ok(()) => Ok(()),
+            Err(e @ DeliveryError::Refused(_)) => Err(backoff::Error::permanent(e)),
+            Err(e) => {
+                debug!(%target, error = %e, "cannot fence the former primary yet");
+                Err(backoff::Error::transient(e))
             }
-            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-                warn!(%target, error = %e.message(), "the former primary did not take the fence");
-                break;
-            }
-            Err(e) => debug!(%target, error = %e.message(), "cannot fence the former primary yet"),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(1));
+    });
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        sent = attempts => match sent {
+            Ok(()) => info!(%target, epoch, "the former primary is fenced"),
+            Err(error) => warn!(%target, %error, "the former primary did not take the fence"),
+        },
     }
-    if let Some(mut p) = site.store.placement()? {
+    if let Some(mut p) = store.placement()? {
         p.fence_target = None;
-        site.store.set_placement(&p).await?;
+        store.set_placement(&p).await?;
     }
     Ok(())
 }

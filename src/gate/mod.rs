@@ -291,6 +291,12 @@ pub enum GateError {
     InvalidConfig(String),
 }
 
+impl crate::types::Classify for GateError {
+    fn kind(&self) -> crate::types::ErrorKind {
+        crate::types::ErrorKind::Invalid
+    }
+}
+
 impl fmt::Display for GateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

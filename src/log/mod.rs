@@ -138,6 +138,22 @@ pub enum LogError {
     },
 }
 
+impl crate::types::Classify for LogError {
+    fn kind(&self) -> crate::types::ErrorKind {
+        use crate::types::ErrorKind;
+        match self {
+            // Offered entries this log will not take: facts about the request or the stream.
+            LogError::Gap { .. }
+            | LogError::HashMismatch { .. }
+            | LogError::Conflict { .. }
+            | LogError::StaleEpoch { .. } => ErrorKind::Refused,
+            LogError::Storage { .. } | LogError::Corrupt { .. } | LogError::Apply { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}
+
 impl LogError {
     /// True when the offered history contradicts this site's: following must stop.
     pub fn is_divergence(&self) -> bool {

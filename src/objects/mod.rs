@@ -31,8 +31,8 @@ use tracing::{info, warn};
 use crate::gate::GIT_PUSH_MESSAGE;
 use crate::log::{Entry, Head, Log, LogError, Replica, ReplicaError};
 use crate::settings::Settings;
-use crate::types::Role;
 use crate::store::Store;
+use crate::types::{Classify, ErrorKind, Role};
 use catalog::{decode, key, CATALOG, REGISTRY};
 pub use catalog::{Event, EventsMachine, Local, ObjectMeta, Row, SyncState, Verification};
 pub use files::{Digested, Files, Sink};
@@ -71,9 +71,46 @@ pub enum ObjectError {
     Io { what: String, source: io::Error },
     #[error("object storage is corrupt: {0}")]
     Corrupt(String),
+    /// An admin aborted the write (`geo-agent maintenance abort`).
+    #[error(
+        "an admin at site {0} aborted this push (geo-agent maintenance abort); nothing was stored"
+    )]
+    Aborted(String),
+    /// The client sent nothing for too long.
+    #[error("the client sent nothing for {0:.1}s (stream_idle_timeout); the push was abandoned and nothing was stored")]
+    Idle(f64),
+    /// The version was replaced while it was being opened, more than once in a row.
+    #[error("{0} is being replaced; try again")]
+    Replacing(String),
     /// The site is stopping and takes no new writes.
     #[error("site {0} is shutting down: it takes no new writes, and a write it could not finish is not stored; try again when it is back")]
     Stopping(String),
+}
+
+impl Classify for ObjectError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ObjectError::Invalid(_) | ObjectError::Mismatch(_) => ErrorKind::Invalid,
+            ObjectError::NotFound(_) => ErrorKind::NotFound,
+            ObjectError::Refused {
+                primary: Some(_), ..
+            } => ErrorKind::NotPrimary,
+            ObjectError::Refused { primary: None, .. } => ErrorKind::Refused,
+            ObjectError::Superseded(_) => ErrorKind::Conflict,
+            ObjectError::Stopping(_) | ObjectError::Replacing(_) => ErrorKind::Unavailable,
+            ObjectError::Aborted(_) => ErrorKind::Aborted,
+            ObjectError::Idle(_) => ErrorKind::TimedOut,
+            ObjectError::Log(e) => e.kind(),
+            ObjectError::Io { .. } | ObjectError::Corrupt(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn primary(&self) -> Option<&str> {
+        match self {
+            ObjectError::Refused { primary, .. } => primary.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 impl ObjectError {
@@ -248,10 +285,8 @@ impl Objects {
             Role::Primary => {
                 if let Some(p) = proxied {
                     if p.epoch > mode.epoch {
-                        return Err(refuse(format!(
-                            "site {} is at epoch {}, but {} has seen epoch {}: this site is not the current primary",
-                            mode.site_id, mode.epoch, p.site_id, p.epoch
-                        )));
+                        let refusal = self.settings.superseded(mode.epoch, &p.site_id, p.epoch);
+                        return Err(refuse(refusal.to_string()));
                     }
                     // Epoch 0: the forwarding site has not heard from any primary yet, so it
                     // cannot be following an old one.

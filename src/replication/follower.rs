@@ -318,8 +318,8 @@ mod tests {
     use super::*;
     use crate::log::{Entry, GENESIS};
     use crate::settings::{Change, Settings};
-use crate::types::Role;
     use crate::store::Store;
+    use crate::types::Role;
     use std::sync::Mutex;
 
     /// Serves a fixed list of messages per connection, then ends the stream.

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, failover_status, settings_status};
+use super::convert;
+use super::error;
 use super::pb;
+use super::Site;
 use crate::failover;
 use crate::objects::Abort;
 use crate::settings::SettingsState;
-use crate::site::Site;
+use crate::types::ErrorKind;
 
 /// Who a change is recorded as when the client does not say.
 pub const DEFAULT_ACTOR: &str = "admin";
@@ -57,7 +59,7 @@ impl pb::admin_service_server::AdminService for AdminSvc {
             .settings
             .set_maintenance(req.enabled, Some(req.message), actor(&req.actor))
             .await
-            .map_err(settings_status)?;
+            .map_err(error::status)?;
         tracing::info!(
             enabled = req.enabled,
             index = view.settings_index,
@@ -113,7 +115,7 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         let req = req.into_inner();
         let site = &self.site;
         // Answer before asking anyone when the site cannot be promoted at all.
-        failover::promotable(site).map_err(failover_status)?;
+        failover::promotable(&site.settings).map_err(error::status)?;
         let readiness = super::status::readiness_of(site, String::new()).await?;
         let criteria: Vec<_> = readiness
             .criteria
@@ -125,9 +127,10 @@ impl pb::admin_service_server::AdminService for AdminSvc {
             force = req.force,
             "promotion requested"
         );
-        let epoch = failover::promote(site, &criteria, req.force)
+        let (epoch, next) = failover::promote(&site.settings, &site.store, &criteria, req.force)
             .await
-            .map_err(failover_status)?;
+            .map_err(error::status)?;
+        site.follow(next);
         let failed: Vec<_> = criteria
             .iter()
             .filter(|c| !c.ok)
@@ -146,9 +149,11 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         req: Request<pb::DemoteRequest>,
     ) -> Result<Response<pb::ModeState>, Status> {
         let state = self.site.mode_state();
-        failover::demote(&self.site, actor(&req.get_ref().actor))
+        let site = &self.site;
+        let next = failover::demote(&site.settings, &site.store, actor(&req.get_ref().actor))
             .await
-            .map_err(failover_status)?;
+            .map_err(error::status)?;
+        site.follow(next);
         Ok(Response::new(state))
     }
 
@@ -162,11 +167,11 @@ impl pb::admin_service_server::AdminService for AdminSvc {
                 tracing::warn!(id = w.id, what = %w.what, from = %w.from, actor = actor(&req.actor), "write aborted by an admin");
                 Ok(Response::new(convert::write_in_flight(&w)))
             }
-            Abort::Unabortable(w) => Err(Status::failed_precondition(format!(
+            Abort::Unabortable(w) => Err(error::plain(ErrorKind::Refused, format!(
                 "write {} ({}) finishes on its own and cannot be aborted",
                 w.id, w.what
             ))),
-            Abort::NotFound => Err(Status::not_found(format!(
+            Abort::NotFound => Err(error::plain(ErrorKind::NotFound, format!(
                 "no write {} is in flight at site {} (it may have finished): see geo-agent maintenance status",
                 req.id,
                 self.site.settings.site_id()
@@ -180,9 +185,15 @@ impl pb::admin_service_server::AdminService for AdminSvc {
     ) -> Result<Response<pb::ModeState>, Status> {
         let req = req.into_inner();
         let state = self.site.mode_state();
-        let url = failover::repoint(&self.site, &req.primary)
+        let site = &self.site;
+        let transport = failover::Transport {
+            serves_tls: site.server_tls.is_some(),
+            allow_plaintext: site.allow_plaintext,
+        };
+        let (url, next) = failover::repoint(&site.settings, &site.store, transport, &req.primary)
             .await
-            .map_err(failover_status)?;
+            .map_err(error::status)?;
+        site.follow(next);
         tracing::info!(primary = %url, actor = actor(&req.actor), "repointed");
         Ok(Response::new(state))
     }
@@ -198,7 +209,7 @@ impl pb::admin_service_server::AdminService for AdminSvc {
             .settings
             .update(set, req.unset, actor(&req.actor))
             .await
-            .map_err(settings_status)?;
+            .map_err(error::status)?;
         Ok(Response::new(self.settings_reply(index, &state)))
     }
 }

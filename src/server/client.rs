@@ -10,9 +10,10 @@ use tonic::Request;
 
 use super::auth::Token;
 use super::tls::ClientTls;
-use super::{convert, pb};
-use crate::types::normalize_url;
+use super::{convert, error, pb};
+use crate::failover::{DeliveryError, FenceSender};
 use crate::replication::{FetchError, LogSource, ObjectSource, Received, SourceError};
+use crate::types::{normalize_url, ErrorKind};
 
 /// How long to wait for a TCP connection to a site.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -125,27 +126,34 @@ impl LogSource for GrpcLogSource {
     }
 }
 
-/// Tells the site at `url` that `site_id` is the primary at `epoch` (`ReplicationService.Fence`).
-pub async fn fence(
-    url: &str,
-    tls: &ClientTls,
-    token: &Token,
-    site_id: &str,
-    epoch: u64,
-) -> Result<(), tonic::Status> {
-    let channel = connect(url, tls)
-        .await
-        .map_err(tonic::Status::unavailable)?;
-    let req = authorized(
-        pb::FenceRequest {
-            epoch,
-            site_id: site_id.to_string(),
-        },
-        token,
-    )
-    .map_err(tonic::Status::internal)?;
-    pb::ReplicationClient::new(channel).fence(req).await?;
-    Ok(())
+/// Delivers fences over gRPC (`ReplicationService.Fence`), as this site.
+pub struct GrpcFencer {
+    pub tls: ClientTls,
+    pub token: Token,
+}
+
+impl FenceSender for GrpcFencer {
+    async fn send(&self, target: &str, site_id: &str, epoch: u64) -> Result<(), DeliveryError> {
+        let channel = connect(target, &self.tls)
+            .await
+            .map_err(DeliveryError::Unreachable)?;
+        let req = authorized(
+            pb::FenceRequest {
+                epoch,
+                site_id: site_id.to_string(),
+            },
+            &self.token,
+        )
+        .map_err(DeliveryError::Refused)?;
+        let mut client = pb::ReplicationClient::new(channel);
+        match client.fence(req).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                Err(DeliveryError::Refused(s.message().to_string()))
+            }
+            Err(s) => Err(DeliveryError::Unreachable(s.message().to_string())),
+        }
+    }
 }
 
 /// Calls `FetchObject` on `channel`'s site.
@@ -165,7 +173,7 @@ pub async fn fetch_object(
         },
         token,
     )
-    .map_err(tonic::Status::internal)?;
+    .map_err(|e| error::plain(ErrorKind::Internal, e))?;
     Ok(client.fetch_object(req).await?.into_inner())
 }
 

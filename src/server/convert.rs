@@ -1,20 +1,16 @@
 //! The one place where domain types and protobuf meet, both ways, and where domain errors
 //! become gRPC statuses. Malformed fields from the wire become `INVALID_ARGUMENT` here.
 
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::pb;
-use crate::failover::FailoverError;
 use crate::gate;
-use crate::log::{Entry, Head, LogError, HASH_LEN};
-use crate::objects::{ObjectError, ObjectMeta, Row, SyncState, Verification};
+use crate::log::{Entry, Head, HASH_LEN};
+use crate::objects::{ObjectMeta, Row, SyncState, Verification};
 use crate::replication::{FollowerState, FollowerStatus, Received};
-use crate::settings::{ModeView, SettingsError};
-use crate::types::Role;
+use crate::settings::ModeView;
 use crate::status;
-
-/// Metadata key that carries the primary's address on refusals from a secondary.
-pub const PRIMARY_METADATA: &str = "geo-primary";
+use crate::types::Role;
 
 pub fn timestamp(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -127,28 +123,6 @@ pub fn received(m: pb::LogMessage) -> Result<Received, String> {
 
 fn hash(raw: &[u8]) -> Option<[u8; HASH_LEN]> {
     raw.try_into().ok()
-}
-
-/// The one mapping from settings errors to gRPC: refusals are FAILED_PRECONDITION (with the
-/// primary in metadata), bad input INVALID_ARGUMENT, a broken site INTERNAL.
-pub fn settings_status(e: SettingsError) -> Status {
-    match &e {
-        SettingsError::Invalid(_) => Status::invalid_argument(e.to_string()),
-        SettingsError::NotPrimary { primary, .. } => {
-            let mut s = Status::failed_precondition(e.to_string());
-            if let Ok(v) = primary.parse() {
-                s.metadata_mut().insert(PRIMARY_METADATA, v);
-            }
-            s
-        }
-        SettingsError::Log(LogError::StaleEpoch { .. }) | SettingsError::Fenced(_) => {
-            Status::failed_precondition(e.to_string())
-        }
-        SettingsError::Log(_) | SettingsError::Store(_) => {
-            tracing::error!(error = %e, "settings write failed");
-            Status::new(Code::Internal, e.to_string())
-        }
-    }
 }
 
 /// A timestamp as RFC 3339 in UTC, for JSON output.
@@ -278,11 +252,6 @@ pub fn decision(d: &gate::Decision) -> pb::Decision {
     }
 }
 
-/// Malformed gate input is the caller's mistake.
-pub fn gate_status(e: gate::GateError) -> Status {
-    Status::invalid_argument(e.to_string())
-}
-
 /// The JSON object `check --json` prints.
 pub fn decision_json(d: &pb::Decision) -> serde_json::Value {
     let verdict = match pb::Verdict::try_from(d.verdict) {
@@ -305,8 +274,6 @@ pub fn decision_json(d: &pb::Decision) -> serde_json::Value {
     })
 }
 
-/// The one mapping from object errors to gRPC: refusals FAILED_PRECONDITION (with the
-/// primary in metadata), bad input INVALID_ARGUMENT, a broken site INTERNAL.
 pub fn write_in_flight(w: &crate::objects::Write) -> pb::WriteInFlight {
     pb::WriteInFlight {
         what: w.what.clone(),
@@ -314,41 +281,6 @@ pub fn write_in_flight(w: &crate::objects::Write) -> pb::WriteInFlight {
         since: Some(timestamp(w.since_ms)),
         id: w.id,
     }
-}
-
-pub fn object_status(e: ObjectError) -> Status {
-    match &e {
-        ObjectError::Invalid(_) | ObjectError::Mismatch(_) => {
-            Status::invalid_argument(e.to_string())
-        }
-        ObjectError::NotFound(_) => Status::not_found(e.to_string()),
-        ObjectError::Refused { primary, .. } => {
-            let mut s = Status::failed_precondition(e.to_string());
-            if let Some(v) = primary.as_deref().and_then(|p| p.parse().ok()) {
-                s.metadata_mut().insert(PRIMARY_METADATA, v);
-            }
-            s
-        }
-        ObjectError::Stopping(_) => Status::unavailable(e.to_string()),
-        ObjectError::Superseded(_) | ObjectError::Log(LogError::StaleEpoch { .. }) => {
-            Status::failed_precondition(e.to_string())
-        }
-        ObjectError::Log(_) | ObjectError::Io { .. } | ObjectError::Corrupt(_) => {
-            tracing::error!(error = %e, "object operation failed");
-            Status::internal(e.to_string())
-        }
-    }
-}
-
-/// UNAVAILABLE naming the primary a secondary could not reach (clients may retry it).
-pub fn primary_unreachable(primary: &str, detail: &str) -> Status {
-    let mut s = Status::unavailable(format!(
-        "the primary at {primary} cannot be reached: {detail}"
-    ));
-    if let Ok(v) = primary.parse() {
-        s.metadata_mut().insert(PRIMARY_METADATA, v);
-    }
-    s
 }
 
 pub fn object_meta(m: &ObjectMeta) -> pb::ObjectMeta {
@@ -551,20 +483,5 @@ pub fn criterion_from(c: pb::Criterion) -> status::Criterion {
         name: c.name,
         ok: c.ok,
         detail: c.detail,
-    }
-}
-
-/// Failover errors: refusals (including "not ready") FAILED_PRECONDITION, bad addresses
-/// INVALID_ARGUMENT, storage INTERNAL.
-pub fn failover_status(e: FailoverError) -> Status {
-    match &e {
-        FailoverError::Refused(_) | FailoverError::NotReady { .. } => {
-            Status::failed_precondition(e.to_string())
-        }
-        FailoverError::Invalid(_) => Status::invalid_argument(e.to_string()),
-        FailoverError::Store(_) => {
-            tracing::error!(error = %e, "failover step failed");
-            Status::internal(e.to_string())
-        }
     }
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use super::error;
 use super::pb;
-use crate::site::Site;
+use super::Site;
 
 pub struct GateSvc {
     site: Arc<Site>,
@@ -25,7 +26,7 @@ impl pb::gate_service_server::GateService for GateSvc {
         req: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::Decision>, Status> {
         let question = convert::gate_request(req.into_inner())?;
-        let decision = self.site.check(&question).map_err(convert::gate_status)?;
+        let decision = self.site.check(&question).map_err(error::status)?;
         Ok(Response::new(convert::decision(&decision)))
     }
 }

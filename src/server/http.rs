@@ -17,10 +17,11 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{convert, page};
+use super::Site;
+use super::{convert, error, page};
 use crate::gate::{self, Decision, Verdict};
-use crate::site::Site;
 use crate::status::{metrics, SiteStatus};
+use crate::types::ErrorKind;
 
 /// Headers nginx sets on the `auth_request` subrequest (see the shipped snippet).
 pub const ORIGINAL_METHOD: &str = "x-original-method";
@@ -49,10 +50,10 @@ async fn in_span(req: axum::extract::Request, next: axum::middleware::Next) -> R
 /// This site's statuses (itself first), counted off the async threads.
 async fn statuses(site: &Arc<Site>) -> Result<Vec<SiteStatus>, Response> {
     let s = Arc::clone(site);
-    match tokio::task::spawn_blocking(move || s.statuses()).await {
+    match tokio::task::spawn_blocking(move || s.local().statuses()).await {
         Ok(Ok(statuses)) => Ok(statuses),
-        Ok(Err(e)) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()),
-        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()),
+        Ok(Err(e)) => Err(error::http(e).into_response()),
+        Err(e) => Err(error::http(panicked(e)).into_response()),
     }
 }
 
@@ -150,8 +151,8 @@ async fn objects(State(site): State<Arc<Site>>) -> Response {
                 serde_json::to_value(site.objects.inflight().list()).unwrap_or_default();
             Json(body).into_response()
         }
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Ok(Err(e)) => error::http(e).into_response(),
+        Err(e) => error::http(panicked(e)).into_response(),
     }
 }
 
@@ -195,6 +196,14 @@ fn original_request(
         body: (!body.is_empty()).then(|| body.to_vec()),
         client_ip,
     })
+}
+
+/// A blocking task that did not finish: this site's fault.
+fn panicked(e: tokio::task::JoinError) -> error::Plain {
+    error::Plain {
+        kind: ErrorKind::Internal,
+        message: format!("status task failed: {e}"),
+    }
 }
 
 fn bad_request(message: String) -> Response {

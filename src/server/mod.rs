@@ -8,6 +8,7 @@ mod admin;
 pub mod auth;
 pub mod client;
 pub mod convert;
+pub mod error;
 mod gate;
 mod http;
 pub mod limits;
@@ -15,6 +16,7 @@ mod mode;
 mod objects;
 mod page;
 mod replication;
+mod site;
 pub mod status;
 pub mod tls;
 
@@ -30,8 +32,8 @@ use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::site::Site;
 use auth::{EitherGuard, Guard};
+pub use site::Site;
 
 /// The generated protobuf types and gRPC stubs of `proto/geo/v1`.
 pub mod pb {

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::pb;
-use crate::site::Site;
+use super::Site;
 
 pub struct ModeSvc {
     site: Arc<Site>,

@@ -15,12 +15,14 @@ use tracing::info;
 
 use super::auth::Caller;
 use super::client::{authorized, fetch_object};
-use super::convert::{self, object_status, primary_unreachable};
+use super::convert;
+use super::error::{self, PrimaryUnreachable};
 use super::pb;
+use super::Site;
 use crate::objects::{
     parse_kind, parse_sha256, Files, ObjectError, ObjectName, Proxied, Route, WriteGuard,
 };
-use crate::site::Site;
+use crate::types::ErrorKind;
 
 /// Chunks relayed between the client and the primary at a time.
 const RELAY_QUEUE: usize = 4;
@@ -57,18 +59,14 @@ async fn next(
         }
     };
     tokio::select! {
-        _ = aborted => Err(Status::aborted(format!(
-            "an admin at site {} aborted this push (geo-agent maintenance abort); nothing was stored",
-            site.settings.site_id()
+        _ = aborted => Err(error::status(ObjectError::Aborted(
+            site.settings.site_id().to_string(),
         ))),
         message = tokio::time::timeout(idle, incoming.message()) => match message {
             Ok(message) => message,
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "the client sent nothing for {:.1}s (stream_idle_timeout); the push was abandoned and nothing was stored",
-                idle.as_secs_f64()
-            ))),
+            Err(_) => Err(error::status(ObjectError::Idle(idle.as_secs_f64()))),
         },
-        _ = site.shutdown.cancelled() => Err(object_status(ObjectError::Stopping(
+        _ = site.shutdown.cancelled() => Err(error::status(ObjectError::Stopping(
             site.settings.site_id().to_string(),
         ))),
     }
@@ -143,7 +141,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
         let write = objects
             .inflight()
             .begin_abortable(format!("push {object}"), from.clone());
-        match objects.route(proxied.as_ref()).map_err(object_status)? {
+        match objects.route(proxied.as_ref()).map_err(error::status)? {
             Route::Forward { primary } => {
                 let mut reply = self
                     .forward_push(&primary, header, incoming, &write)
@@ -153,7 +151,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             }
             Route::Commit => {
                 let mut sink = objects.files().sink().map_err(|e| {
-                    object_status(ObjectError::io("cannot create a temporary file")(e))
+                    error::status(ObjectError::io("cannot create a temporary file")(e))
                 })?;
                 let mut trailer = None;
                 let mut received = 0u64;
@@ -168,7 +166,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                                 )));
                             }
                             sink.write(c).await.map_err(|e| {
-                                object_status(ObjectError::io("cannot write the object")(e))
+                                error::status(ObjectError::io("cannot write the object")(e))
                             })?;
                         }
                         Some(pb::push_request::Part::Trailer(t)) if trailer.is_none() => {
@@ -187,7 +185,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                 let (temp, digest) = sink
                     .finish()
                     .await
-                    .map_err(|e| object_status(ObjectError::io("cannot write the object")(e)))?;
+                    .map_err(|e| error::status(ObjectError::io("cannot write the object")(e)))?;
                 let mut problems = Vec::new();
                 if let Some(n) = header.size.filter(|n| *n != digest.size) {
                     problems.push(format!("the header announced {n} bytes"));
@@ -205,7 +203,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                 }
                 if !problems.is_empty() {
                     let _ = std::fs::remove_file(&temp);
-                    return Err(object_status(ObjectError::Mismatch(format!(
+                    return Err(error::status(ObjectError::Mismatch(format!(
                         "received {} bytes with sha256 {}, but {}; nothing was stored",
                         digest.size,
                         digest.hex(),
@@ -216,7 +214,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                 let meta = objects
                     .commit_put(&object, &kind, temp, digest, &who)
                     .await
-                    .map_err(object_status)?;
+                    .map_err(error::status)?;
                 info!(object = %object, version = meta.version, size = meta.size, %from, "object committed");
                 Ok(Response::new(pb::PushResponse {
                     object: Some(convert::object_meta(&meta)),
@@ -238,7 +236,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
         let (Some(channel), Some(primary)) =
             (&self.site.primary_channel, objects.settings().primary())
         else {
-            return Err(object_status(ObjectError::NotFound(object.to_string())));
+            return Err(error::status(ObjectError::NotFound(object.to_string())));
         };
         // Not here (yet): read it through from the primary, and say so.
         let stream = fetch_object(
@@ -270,10 +268,10 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
     ) -> Result<Response<pb::ObjectInfo>, Status> {
         let object = name(&req.get_ref().name)?;
         let objects = &self.site.objects;
-        let meta = objects.meta(object.as_str()).map_err(object_status)?;
-        let row = objects.row(object.as_str()).map_err(object_status)?;
+        let meta = objects.meta(object.as_str()).map_err(error::status)?;
+        let row = objects.row(object.as_str()).map_err(error::status)?;
         if meta.is_none() && row.is_none() {
-            return Err(object_status(ObjectError::NotFound(object.to_string())));
+            return Err(error::status(ObjectError::NotFound(object.to_string())));
         }
         Ok(Response::new(pb::ObjectInfo {
             object: meta.as_ref().map(convert::object_meta),
@@ -304,7 +302,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             .site
             .objects
             .list(&req.prefix, &req.page_token, size)
-            .map_err(object_status)?;
+            .map_err(error::status)?;
         Ok(Response::new(pb::ListResponse {
             objects: page.iter().map(convert::object_meta).collect(),
             next_page_token: next.unwrap_or_default(),
@@ -327,10 +325,10 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             .map_or(peer, |p| format!("{} (forwarded)", p.site_id));
         let objects = &self.site.objects;
         let _write = objects.inflight().begin(format!("delete {object}"), from);
-        match objects.route(proxied.as_ref()).map_err(object_status)? {
+        match objects.route(proxied.as_ref()).map_err(error::status)? {
             Route::Forward { primary } => {
                 let channel = self.site.primary_channel.clone().ok_or_else(|| {
-                    object_status(ObjectError::Refused {
+                    error::status(ObjectError::Refused {
                         message: "no primary to forward to".into(),
                         primary: None,
                     })
@@ -341,8 +339,8 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                     proxied_by: Some(self.proxied_by()),
                     actor: req.actor,
                 };
-                let request =
-                    authorized(forwarded, &self.site.site_token).map_err(Status::internal)?;
+                let request = authorized(forwarded, &self.site.site_token)
+                    .map_err(|e| error::plain(ErrorKind::Internal, e))?;
                 let mut reply = client
                     .delete(request)
                     .await
@@ -356,7 +354,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                 let version = objects
                     .commit_delete(&object, &who)
                     .await
-                    .map_err(object_status)?;
+                    .map_err(error::status)?;
                 info!(object = %object, version, "object deleted");
                 Ok(Response::new(pb::DeleteResponse {
                     version,
@@ -386,7 +384,7 @@ impl ObjectSvc {
         write: &WriteGuard,
     ) -> Result<pb::PushResponse, Status> {
         let channel = self.site.primary_channel.clone().ok_or_else(|| {
-            object_status(ObjectError::Refused {
+            error::status(ObjectError::Refused {
                 message: "no primary to forward to".into(),
                 primary: None,
             })
@@ -399,9 +397,9 @@ impl ObjectSvc {
         // The channel has room: the first send cannot wait.
         tx.send(first)
             .await
-            .map_err(|_| Status::internal("the relay closed before it started"))?;
-        let request =
-            authorized(ReceiverStream::new(rx), &self.site.site_token).map_err(Status::internal)?;
+            .map_err(|_| error::plain(ErrorKind::Internal, "the relay closed before it started"))?;
+        let request = authorized(ReceiverStream::new(rx), &self.site.site_token)
+            .map_err(|e| error::plain(ErrorKind::Internal, e))?;
         let mut client = pb::ObjectClient::new(channel);
         let call = client.push(request);
         tokio::pin!(call);
@@ -475,7 +473,10 @@ impl ObjectSvc {
 pub fn forwarded_status(s: Status, primary: &str) -> Status {
     match s.code() {
         tonic::Code::Unavailable | tonic::Code::Unknown if s.metadata().is_empty() => {
-            primary_unreachable(primary, s.message())
+            error::status(PrimaryUnreachable {
+                primary: primary.to_string(),
+                detail: s.message().to_string(),
+            })
         }
         _ => s,
     }
@@ -493,12 +494,12 @@ pub fn local_stream(
         let Some((meta, path)) = site
             .objects
             .local_copy(object.as_str())
-            .map_err(object_status)?
+            .map_err(error::status)?
         else {
             return Ok(None);
         };
         if let Some(want) = sha256.filter(|w| *w != meta.sha256) {
-            return Err(object_status(ObjectError::Superseded(format!(
+            return Err(error::status(ObjectError::Superseded(format!(
                 "{object}: the current version has sha256 {}, not {want}",
                 meta.sha256
             ))));
@@ -515,15 +516,17 @@ pub fn local_stream(
                     Ok(chunk) => Ok(pb::PullResponse {
                         part: Some(pb::pull_response::Part::Chunk(chunk)),
                     }),
-                    Err(e) => Err(Status::internal(format!("cannot read the object: {e}"))),
+                    Err(e) => Err(error::status(ObjectError::io("cannot read the object")(e))),
                 });
                 return Ok(Some(Box::pin(tokio_stream::once(Ok(header)).chain(chunks))));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Status::internal(format!("cannot open {object}: {e}"))),
+            Err(e) => {
+                return Err(error::status(ObjectError::io(format!(
+                    "cannot open {object}"
+                ))(e)))
+            }
         }
     }
-    Err(Status::unavailable(format!(
-        "{object} is being replaced; try again"
-    )))
+    Err(error::status(ObjectError::Replacing(object.to_string())))
 }

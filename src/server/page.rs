@@ -286,7 +286,7 @@ pub fn render(p: &Page<'_>) -> String {
 mod tests {
     use super::*;
     use crate::settings::Maintenance;
-use crate::types::Role;
+    use crate::types::Role;
 
     fn mode(enabled: bool, message: Option<&str>) -> ModeView {
         ModeView {

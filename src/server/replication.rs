@@ -10,12 +10,13 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, warn, Instrument};
 
 use super::convert;
+use super::error;
 use super::objects::{local_stream, PullStream};
 use super::pb;
+use super::Site;
 use crate::log::{now_ms, Log, Machine};
 use crate::objects::{parse_sha256, ObjectError, ObjectName};
-use crate::types::Role;
-use crate::site::Site;
+use crate::types::{ErrorKind, Role};
 
 /// Entries read from the log per batch while a follower catches up.
 const BATCH: usize = 256;
@@ -41,19 +42,10 @@ impl ReplicationSvc {
         req: pb::StreamLogRequest,
     ) -> Result<LogStream, Status> {
         let settings = Arc::clone(&self.site.settings);
-        let ours = settings.epoch();
-        if req.epoch > ours {
-            // A site that has seen a newer epoch: this one learns it, which fences it if
-            // it thought itself primary.
-            if let Err(e) = settings.observe_epoch(req.epoch).await {
-                return Err(Status::internal(e.to_string()));
-            }
-            return Err(Status::failed_precondition(format!(
-                "site {} is at epoch {ours}, but the caller has seen epoch {}: this site is not the current primary",
-                settings.site_id(),
-                req.epoch
-            )));
-        }
+        settings
+            .refuse_superseded("the caller", req.epoch)
+            .await
+            .map_err(error::status)?;
         let mut tail = log.tail(req.from_index);
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let shutdown = self.site.shutdown.clone();
@@ -79,7 +71,7 @@ impl ReplicationSvc {
                                 .collect()),
                             Some(Err(e)) => {
                                 warn!(error = %e, "cannot read the log");
-                                Err(Status::internal(e.to_string()))
+                                Err(error::status(e))
                             }
                         },
                     };
@@ -142,24 +134,18 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         let report = convert::site_report_from(req.into_inner())?;
         let settings = &self.site.settings;
         if settings.role() != Role::Primary {
-            return Err(Status::failed_precondition(format!(
-                "site {} is not the primary; report to the primary",
-                settings.site_id()
-            )));
+            return Err(error::plain(
+                ErrorKind::Refused,
+                format!(
+                    "site {} is not the primary; report to the primary",
+                    settings.site_id()
+                ),
+            ));
         }
-        if report.epoch > settings.epoch() {
-            settings
-                .observe_epoch(report.epoch)
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?;
-            return Err(Status::failed_precondition(format!(
-                "site {} is at epoch {}, but {} has seen epoch {}: this site is not the current primary",
-                settings.site_id(),
-                settings.epoch(),
-                report.site_id,
-                report.epoch
-            )));
-        }
+        settings
+            .refuse_superseded(&report.site_id, report.epoch)
+            .await
+            .map_err(error::status)?;
         debug!(site = %report.site_id, "status report");
         self.site.reports.record(report, now_ms());
         Ok(Response::new(pb::ReportStatusResponse {
@@ -173,9 +159,11 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
     ) -> Result<Response<pb::FenceResponse>, Status> {
         let req = req.into_inner();
         crate::types::validate_site_id(&req.site_id).map_err(Status::invalid_argument)?;
-        crate::failover::fence(&self.site, req.epoch, &req.site_id)
+        let site = &self.site;
+        let next = crate::failover::fence(&site.settings, &site.store, req.epoch, &req.site_id)
             .await
-            .map_err(convert::failover_status)?;
+            .map_err(error::status)?;
+        site.follow(next);
         Ok(Response::new(pb::FenceResponse {}))
     }
 
@@ -193,9 +181,7 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         let sha = Some(req.sha256.as_str()).filter(|s| !s.is_empty());
         match local_stream(&self.site, &object, sha)? {
             Some(stream) => Ok(Response::new(stream)),
-            None => Err(convert::object_status(ObjectError::NotFound(
-                object.to_string(),
-            ))),
+            None => Err(error::status(ObjectError::NotFound(object.to_string()))),
         }
     }
 }

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::client::authorized;
-use super::convert::{self, object_status};
+use super::convert;
+use super::error;
 use super::pb;
+use super::Site;
 use crate::log::now_ms;
-use crate::types::Role;
-use crate::site::Site;
 use crate::status;
+use crate::types::{ErrorKind, Role};
 
 pub struct StatusSvc {
     site: Arc<Site>,
@@ -30,8 +31,8 @@ async fn blocking<T: Send + 'static>(
     let site = Arc::clone(site);
     tokio::task::spawn_blocking(move || f(&site))
         .await
-        .map_err(|e| Status::internal(format!("status task failed: {e}")))?
-        .map_err(object_status)
+        .map_err(|e| error::plain(ErrorKind::Internal, format!("status task failed: {e}")))?
+        .map_err(error::status)
 }
 
 #[tonic::async_trait]
@@ -40,7 +41,7 @@ impl pb::status_service_server::StatusService for StatusSvc {
         &self,
         _req: Request<pb::GetReplicationStatusRequest>,
     ) -> Result<Response<pb::ReplicationStatus>, Status> {
-        let statuses = blocking(&self.site, |s| s.statuses()).await?;
+        let statuses = blocking(&self.site, |s| s.local().statuses()).await?;
         Ok(Response::new(pb::ReplicationStatus {
             answered_by: self.site.settings.site_id().to_string(),
             generated_at: Some(convert::timestamp(now_ms())),
@@ -81,7 +82,7 @@ pub async fn readiness_of(
                 ));
             }
             let target = site_id.clone();
-            let criteria = blocking(site, move |s| s.readiness(&target)).await?;
+            let criteria = blocking(site, move |s| s.local().readiness(&target)).await?;
             Ok(reply(site_id, criteria, own_id))
         }
         Role::Secondary => {
@@ -102,12 +103,15 @@ pub async fn readiness_of(
                         .await
                         .map(|r| r.into_inner())
                 }
-                None => Err(Status::unavailable("no primary is configured")),
+                None => Err(error::plain(
+                    ErrorKind::Unavailable,
+                    "no primary is configured",
+                )),
             };
             match asked {
                 Ok(r) => Ok(r),
                 Err(e) if site_id == own_id => {
-                    let own = blocking(site, |s| s.statuses()).await?;
+                    let own = blocking(site, |s| s.local().statuses()).await?;
                     let criteria =
                         status::readiness_without_primary(&own[0], &primary, e.message());
                     Ok(reply(site_id, criteria, own_id))
@@ -123,7 +127,7 @@ pub async fn report_to_primary(site: &Arc<Site>) -> Result<(), String> {
     let Some(channel) = site.primary_channel.clone() else {
         return Ok(());
     };
-    let report = blocking(site, |s| s.report())
+    let report = blocking(site, |s| s.local().report())
         .await
         .map_err(|e| e.message().to_string())?;
     let mut client = pb::ReplicationClient::new(channel);

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::log::{Entry, Hash, Log, LogError, Machine, Published};
 use crate::store::{Store, StoreError};
-use crate::types::Role;
+use crate::types::{Classify, ErrorKind, Role};
 
 pub use state::{
     validate_actor, validate_key, validate_message, Change, Maintenance, SettingsState,
@@ -41,9 +41,42 @@ pub enum SettingsError {
     #[error("{0}")]
     Fenced(String),
     #[error(transparent)]
+    Superseded(#[from] Superseded),
+    #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Another site has seen a higher epoch than this one: this site is not the current primary.
+/// Whoever meets that (a stream, a report, a forwarded write) refuses with this one message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("site {site_id} is at epoch {epoch}, but {caller} has seen epoch {seen}: this site is not the current primary")]
+pub struct Superseded {
+    pub site_id: String,
+    pub epoch: u64,
+    /// Who has seen the higher epoch ("the caller" when it is not known).
+    pub caller: String,
+    pub seen: u64,
+}
+
+impl Classify for SettingsError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SettingsError::Invalid(_) => ErrorKind::Invalid,
+            SettingsError::NotPrimary { .. } => ErrorKind::NotPrimary,
+            SettingsError::Fenced(_) | SettingsError::Superseded(_) => ErrorKind::Refused,
+            SettingsError::Log(e) => e.kind(),
+            SettingsError::Store(e) => e.kind(),
+        }
+    }
+
+    fn primary(&self) -> Option<&str> {
+        match self {
+            SettingsError::NotPrimary { primary, .. } => Some(primary),
+            _ => None,
+        }
+    }
 }
 
 /// The settings log's [`Machine`]: the state is one JSON document of [`SettingsState`].
@@ -313,6 +346,27 @@ impl Settings {
             self.epoch.fetch_max(raised, Ordering::AcqRel);
         }
         Ok(())
+    }
+
+    /// Refuses a caller that has seen a higher epoch than this site, after learning that
+    /// epoch (durably; a primary that learns it is fenced from then on).
+    pub async fn refuse_superseded(&self, caller: &str, seen: u64) -> Result<(), SettingsError> {
+        let epoch = self.epoch();
+        if seen <= epoch {
+            return Ok(());
+        }
+        self.observe_epoch(seen).await?;
+        Err(self.superseded(epoch, caller, seen).into())
+    }
+
+    /// The refusal of a caller at `seen` by this site at `epoch`.
+    pub fn superseded(&self, epoch: u64, caller: &str, seen: u64) -> Superseded {
+        Superseded {
+            site_id: self.site_id.to_string(),
+            epoch,
+            caller: caller.to_string(),
+            seen,
+        }
     }
 
     /// Every change of the mode from now on, the current mode first.

@@ -2,12 +2,22 @@
 //! writes in flight, and on the primary the reports secondaries sent.
 
 use crate::log::{now_ms, Head, Log, Machine};
-use crate::objects::ObjectError;
+use crate::objects::{ObjectError, Objects};
 use crate::replication::FollowerStatus;
+use crate::settings::Settings;
 use crate::types::Role;
-use crate::site::Site;
 
-use super::{readiness, Criterion, FollowerView, Judge, LogPosition, Report, SiteStatus};
+use super::{readiness, Criterion, FollowerView, Judge, LogPosition, Report, Reports, SiteStatus};
+
+/// What a running site shows the status judgements: its logs and registry, its followers'
+/// positions, and (on the primary) the reports secondaries sent.
+pub struct Local<'a> {
+    pub settings: &'a Settings,
+    pub objects: &'a Objects,
+    pub settings_follower: Option<FollowerStatus>,
+    pub events_follower: Option<FollowerStatus>,
+    pub reports: &'a Reports,
+}
 
 fn position(head: Head, follower: Option<FollowerStatus>) -> LogPosition {
     LogPosition {
@@ -34,7 +44,7 @@ fn lag_ms<M: Machine>(log: &Log<M>, applied: u64, now: i64) -> i64 {
     }
 }
 
-impl Site {
+impl Local<'_> {
     /// What this site knows of itself. Counts the registry: call off the async threads.
     pub fn report(&self) -> Result<Report, ObjectError> {
         let mode = self.settings.mode();
@@ -43,11 +53,8 @@ impl Site {
             role: mode.role,
             epoch: mode.epoch,
             maintenance: mode.maintenance.enabled,
-            settings: position(self.settings.log().head(), self.follower_status()),
-            events: position(
-                self.objects.log().head(),
-                self.events_follower.as_ref().map(|rx| rx.borrow().clone()),
-            ),
+            settings: position(self.settings.log().head(), self.settings_follower.clone()),
+            events: position(self.objects.log().head(), self.events_follower.clone()),
             objects: self.objects.counts()?,
             writes_in_flight: self.objects.inflight().list().len() as u64,
             at_ms: now_ms(),

@@ -448,6 +448,7 @@ impl Reports {
 }
 
 mod local;
+pub use local::Local;
 pub mod metrics;
 
 #[cfg(test)]

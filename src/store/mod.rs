@@ -50,6 +50,12 @@ pub enum StoreError {
     Corrupt { what: String, detail: String },
 }
 
+impl crate::types::Classify for StoreError {
+    fn kind(&self) -> crate::types::ErrorKind {
+        crate::types::ErrorKind::Internal
+    }
+}
+
 /// The site's database handle. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {

@@ -55,4 +55,3 @@ pub fn check_plaintext(url: &str, serves_tls: bool, allow_plaintext: bool) -> Re
         ))
     }
 }
-

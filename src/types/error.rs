@@ -22,6 +22,8 @@ pub enum ErrorKind {
     Conflict,
     /// The request was cut short by an operator.
     Aborted,
+    /// The caller was too slow (sent nothing for too long).
+    TimedOut,
     /// Not now: the site is stopping, or a site it needs cannot be reached. Retrying later
     /// may help.
     Unavailable,

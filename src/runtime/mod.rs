@@ -1,0 +1,359 @@
+//! Running one site: open its storage, settings and objects in the placement failover last
+//! decided, build its followers and workers, serve its listeners, supervise its tasks, drain
+//! it on stop, and open it again after a promotion, demotion, repoint or fence. This is the
+//! composition root the daemon and `dev` share; everything below it knows nothing of it.
+
+mod supervise;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::config::Config;
+use crate::failover;
+use crate::objects::{ObjectError, Objects};
+use crate::replication::{sync, verify, Follower, FollowerError};
+use crate::server::client::{lazy_channel, GrpcFencer, GrpcLogSource, GrpcObjectSource, LogKind};
+use crate::server::{self, status, Health, ServeError, Site};
+use crate::settings::{Settings, SettingsError};
+use crate::status::metrics::Counters;
+use crate::status::Reports;
+use crate::store::{Store, StoreError};
+use crate::types::Role;
+use supervise::{supervise, BoxFuture, Tasks};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Objects(#[from] ObjectError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error(transparent)]
+    Follower(#[from] FollowerError),
+    #[error("the primary's address: {0}")]
+    Primary(String),
+    #[error("cannot serve on the listener again: {0}")]
+    Listen(std::io::Error),
+    #[error("a critical task panicked: {0}")]
+    Panicked(String),
+}
+
+/// The background work of a secondary.
+struct Secondary {
+    settings: Follower<GrpcLogSource, Settings>,
+    events: Follower<GrpcLogSource, Objects>,
+    fetch: GrpcObjectSource,
+}
+
+/// A site opened but not yet serving.
+pub struct Opened {
+    pub site: Arc<Site>,
+    secondary: Option<Secondary>,
+    sync_concurrency: usize,
+    reverify_interval: Duration,
+}
+
+/// Opens the site's settings and objects in `store`; builds its followers and sync
+/// workers if it is a secondary. The role and primary are the configuration's unless
+/// promote, demote, repoint or a fence placed the site otherwise.
+pub async fn open(
+    config: &Config,
+    store: Store,
+    shutdown: CancellationToken,
+) -> Result<Opened, SiteError> {
+    let placement = store.placement()?;
+    let (role, primary, fenced) = match &placement {
+        None => (config.role, config.primary.clone(), None),
+        Some(p) => {
+            if p.role != config.role || (p.role == Role::Secondary && p.primary != config.primary) {
+                warn!(
+                    configured_role = %config.role,
+                    role = %p.role,
+                    primary = p.primary.as_deref().unwrap_or("none"),
+                    "promote, demote or repoint placed this site otherwise than its configuration; that placement stands"
+                );
+            }
+            (p.role, p.primary.clone(), p.fenced.clone())
+        }
+    };
+    let settings = Arc::new(
+        Settings::open(
+            store.clone(),
+            &config.site_id,
+            role,
+            primary.clone(),
+            fenced,
+        )
+        .await?,
+    );
+    if role == Role::Primary
+        && placement.is_some()
+        && settings.log().head().epoch < settings.primary_epoch()
+    {
+        settings.record_promotion("promote").await?;
+        info!(
+            epoch = settings.primary_epoch(),
+            "recorded the promotion in the settings log"
+        );
+    }
+    let objects = Arc::new(Objects::open(
+        &store,
+        &config.data_dir,
+        Arc::clone(&settings),
+    )?);
+    let (secondary, channel, status, events_status) = match (&role, &primary) {
+        (Role::Secondary, Some(primary)) => {
+            let channel = lazy_channel(primary, &config.client_tls).map_err(SiteError::Primary)?;
+            let source = |log| GrpcLogSource {
+                primary: primary.clone(),
+                channel: channel.clone(),
+                token: config.site_token.clone(),
+                site_id: config.site_id.clone(),
+                log,
+            };
+            let idle = config.heartbeat * 5;
+            let (settings_follower, status) = Follower::new(
+                Arc::clone(&settings),
+                source(LogKind::Settings),
+                primary.clone(),
+                idle,
+            );
+            let (events_follower, events_status) = Follower::new(
+                Arc::clone(&objects),
+                source(LogKind::Events),
+                primary.clone(),
+                idle,
+            );
+            let fetch = GrpcObjectSource {
+                primary: primary.clone(),
+                channel: channel.clone(),
+                token: config.site_token.clone(),
+                site_id: config.site_id.clone(),
+            };
+            let secondary = Secondary {
+                settings: settings_follower,
+                events: events_follower,
+                fetch,
+            };
+            (
+                Some(secondary),
+                Some(channel),
+                Some(status),
+                Some(events_status),
+            )
+        }
+        _ => (None, None, None, None),
+    };
+    let site = Site {
+        settings,
+        objects,
+        follower: status,
+        events_follower: events_status,
+        primary_channel: channel,
+        admin_token: config.admin_token.clone(),
+        site_token: config.site_token.clone(),
+        heartbeat: config.heartbeat,
+        gate: config.gate.clone(),
+        shutdown,
+        health: Health::default(),
+        server_tls: config.tls.clone(),
+        client_tls: config.client_tls.clone(),
+        limits: config.limits,
+        shutdown_timeout: config.shutdown_timeout,
+        allow_plaintext: config.allow_plaintext,
+        counters: Counters::default(),
+        reports: Reports::default(),
+        fence_target: placement.and_then(|p| p.fence_target),
+        reopen: AtomicBool::new(false),
+        store,
+    };
+    Ok(Opened {
+        site: Arc::new(site),
+        secondary,
+        sync_concurrency: config.sync_concurrency,
+        reverify_interval: config.reverify_interval,
+    })
+}
+
+impl Opened {
+    /// Serves until `stop` or the site's own shutdown token is cancelled. A critical task
+    /// (a follower, the sync workers, the verifier) that dies of a storage failure takes the
+    /// site down with an error rather than leaving it serving stale data.
+    ///
+    /// `stop` stops the site gracefully: health turns NOT_SERVING, new writes are refused,
+    /// writes in flight finish (for at most the shutdown timeout), then the servers and tasks
+    /// stop and storage is flushed.
+    pub async fn serve(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        stop: CancellationToken,
+    ) -> Result<(), SiteError> {
+        let site = self.site;
+        let shutdown = site.shutdown.clone();
+        site.health.set_serving(false).await;
+        let span = tracing::info_span!("site", id = %site.settings.site_id());
+        let mut tasks = Tasks::default();
+        let mut spawn = |name: &'static str, task: BoxFuture<Result<(), SiteError>>| {
+            let child = tracing::info_span!(parent: &span, "task", name);
+            tasks.spawn(name, task.instrument(child));
+        };
+        let verifier = verify::run(
+            Arc::clone(&site.objects),
+            self.reverify_interval,
+            shutdown.clone(),
+        );
+        spawn("verifier", Box::pin(async { Ok(verifier.await?) }));
+        if let (Some(target), Role::Primary) = (site.fence_target.clone(), site.settings.role()) {
+            // Not critical: it ends once delivered, and failing to deliver it breaks nothing
+            // here (the former primary also fences itself on meeting the epoch elsewhere).
+            let (site, s) = (Arc::clone(&site), shutdown.clone());
+            let child = tracing::info_span!(parent: &span, "task", name = "fence");
+            tokio::spawn(
+                async move {
+                    let sender = GrpcFencer {
+                        tls: site.client_tls.clone(),
+                        token: site.site_token.clone(),
+                    };
+                    let delivered =
+                        failover::deliver_fence(&sender, &site.settings, &site.store, &target, &s);
+                    if let Err(error) = delivered.await {
+                        warn!(%error, "cannot record that the former primary is fenced");
+                    }
+                }
+                .instrument(child),
+            );
+        }
+        if let Some(secondary) = self.secondary {
+            let (settings, events) = (secondary.settings, secondary.events);
+            let s = shutdown.clone();
+            spawn(
+                "settings follower",
+                Box::pin(async { Ok(settings.run(s).await?) }),
+            );
+            let s = shutdown.clone();
+            spawn(
+                "events follower",
+                Box::pin(async { Ok(events.run(s).await?) }),
+            );
+            let sync = sync::run(
+                Arc::clone(&site.objects),
+                Arc::new(secondary.fetch),
+                self.sync_concurrency,
+                shutdown.clone(),
+            );
+            spawn("sync workers", Box::pin(async { Ok(sync.await?) }));
+            let (reporter, s) = (Arc::clone(&site), shutdown.clone());
+            spawn("status reporter", Box::pin(report_status(reporter, s)));
+        }
+        let servers = server::serve(Arc::clone(&site), grpc, http).instrument(span.clone());
+        site.health.set_serving(true).await;
+        // After SERVING: a stop that is already due must be able to turn it off again.
+        tokio::spawn(drain_on(stop, Arc::clone(&site)).instrument(span.clone()));
+        let result = supervise(servers, tasks, &shutdown).await;
+        // Also when the site stops to open again (promote, repoint): a push still running
+        // in the old one must not commit beside the new one.
+        site.objects.close().await;
+        site.store.flush().await?;
+        info!(site = %site.settings.site_id(), "site stopped");
+        result
+    }
+}
+
+/// Runs a site until `stop`, opening it again on the same listeners whenever its
+/// placement changes (promote, demote, repoint, fence).
+pub async fn run(
+    config: &Config,
+    first: Opened,
+    grpc: std::net::TcpListener,
+    http: std::net::TcpListener,
+    stop: CancellationToken,
+) -> Result<(), SiteError> {
+    let mut opened = first;
+    loop {
+        let site = Arc::clone(&opened.site);
+        let listen = |l: &std::net::TcpListener| {
+            l.try_clone()
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    TcpListener::from_std(l)
+                })
+                .map_err(SiteError::Listen)
+        };
+        opened
+            .serve(listen(&grpc)?, listen(&http)?, stop.clone())
+            .await?;
+        if stop.is_cancelled() || !site.reopening() {
+            return Ok(());
+        }
+        let store = site.store.clone();
+        drop(site);
+        info!("opening the site again with its new placement");
+        opened = open(config, store, CancellationToken::new()).await?;
+    }
+}
+
+/// Once `stop` is cancelled: NOT_SERVING, refuse new writes, wait (bounded) for the writes
+/// in flight, then shut the site down. Returns at once if the site shuts down first.
+async fn drain_on(stop: CancellationToken, site: Arc<Site>) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = site.shutdown.cancelled() => return,
+    }
+    site.health.set_serving(false).await;
+    site.objects.stop_taking_writes();
+    let open = site.objects.inflight().list().len();
+    if open > 0 {
+        info!(
+            writes = open,
+            timeout_secs = site.shutdown_timeout.as_secs_f64(),
+            "stopping: waiting for writes in flight"
+        );
+    }
+    let drained =
+        tokio::time::timeout(site.shutdown_timeout, site.objects.inflight().drained()).await;
+    if drained.is_err() {
+        let left: Vec<String> = site
+            .objects
+            .inflight()
+            .list()
+            .iter()
+            .map(|w| format!("{} from {}", w.what, w.from))
+            .collect();
+        warn!(timeout_secs = site.shutdown_timeout.as_secs_f64(), left = ?left, "stopping without waiting longer for writes in flight; they fail and nothing of them is stored");
+    }
+    site.objects.close().await;
+    site.shutdown.cancel();
+}
+
+/// Reports this secondary's status to the primary every heartbeat interval, in maintenance
+/// mode too. A failed report is retried at the next tick; only the first of a run of
+/// failures is logged as a warning.
+async fn report_status(site: Arc<Site>, shutdown: CancellationToken) -> Result<(), SiteError> {
+    let mut tick = tokio::time::interval(site.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match status::report_to_primary(&site).await {
+            Ok(()) => failing = false,
+            Err(error) if !failing => {
+                site.counters.replication_error("report");
+                warn!(%error, "cannot report status to the primary");
+                failing = true;
+            }
+            Err(_) => site.counters.replication_error("report"),
+        }
+    }
+}
