@@ -288,3 +288,98 @@ pub async fn deliver_fence(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Fails `failures` times as unreachable, then refuses or takes the fence.
+    struct Scripted {
+        failures: usize,
+        refuse: bool,
+        calls: AtomicUsize,
+    }
+
+    impl FenceSender for Scripted {
+        async fn send(&self, _: &str, _: &str, _: u64) -> Result<(), DeliveryError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            if n < self.failures {
+                Err(DeliveryError::Unreachable("connection refused".into()))
+            } else if self.refuse {
+                Err(DeliveryError::Refused("leads at a higher epoch".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    async fn promoted() -> (tempfile::TempDir, Settings, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let placement = Placement {
+            role: Role::Primary,
+            primary: None,
+            fenced: None,
+            fence_target: Some("http://127.0.0.1:1".into()),
+        };
+        store.promote(2, &placement).await.unwrap();
+        let settings = Settings::open(store.clone(), "s1", Role::Primary, None, None)
+            .await
+            .unwrap();
+        (dir, settings, store)
+    }
+
+    fn scripted(failures: usize, refuse: bool) -> Scripted {
+        Scripted {
+            failures,
+            refuse,
+            calls: AtomicUsize::new(0),
+        }
+    }
+
+    fn target(store: &Store) -> Option<String> {
+        store.placement().unwrap().and_then(|p| p.fence_target)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fence_is_retried_until_heard_then_forgotten() {
+        let (_dir, settings, store) = promoted().await;
+        let sender = scripted(5, false);
+        let stop = CancellationToken::new();
+        deliver_fence(&sender, &settings, &store, "http://127.0.0.1:1", &stop)
+            .await
+            .unwrap();
+        assert_eq!(sender.calls.load(Ordering::SeqCst), 6);
+        assert_eq!(target(&store), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_fence_is_not_retried() {
+        let (_dir, settings, store) = promoted().await;
+        let sender = scripted(0, true);
+        let stop = CancellationToken::new();
+        deliver_fence(&sender, &settings, &store, "http://127.0.0.1:1", &stop)
+            .await
+            .unwrap();
+        assert_eq!(sender.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(target(&store), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopping_site_keeps_the_target_for_its_next_start() {
+        let (_dir, settings, store) = promoted().await;
+        let sender = scripted(usize::MAX, false);
+        let stop = CancellationToken::new();
+        let delivery = deliver_fence(&sender, &settings, &store, "http://127.0.0.1:1", &stop);
+        let cancel = async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            stop.cancel();
+        };
+        let (delivered, ()) = tokio::join!(delivery, cancel);
+        delivered.unwrap();
+        assert!(sender.calls.load(Ordering::SeqCst) > 5);
+        assert_eq!(target(&store).as_deref(), Some("http://127.0.0.1:1"));
+    }
+}
