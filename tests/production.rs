@@ -539,14 +539,8 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         // Ending the session stops Chromium; then the driver.
-        let (addr, path) = (self.addr, format!("/session/{}", self.session));
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map(|rt| rt.block_on(http_request(addr, "DELETE", &path, None)))
-        })
-        .join();
+        let (host, path) = (self.addr.to_string(), format!("/session/{}", self.session));
+        let _ = http_exchange(self.addr, "DELETE", &path, &[("Host", &host)], b"");
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
