@@ -1,12 +1,13 @@
 //! The harness the tests and the benches share: real `geo-agent` processes on loopback ports
-//! chosen by the kernel ([`site`]), gRPC clients for them, HTTP ([`http`]) and waiting on
-//! conditions with deadlines, never fixed sleeps ([`wait`]).
+//! chosen by the kernel ([`site`]), gRPC clients for them, HTTP ([`http`]), certificates
+//! ([`pki`]) and waiting on conditions with deadlines, never fixed sleeps ([`wait`]).
 //!
 //! A test includes it as `mod common;`, a bench as
 //! `#[path = "../tests/common/mod.rs"] mod common;`.
 #![allow(dead_code)]
 
 mod http;
+mod pki;
 mod site;
 mod wait;
 
@@ -20,7 +21,7 @@ use tonic::transport::Channel;
 
 // Not every test or bench uses every part.
 #[allow(unused_imports)]
-pub use {http::*, site::*, wait::*};
+pub use {http::*, pki::*, site::*, wait::*};
 
 /// The `geo-agent` this build made.
 pub const BIN: &str = env!("CARGO_BIN_EXE_geo-agent");
