@@ -32,8 +32,12 @@
 //!
 //! Run with `cargo bench --bench propagation` (`PROPAGATION_CHANGES=N` to change the 1,000).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
+use std::ops::ControlFlow;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -48,6 +52,8 @@ use geo_agent::store::Store;
 use geo_agent::types::Role;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
+
+use common::{free_port, poll_until};
 
 /// Measured changes per configuration (override with `PROPAGATION_CHANGES`).
 const DEFAULT_CHANGES: usize = 1000;
@@ -647,20 +653,21 @@ impl RedisServer {
             .spawn()
             .expect("start redis-server");
         let server = RedisServer { child, port, dir };
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Ok(mut conn) = Resp::connect(port) {
-                if conn.command(&["PING"]) == Reply::Simple("PONG".into()) {
-                    return server;
-                }
+        let up = poll_until(Instant::now() + DEADLINE, || {
+            let pong = Resp::connect(port)
+                .is_ok_and(|mut conn| conn.command(&["PING"]) == Reply::Simple("PONG".into()));
+            if pong {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(Duration::from_millis(10))
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {port} did not start; its log:\n{}",
-                std::fs::read_to_string(server.dir.path().join("redis.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        });
+        assert!(
+            up.is_some(),
+            "redis-server on port {port} did not start; its log:\n{}",
+            std::fs::read_to_string(server.dir.path().join("redis.log")).unwrap_or_default()
+        );
+        server
     }
 
     fn connect(&self) -> Resp {
@@ -673,14 +680,6 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A port that was free a moment ago (redis-server needs a real port number up front).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("find a free port")
-        .port()
 }
 
 /// A RESP value: just what this bench reads.
@@ -786,18 +785,19 @@ fn bulk_text(r: &Reply) -> Option<&str> {
 /// Waits until the replica reports `master_link_status:up`.
 fn wait_for_link(replica: &RedisServer) {
     let mut conn = replica.connect();
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let info = conn.command(&["INFO", "replication"]);
+    let mut info = Reply::Array(None);
+    let up = poll_until(Instant::now() + DEADLINE, || {
+        info = conn.command(&["INFO", "replication"]);
         if bulk_text(&info).is_some_and(|t| t.contains("master_link_status:up")) {
-            return;
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(Duration::from_millis(20))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the replica did not connect to its primary: {info:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
+    assert!(
+        up.is_some(),
+        "the replica did not connect to its primary: {info:?}"
+    );
 }
 
 const KEYSPACE_CHANNEL: &str = "__keyspace@0__:mode";

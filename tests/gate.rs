@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
@@ -25,22 +24,11 @@ fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: gitlab.test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req += &format!("{k}: {v}\r\n");
-    }
-    req += "\r\n";
-    req += body;
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {out:?}"));
-    (status, out)
+    let mut all = vec![("Host", "gitlab.test")];
+    all.extend_from_slice(headers);
+    let r = http_exchange(addr, method, path, &all, body.as_bytes())
+        .unwrap_or_else(|e| panic!("{method} {path} at {addr}: {e}"));
+    (r.status, format!("{}\r\n\r\n{}", r.head, r.body))
 }
 
 async fn check(site: &SiteProc, request: pb::check_request::Request) -> pb::Decision {
@@ -337,15 +325,6 @@ fn nginx_binary() -> Option<String> {
         .iter()
         .find(|p| Path::new(p).exists())
         .map(|p| p.to_string())
-}
-
-/// A free loopback port for programs that cannot be given port 0 (nginx).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Nginx(std::process::Child);

@@ -30,55 +30,14 @@ struct Pki {
     rogue_key: PathBuf,
 }
 
-fn issue(
-    dir: &Path,
-    name: &str,
-    sans: &[&str],
-    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
-) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params =
-        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    // As a CA would issue them for sites, which are servers and clients of each other.
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params.signed_by(&key, issuer).expect("sign");
-    let (cert_path, key_path) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert_path, key_path)
-}
-
-fn new_ca(dir: &Path, name: &str) -> (PathBuf, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.self_signed(&key).expect("self-sign");
-    let path = dir.join(format!("{name}.pem"));
-    std::fs::write(&path, cert.pem()).unwrap();
-    (path, rcgen::Issuer::new(params, key))
-}
-
 impl Pki {
     fn new(dir: &Path) -> Pki {
         std::fs::create_dir_all(dir).unwrap();
         let (ca_path, ca) = new_ca(dir, "ca");
-        let (site_cert, site_key) = issue(dir, "site", &["localhost", "127.0.0.1"], &ca);
-        let (client_cert, client_key) = issue(dir, "client", &["ops"], &ca);
+        let (site_cert, site_key) = issue_cert(dir, "site", &["localhost", "127.0.0.1"], &ca);
+        let (client_cert, client_key) = issue_cert(dir, "client", &["ops"], &ca);
         let (_, rogue_ca) = new_ca(dir, "rogue-ca");
-        let (rogue_cert, rogue_key) = issue(dir, "rogue", &["ops"], &rogue_ca);
+        let (rogue_cert, rogue_key) = issue_cert(dir, "rogue", &["ops"], &rogue_ca);
         Pki {
             ca: ca_path,
             site_cert,
@@ -539,14 +498,8 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         // Ending the session stops Chromium; then the driver.
-        let (addr, path) = (self.addr, format!("/session/{}", self.session));
-        let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map(|rt| rt.block_on(http_request(addr, "DELETE", &path, None)))
-        })
-        .join();
+        let (host, path) = (self.addr.to_string(), format!("/session/{}", self.session));
+        let _ = http_exchange(self.addr, "DELETE", &path, &[("Host", &host)], b"");
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

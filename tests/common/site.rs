@@ -1,0 +1,421 @@
+//! `geo-agent run` processes: a deployment's directory and tokens ([`Cluster`]), how to
+//! start one site ([`Spawn`]), and the running site ([`SiteProc`]).
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use geo_agent::server::pb;
+use geo_agent::server::tls::ClientTls;
+use tonic::transport::Channel;
+
+use super::{channel_with, http_get_blocking, http_request, poll_until, BIN, DEADLINE};
+
+/// A deployment's shared files: the tokens, and a directory per site.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub admin_token: String,
+    pub site_token: String,
+}
+
+impl Cluster {
+    /// A deployment in a new temporary directory.
+    pub fn new() -> Cluster {
+        Cluster::create(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// A deployment in a new directory under `base`, named `PREFIX…`.
+    pub fn new_in(base: &Path, prefix: &str) -> Cluster {
+        Cluster::create(
+            tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir_in(base)
+                .expect("create the scratch directory"),
+        )
+    }
+
+    fn create(dir: tempfile::TempDir) -> Cluster {
+        let admin_token = format!("admin-{:032x}", rand_u128());
+        let site_token = format!("site-{:032x}", rand_u128());
+        std::fs::write(dir.path().join("admin-token"), &admin_token).unwrap();
+        std::fs::write(dir.path().join("site-token"), &site_token).unwrap();
+        Cluster {
+            dir,
+            admin_token,
+            site_token,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Site `name` as the tests run it: [`Spawn::new`]'s defaults, a heartbeat every
+    /// 200 ms, then `role` and `extra` flags.
+    fn site(&self, name: &str, role: &[&str], extra: &[&str]) -> SiteProc {
+        Spawn::new(self.dir.path(), name)
+            .args(["--heartbeat-interval", "200ms"])
+            .args(role)
+            .args(extra)
+            .start()
+    }
+
+    pub fn primary(&self, name: &str) -> SiteProc {
+        self.primary_with(name, &[])
+    }
+
+    /// A primary with extra `run` flags.
+    pub fn primary_with(&self, name: &str, extra: &[&str]) -> SiteProc {
+        self.site(name, &["--role", "primary"], extra)
+    }
+
+    pub fn secondary(&self, name: &str, primary: &SiteProc) -> SiteProc {
+        self.secondary_with(name, primary, &[])
+    }
+
+    /// A secondary with extra `run` flags.
+    pub fn secondary_with(&self, name: &str, primary: &SiteProc, extra: &[&str]) -> SiteProc {
+        let url = primary.url();
+        self.site(
+            name,
+            &["--role", "secondary", "--primary", url.as_str()],
+            extra,
+        )
+    }
+}
+
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let a = h.finish() as u128;
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(a as u64);
+    (a << 64) | h.finish() as u128
+}
+
+/// How to start one `geo-agent run`: the tests' defaults, which a bench can change.
+#[derive(Clone)]
+pub struct Spawn {
+    dir: PathBuf,
+    name: String,
+    args: Vec<String>,
+    bin: PathBuf,
+    rust_log: Option<String>,
+    wrapper: Vec<OsString>,
+    client: ClientTls,
+}
+
+impl Spawn {
+    /// Site `name` of the deployment in `dir`: [`BIN`] `run` with site id `name`, data
+    /// directory `dir/NAME`, the token files `dir/admin-token` and `dir/site-token`, stderr
+    /// appended to `dir/NAME.log`, `RUST_LOG=geo_agent=debug,info`, listening on port 0
+    /// unless the flags say `--listen`.
+    pub fn new(dir: &Path, name: &str) -> Spawn {
+        Spawn {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            args: Vec::new(),
+            bin: PathBuf::from(BIN),
+            rust_log: Some("geo_agent=debug,info".into()),
+            wrapper: Vec::new(),
+            client: ClientTls::default(),
+        }
+    }
+
+    /// More `run` flags.
+    pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Spawn {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    /// Another `geo-agent` binary.
+    pub fn bin(mut self, bin: impl Into<PathBuf>) -> Spawn {
+        self.bin = bin.into();
+        self
+    }
+
+    /// The site's `RUST_LOG`; `None` unsets it.
+    pub fn rust_log(mut self, filter: Option<&str>) -> Spawn {
+        self.rust_log = filter.map(str::to_string);
+        self
+    }
+
+    /// Runs the site under `wrapper`, a command line the binary and its flags are appended
+    /// to (`strace -f -c -o FILE --`). The process the harness holds is then the wrapper's;
+    /// [`SiteProc::pid`] is still geo-agent's.
+    pub fn under<S: Into<OsString>>(mut self, wrapper: impl IntoIterator<Item = S>) -> Spawn {
+        self.wrapper = wrapper.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How the harness's own gRPC clients connect to the site (for mutual TLS: a client
+    /// certificate).
+    pub fn client(mut self, tls: ClientTls) -> Spawn {
+        self.client = tls;
+        self
+    }
+
+    /// Starts the site and waits (with the deadline) for the line that says where it
+    /// serves.
+    pub fn start(self) -> SiteProc {
+        let (child, grpc, http) = self.spawn(None);
+        let tls = self.args.iter().any(|a| a == "--tls-cert");
+        SiteProc {
+            name: self.name.clone(),
+            scheme: if tls { "https" } else { "http" },
+            grpc,
+            http,
+            log: self.log(),
+            data_dir: self.dir.join(&self.name),
+            client: self.client.clone(),
+            spawn: self,
+            child: Some(child),
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join(format!("{}.log", self.name))
+    }
+
+    /// Spawns the site on `listen` (else on port 0, unless the flags say `--listen`), stderr
+    /// to its log, and waits for the line that says where it serves.
+    fn spawn(&self, listen: Option<(SocketAddr, SocketAddr)>) -> (Child, SocketAddr, SocketAddr) {
+        let path = |file: &str| self.dir.join(file).display().to_string();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--site-id".into(),
+            self.name.clone(),
+            "--data-dir".into(),
+            path(&self.name),
+            "--admin-token-file".into(),
+            path("admin-token"),
+            "--site-token-file".into(),
+            path("site-token"),
+        ];
+        args.extend(self.args.iter().cloned());
+        let listen = match listen {
+            Some((grpc, http)) => Some((grpc.to_string(), http.to_string())),
+            None if !args.iter().any(|a| a == "--listen") => {
+                Some(("127.0.0.1:0".into(), "127.0.0.1:0".into()))
+            }
+            None => None,
+        };
+        if let Some((grpc, http)) = listen {
+            args.extend(["--listen".into(), grpc, "--http-listen".into(), http]);
+        }
+        let log = self.log();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut c = Command::new(program);
+                c.args(wrapper_args).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        match &self.rust_log {
+            Some(filter) => cmd.env("RUST_LOG", filter),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let mut child = cmd
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn geo-agent");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split(" serving gRPC on ").nth(1) {
+                    let mut parts = rest.split(" and HTTP on ");
+                    let grpc = parts.next().and_then(|a| a.trim().parse().ok());
+                    let http = parts.next().and_then(|a| a.trim().parse().ok());
+                    if let (Some(g), Some(h)) = (grpc, http) {
+                        let _ = tx.send((g, h));
+                    }
+                }
+            }
+        });
+        match rx.recv_timeout(DEADLINE) {
+            Ok((g, h)) => (child, g, h),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "geo-agent {args:?} did not start; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+/// One running site process, killed (`kill -9`) when dropped.
+pub struct SiteProc {
+    pub name: String,
+    /// `https` for a site started with `--tls-cert`.
+    pub scheme: &'static str,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+    pub data_dir: PathBuf,
+    /// How the harness's gRPC clients connect to it.
+    pub client: ClientTls,
+    spawn: Spawn,
+    child: Option<Child>,
+}
+
+impl SiteProc {
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.grpc)
+    }
+
+    /// Whether the process was started and not yet stopped (it may have exited on its own).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The geo-agent process's id (when it runs under a wrapper: the wrapper's child).
+    pub fn pid(&self) -> u32 {
+        let pid = self.child.as_ref().expect("site is running").id();
+        if self.spawn.wrapper.is_empty() {
+            return pid;
+        }
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("the wrapper ({pid}) of {} has no child", self.name))
+    }
+
+    /// `kill -9` (of the wrapper, when there is one).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.sigterm();
+        self.wait()
+    }
+
+    /// SIGTERM to geo-agent, without waiting.
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) on a pid we own; no memory is involved.
+        unsafe {
+            libc::kill(self.pid() as i32, libc::SIGTERM);
+        }
+    }
+
+    /// Waits (with the deadline) for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.wait_for_exit(Instant::now() + DEADLINE)
+            .expect("process did not exit in time")
+    }
+
+    /// Waits until `deadline` for the process to exit: its status, or `None` when it still
+    /// runs.
+    pub fn wait_for_exit(&mut self, deadline: Instant) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("site is running");
+        let status = poll_until(deadline, || match child.try_wait().expect("wait") {
+            Some(status) => ControlFlow::Break(status),
+            None => ControlFlow::Continue(Duration::from_millis(10)),
+        })?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Starts the site again on the same data directory and the same ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the site before restarting it");
+        let (child, grpc, http) = self.spawn.spawn(Some((self.grpc, self.http)));
+        assert_eq!((grpc, http), (self.grpc, self.http));
+        self.child = Some(child);
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A new connection to the site.
+    pub async fn channel(&self) -> Channel {
+        channel_with(&self.url(), &self.client).await
+    }
+
+    pub async fn mode(&self) -> pb::ModeClient {
+        pb::mode_service_client::ModeServiceClient::new(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> pb::AdminClient {
+        pb::admin_service_client::AdminServiceClient::new(self.channel().await)
+    }
+
+    pub async fn replication(&self) -> pb::ReplicationClient {
+        pb::replication_service_client::ReplicationServiceClient::new(self.channel().await)
+    }
+
+    pub async fn objects(&self) -> pb::ObjectClient {
+        pb::ObjectClient::new(self.channel().await)
+    }
+
+    /// `GET path` on the site's HTTP listener: (status, body).
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        http_request(self.http, "GET", path, None).await
+    }
+
+    /// [`SiteProc::http_get`] without a runtime; panics when the exchange fails.
+    pub fn http_get_blocking(&self, path: &str) -> (u16, String) {
+        http_get_blocking(self.http, path)
+            .unwrap_or_else(|e| panic!("GET {path} at {}: {e}", self.name))
+    }
+
+    /// The site's `/objects` counts.
+    pub async fn object_counts(&self) -> serde_json::Value {
+        let (status, body) = self.http_get("/objects").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON from /objects")
+    }
+
+    /// `GetMode`, or `None` if the call fails: for polling a site that may be opening
+    /// again (after promote, fence or repoint its servers restart in-process, and a call on
+    /// a connection the old server accepted is cut).
+    pub async fn try_get_mode(&self) -> Option<pb::ModeState> {
+        let mut client = self.mode().await;
+        client
+            .get_mode(pb::GetModeRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn get_mode(&self) -> pb::ModeState {
+        self.mode()
+            .await
+            .get_mode(pb::GetModeRequest {})
+            .await
+            .expect("GetMode")
+            .into_inner()
+    }
+}
+
+impl Drop for SiteProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
