@@ -103,6 +103,18 @@ pub struct RunArgs {
     /// gRPC calls one client address may have open at once [default: 256].
     #[arg(long, env = "GEO_AGENT_MAX_STREAMS_PER_CLIENT")]
     pub max_streams_per_client: Option<usize>,
+    /// How long an HTTP client may take to send a request's headers, e.g. 10s [default: 10s].
+    #[arg(long, env = "GEO_AGENT_HTTP_HEADER_TIMEOUT", value_parser = parse_duration)]
+    pub http_header_timeout: Option<Duration>,
+    /// How long an HTTP request may take, body included, before it gets 408 [default: 30s].
+    #[arg(long, env = "GEO_AGENT_HTTP_REQUEST_TIMEOUT", value_parser = parse_duration)]
+    pub http_request_timeout: Option<Duration>,
+    /// HTTP connections open at once, from all clients [default: 1024].
+    #[arg(long, env = "GEO_AGENT_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// HTTP connections one client address may have open at once [default: 256].
+    #[arg(long, env = "GEO_AGENT_HTTP_MAX_CONNECTIONS_PER_CLIENT")]
+    pub http_max_connections_per_client: Option<usize>,
 }
 
 /// The configuration file's shape. Every key is optional; unknown keys are errors.
@@ -129,6 +141,10 @@ pub struct FileConfig {
     pub max_message_bytes: Option<usize>,
     pub stream_idle_timeout: Option<String>,
     pub max_streams_per_client: Option<usize>,
+    pub http_header_timeout: Option<String>,
+    pub http_request_timeout: Option<String>,
+    pub http_max_connections: Option<usize>,
+    pub http_max_connections_per_client: Option<usize>,
     #[serde(default)]
     pub gate: GateFile,
 }
@@ -417,6 +433,48 @@ impl Config {
                 ));
             }
             limits.max_streams_per_client = n;
+        }
+        let http = &mut limits.http;
+        for (arg, file, key, into) in [
+            (
+                args.http_header_timeout,
+                &file.http_header_timeout,
+                "http_header_timeout",
+                &mut http.header_timeout,
+            ),
+            (
+                args.http_request_timeout,
+                &file.http_request_timeout,
+                "http_request_timeout",
+                &mut http.request_timeout,
+            ),
+        ] {
+            if let Some(d) = duration(arg, file.clone(), key)? {
+                if d < Duration::from_millis(100) {
+                    return Err(ConfigError::Invalid(format!("{key} must be at least 100ms")));
+                }
+                *into = d;
+            }
+        }
+        for (value, key, into) in [
+            (
+                args.http_max_connections.or(file.http_max_connections),
+                "http_max_connections",
+                &mut http.max_connections,
+            ),
+            (
+                args.http_max_connections_per_client
+                    .or(file.http_max_connections_per_client),
+                "http_max_connections_per_client",
+                &mut http.max_connections_per_client,
+            ),
+        ] {
+            if let Some(n) = value {
+                if n == 0 {
+                    return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+                }
+                *into = n;
+            }
         }
         let mut generated = Vec::new();
         let admin_token = token(

@@ -23,6 +23,16 @@ pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Enough for several secondaries behind one address, each with its log streams and sync
 /// workers, and for the CLI and front ends beside them.
 pub const DEFAULT_MAX_STREAMS_PER_CLIENT: usize = 256;
+/// How long an HTTP client may take to send a request's headers.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an HTTP request may take from its headers to its answer, body included.
+pub const DEFAULT_HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP connections open at once, from everyone: far below a daemon's file descriptor
+/// limit, so a flood of them cannot starve the gRPC port or the database.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 1024;
+/// HTTP connections one client address may have open at once. nginx keeps a pool of
+/// upstream connections per worker; a few hundred covers a busy front end.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -35,6 +45,32 @@ pub struct Limits {
     /// Calls (unary or streaming) one client address may have open at once; calls with
     /// the site token (other sites) are not counted.
     pub max_streams_per_client: usize,
+    /// The HTTP listener's own limits, apart from gRPC's, so a flood of one does not
+    /// starve the other.
+    pub http: HttpLimits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A client that has not sent a whole request head by then is disconnected.
+    pub header_timeout: Duration,
+    /// A request (its body read and its answer made) that takes longer gets 408.
+    pub request_timeout: Duration,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// Connections one client address may have open at once.
+    pub max_connections_per_client: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
+            request_timeout: DEFAULT_HTTP_REQUEST_TIMEOUT,
+            max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_HTTP_MAX_CONNECTIONS_PER_CLIENT,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -43,6 +79,7 @@ impl Default for Limits {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             stream_idle_timeout: DEFAULT_STREAM_IDLE_TIMEOUT,
             max_streams_per_client: DEFAULT_MAX_STREAMS_PER_CLIENT,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -52,42 +89,60 @@ impl Default for Limits {
 /// its log streams and sync workers, over one address.
 #[derive(Clone)]
 pub struct PerClientLayer {
-    limit: usize,
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    calls: PerAddress,
     site_token: Token,
 }
 
 impl PerClientLayer {
     pub fn new(limit: usize, site_token: Token) -> PerClientLayer {
         PerClientLayer {
-            limit,
-            open: Arc::default(),
+            calls: PerAddress::new(limit),
             site_token,
         }
     }
+}
 
-    /// A place for one more call from `ip`, or `None` when it has `limit` open.
-    fn enter(&self, ip: IpAddr) -> Option<OpenCall> {
+/// Counts what each client address holds open (calls, connections), up to a limit.
+#[derive(Clone)]
+pub struct PerAddress {
+    limit: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerAddress {
+    pub fn new(limit: usize) -> PerAddress {
+        PerAddress {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A place for one more from `ip`, or `None` when it has `limit` open.
+    pub fn enter(&self, ip: IpAddr) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(ip).or_insert(0);
         if *n >= self.limit {
             return None;
         }
         *n += 1;
-        Some(OpenCall {
+        Some(Slot {
             ip,
             open: Arc::clone(&self.open),
         })
     }
 }
 
-/// One open call; dropped when its response body ends or is dropped.
-struct OpenCall {
+/// One open call or connection, counted until it is dropped.
+pub struct Slot {
     ip: IpAddr,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
-impl Drop for OpenCall {
+impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = open.get_mut(&self.ip) {
@@ -145,12 +200,12 @@ where
         let from_a_site = self.layer.site_token.is_presented_in(req.headers());
         let call = match peer_ip(&req).filter(|_| !from_a_site) {
             None => None,
-            Some(ip) => match self.layer.enter(ip) {
+            Some(ip) => match self.layer.calls.enter(ip) {
                 Some(call) => Some(call),
                 None => {
                     let status = Status::resource_exhausted(format!(
                         "too many calls open from {ip}: at most {} at once (max_streams_per_client); close some and try again",
-                        self.layer.limit
+                        self.layer.calls.limit()
                     ));
                     return Box::pin(std::future::ready(Ok(status.into_http())));
                 }
@@ -170,7 +225,7 @@ where
 /// A response body that keeps its call counted until it ends.
 struct Holding {
     body: Body,
-    _call: OpenCall,
+    _call: Slot,
 }
 
 impl http_body::Body for Holding {
@@ -199,7 +254,7 @@ mod tests {
 
     #[test]
     fn counts_per_address_and_frees_on_drop() {
-        let layer = PerClientLayer::new(2, Token::generate());
+        let layer = PerAddress::new(2);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let first = layer.enter(a).unwrap();

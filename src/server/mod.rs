@@ -11,6 +11,7 @@ pub mod convert;
 pub mod error;
 mod gate;
 mod http;
+mod listen;
 pub mod limits;
 mod mode;
 mod objects;
@@ -217,8 +218,12 @@ pub async fn serve(
             TcpIncoming::from(grpc).with_nodelay(Some(true)),
             site.shutdown.clone().cancelled_owned(),
         );
-    let http_server = axum::serve(http, http::router(Arc::clone(&site)))
-        .with_graceful_shutdown(site.shutdown.clone().cancelled_owned());
+    let http_server = listen::serve(
+        http,
+        http::router(Arc::clone(&site)),
+        limits.http,
+        site.shutdown.clone(),
+    );
     let end_watches = async {
         site.shutdown.cancelled().await;
         site.health.close().await;

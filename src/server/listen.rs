@@ -1,0 +1,99 @@
+//! The HTTP listener, served so that no client can hold it: a request head must arrive
+//! within `header_timeout`, a whole request within `request_timeout` (else 408), and at most
+//! `max_connections` connections are open at once, `max_connections_per_client` from one
+//! address. A connection over a limit is closed as soon as it is accepted, so a slow-loris
+//! flood costs the site a bounded number of file descriptors and never reaches the gRPC
+//! port, which has limits of its own.
+//!
+//! Trade-off: a client over the limit gets a closed connection, not a 503 — answering would
+//! mean reading its request, which is what a flood wants.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::StatusCode;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::limits::{HttpLimits, PerAddress};
+
+/// Serves `router` on `listener` within `limits` until `shutdown`, then lets the
+/// connections still open finish their requests (the caller bounds how long).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let timeout = limits.request_timeout;
+    let router = router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            within(timeout, next.run(req)).await
+        },
+    ));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = PerAddress::new(limits.max_connections_per_client);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    // Out of file descriptors, most likely: wait a little rather than spin.
+                    warn!(%error, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            debug!(%peer, limit = limits.max_connections, "closing an HTTP connection over the limit");
+            continue;
+        };
+        let Some(slot) = per_client.enter(peer.ip()) else {
+            debug!(%peer, limit = per_client.limit(), "closing an HTTP connection over the per-client limit");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = http1.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%peer, %error, "HTTP connection ended with an error");
+            }
+            drop((permit, slot));
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// `answer` within `timeout`, else 408.
+async fn within(timeout: Duration, answer: impl std::future::Future<Output = Response>) -> Response {
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {:.0}s (http_request_timeout)",
+                timeout.as_secs_f64()
+            ),
+        )
+            .into_response(),
+    }
+}
