@@ -27,6 +27,8 @@ pub mod ids {
     pub const DENY_PRIMARY_ONLY: &str = "deny.primary_only";
     pub const DENY_BODY_TOO_LARGE: &str = "deny.body_too_large";
     pub const ALLOW_EXTRA: &str = "allow.extra";
+    /// A write refused because the site is fenced (a replaced primary, SPEC §5).
+    pub const FENCED: &str = "fenced";
 
     // Built-in allowlist rows
     pub const ALLOW_GRAPHQL: &str = "allow.graphql";
@@ -368,6 +370,15 @@ pub static ALLOWLIST: &[Row] = &[
         "Geo's own GraphQL endpoint"),
     row(ids::ALLOW_JWT_AUTH, S::POST, M::Exact("/jwt/auth"), C::None,
         "registry tokens (push scopes are filtered by the token service)"),
+];
+
+/// Rows whose writes are reads carried by a write method, and so still run on a fenced
+/// site — and then only under these ids, i.e. when a body check proved the request a read.
+pub static FENCED_READS: &[&str] = &[
+    ids::ALLOW_GRAPHQL,
+    ids::ALLOW_LFS_BATCH,
+    ids::ALLOW_COMPARE,
+    ids::ALLOW_GIT_UPLOAD_PACK,
 ];
 
 /// The one place the table is read: the first built-in row for this method and path.

@@ -18,6 +18,7 @@ fn site(role: SiteRole, maintenance: bool) -> SiteView {
         role,
         maintenance,
         message: None,
+        fenced: None,
     }
 }
 
@@ -970,6 +971,280 @@ fn unknown_actions_and_sources_are_errors() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Fenced sites (SPEC §5)
+// ---------------------------------------------------------------------------------------
+
+const FENCED_TO: &str =
+    "This site was replaced as the primary (epoch 7); send writes to https://geo-2.example.";
+const FENCED_UNKNOWN: &str = "This site was replaced as the primary (epoch 7).";
+
+/// Every role and maintenance setting, fenced at epoch 7, with and without the new primary
+/// known, and the sentence each one's refusals must carry.
+fn fenced_sites() -> Vec<(SiteView, &'static str)> {
+    let mut out = Vec::new();
+    for s in sites() {
+        for (new_primary, text) in [
+            (Some("https://geo-2.example"), FENCED_TO),
+            (None, FENCED_UNKNOWN),
+        ] {
+            let mut s = s.clone();
+            s.message = Some("Back soon".into());
+            s.fenced = Some(Fenced {
+                epoch: 7,
+                new_primary: new_primary.map(str::to_string),
+            });
+            out.push((s, text));
+        }
+    }
+    out
+}
+
+/// A fenced site's HTTP refusal: 503, Retry-After, the sentence as JSON, never a redirect.
+#[track_caller]
+fn assert_fenced_http(d: &Decision, text: &str, retry: u32, ctx: &str) {
+    expect(d, Verdict::Deny, 503, "fenced", ctx);
+    assert_eq!(&*d.content_type, "application/json", "{ctx}");
+    let body = serde_json::json!({ "message": text }).to_string();
+    assert_eq!(d.body.as_deref(), Some(body.as_str()), "{ctx}");
+    assert_eq!(d.message.as_deref(), Some(text), "{ctx}");
+    assert_eq!(
+        (d.retry_after, d.location.as_deref()),
+        (Some(retry), None),
+        "{ctx}"
+    );
+    assert!(d.reason.contains(text), "{ctx}: {}", d.reason);
+}
+
+fn fenced_cfgs() -> [(GateConfig, u32); 2] {
+    let unavailable = GateConfig {
+        deny_mode: DenyMode::Unavailable503 {
+            retry_after_secs: 120,
+        },
+        ..cfg("")
+    };
+    // In 403 mode nothing sets Retry-After: a fenced site uses the default.
+    [
+        (cfg(""), DEFAULT_FENCED_RETRY_AFTER_SECS),
+        (unavailable, 120),
+    ]
+}
+
+#[test]
+fn fenced_message_names_the_new_primary_only_when_known() {
+    let f = |new_primary: Option<&str>| Fenced {
+        epoch: 7,
+        new_primary: new_primary.map(str::to_string),
+    };
+    assert_eq!(f(Some("https://geo-2.example")).message(), FENCED_TO);
+    assert_eq!(f(None).message(), FENCED_UNKNOWN);
+    // A name that would smuggle a line into a text/plain body, or says nothing, is unknown.
+    for bad in ["", "  ", "geo-2\r\nX-Evil: 1", "a\u{7}b"] {
+        assert_eq!(f(Some(bad)).message(), FENCED_UNKNOWN, "{bad:?}");
+    }
+    // Quotes are escaped in the JSON body.
+    let mut s = site(SiteRole::Primary, false);
+    s.fenced = Some(f(Some("site \"two\"")));
+    let d = run(&req("POST", "/api/v4/projects"), &s, &cfg(""));
+    assert_eq!(
+        d.body.as_deref(),
+        Some(
+            r#"{"message":"This site was replaced as the primary (epoch 7); send writes to site \"two\"."}"#
+        )
+    );
+}
+
+#[test]
+fn fenced_sites_refuse_every_http_write_whatever_the_mode() {
+    // Writes maintenance mode refuses, and writes it allows: all refused when fenced.
+    let mut writes: Vec<HttpRequest> = DENIED
+        .iter()
+        .filter(|(_, path, ..)| !path.ends_with("/git-receive-pack"))
+        .map(|&(m, p, ..)| req(m, p))
+        .collect();
+    for case in allowed_table() {
+        let mut r = req(case.method, case.path);
+        if let Some((body, ct)) = case.body {
+            r = with_body(r, body, ct);
+        }
+        if !matches!(
+            case.rule,
+            "allow.graphql" | "allow.lfs_batch" | "allow.compare" | "allow.git_upload_pack"
+        ) {
+            writes.push(r);
+        }
+    }
+    // What maintenance mode lets through without a body (nginx sends none) cannot be
+    // proven a read.
+    writes.push(req("POST", "/g/p.git/info/lfs/objects/batch"));
+    writes.push(with_body(
+        req("POST", "/g/p.git/info/lfs/objects/batch"),
+        r#"{"operation":"upload","objects":[]}"#,
+        "application/vnd.git-lfs+json",
+    ));
+    writes.push(with_body(
+        req("POST", "/api/graphql"),
+        r#"{"query":"mutation { createIssue(input: {}) { errors } }"}"#,
+        "application/json",
+    ));
+    writes.push(req("PUT", "/api/v4/custom/hook"));
+    for (base, retry) in fenced_cfgs() {
+        let c = GateConfig {
+            extra_allowlist: vec![AllowRoute::parse("PUT /api/v4/custom/*").unwrap()],
+            exempt_cidrs: vec![Cidr::parse("10.0.0.0/8").unwrap()],
+            ..base
+        };
+        for (s, text) in fenced_sites() {
+            for r in &writes {
+                for ip in [None, Some("10.1.2.3")] {
+                    let mut r = r.clone();
+                    r.client_ip = ip.map(|i| i.parse().unwrap());
+                    r.accept = Some("text/html".into());
+                    let ctx = format!(
+                        "{} {} on fenced {:?} maintenance={} from {ip:?}",
+                        r.method, r.path, s.role, s.maintenance
+                    );
+                    assert_fenced_http(&run(&r, &s, &c), text, retry, &ctx);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fenced_sites_still_serve_reads() {
+    let reads = [
+        (req("GET", "/api/v4/projects"), "read"),
+        (req("HEAD", "/g/p/-/issues"), "read"),
+        (req("OPTIONS", "/api/graphql"), "read"),
+        (
+            req("POST", "/g/p.git/git-upload-pack"),
+            "allow.git_upload_pack",
+        ),
+        (req("POST", "/g/p/-/compare"), "allow.compare"),
+        (
+            with_body(
+                req("POST", "/g/p.git/info/lfs/objects/batch"),
+                LFS_DOWNLOAD,
+                "application/vnd.git-lfs+json",
+            ),
+            "allow.lfs_batch",
+        ),
+        (
+            with_body(req("POST", "/api/graphql"), GQL_QUERY, "application/json"),
+            "allow.graphql",
+        ),
+    ];
+    for (c, _) in fenced_cfgs() {
+        for (s, _) in fenced_sites() {
+            for (r, rule) in &reads {
+                let ctx = format!("{} {} on {s:?}", r.method, r.path);
+                expect(&run(r, &s, &c), Verdict::Allow, 200, rule, &ctx);
+            }
+        }
+    }
+}
+
+#[test]
+fn fenced_sites_refuse_pushes_on_every_git_surface() {
+    for (c, retry) in fenced_cfgs() {
+        for (s, text) in fenced_sites() {
+            for proxied in [false, true] {
+                let git = |op, protocol| {
+                    decide(
+                        &Request::Git(GitRequest {
+                            op,
+                            protocol,
+                            proxied,
+                        }),
+                        &s,
+                        &c,
+                    )
+                    .unwrap()
+                };
+                let ctx = format!("{s:?} proxied={proxied}");
+                let d = git(GitOp::ReceivePack, GitProtocol::Ssh);
+                expect(&d, Verdict::Deny, 401, "fenced", &ctx);
+                let body = format!(r#"{{"status":false,"message":"{text}"}}"#);
+                assert_eq!(
+                    (&*d.content_type, d.body.as_deref(), d.message.as_deref()),
+                    ("application/json", Some(body.as_str()), Some(text)),
+                    "{ctx}"
+                );
+                let d = git(GitOp::ReceivePack, GitProtocol::Http);
+                expect(&d, Verdict::Deny, 503, "fenced", &ctx);
+                assert_eq!(
+                    (&*d.content_type, d.body.as_deref(), d.retry_after),
+                    ("text/plain", Some(text), Some(retry)),
+                    "{ctx}"
+                );
+                for p in [GitProtocol::Ssh, GitProtocol::Http] {
+                    expect(
+                        &git(GitOp::UploadPack, p),
+                        Verdict::Allow,
+                        200,
+                        "git.pull",
+                        &ctx,
+                    );
+                }
+            }
+            // A push seen as a plain HTTP request gets git's answer too.
+            let d = run(&req("POST", "/g/p.git/git-receive-pack"), &s, &c);
+            expect(&d, Verdict::Deny, 503, "fenced", "smart HTTP push");
+            assert_eq!(
+                (&*d.content_type, d.body.as_deref(), d.retry_after),
+                ("text/plain", Some(text), Some(retry))
+            );
+        }
+    }
+}
+
+#[test]
+fn fenced_sites_issue_pull_only_registry_tokens() {
+    for (s, text) in fenced_sites() {
+        let r = |scopes: &[&str]| {
+            let r = RegistryRequest {
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            };
+            decide(&Request::Registry(r), &s, &cfg("")).unwrap()
+        };
+        let d = r(&["repository:group/app:pull,push", "repository:x:delete"]);
+        expect(&d, Verdict::Allow, 200, "fenced", "pull,push");
+        assert_eq!(d.granted_scopes, ["repository:group/app:pull"]);
+        assert!(d.reason.contains(text), "{}", d.reason);
+        let d = r(&["repository:group/app:pull", "registry:catalog:*"]);
+        expect(&d, Verdict::Allow, 200, "registry.granted", "pull");
+        assert_eq!(
+            d.granted_scopes,
+            ["repository:group/app:pull", "registry:catalog:*"]
+        );
+    }
+}
+
+#[test]
+fn fenced_sites_refuse_every_named_action_that_writes() {
+    for (c, retry) in fenced_cfgs() {
+        for (s, text) in fenced_sites() {
+            for name in KNOWN_ACTIONS {
+                let d = decide(
+                    &Request::Action(ActionRequest {
+                        action: name.to_string(),
+                        source: None,
+                    }),
+                    &s,
+                    &c,
+                )
+                .unwrap();
+                if matches!(*name, "feature_flag_check" | "outgoing_email") {
+                    expect(&d, Verdict::Allow, 200, &format!("action.{name}"), name);
+                } else {
+                    assert_fenced_http(&d, text, retry, name);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Exempt clients, extra allowlist, configuration
 // ---------------------------------------------------------------------------------------
 
@@ -1269,8 +1544,9 @@ fn any_site() -> impl Strategy<Value = SiteView> {
         any::<bool>(),
         any::<bool>(),
         proptest::option::of(".{0,40}"),
+        proptest::option::of((any::<u64>(), proptest::option::of(".{0,20}"))),
     )
-        .prop_map(|(p, m, message)| SiteView {
+        .prop_map(|(p, m, message, fenced)| SiteView {
             role: if p {
                 SiteRole::Primary
             } else {
@@ -1278,6 +1554,7 @@ fn any_site() -> impl Strategy<Value = SiteView> {
             },
             maintenance: m,
             message,
+            fenced: fenced.map(|(epoch, new_primary)| Fenced { epoch, new_primary }),
         })
 }
 
