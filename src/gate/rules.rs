@@ -62,6 +62,7 @@ pub mod ids {
     pub const GRAPHQL_MUTATION: &str = "graphql.mutation";
     pub const GRAPHQL_TOO_COMPLEX: &str = "graphql.too_complex";
     pub const GRAPHQL_AMBIGUOUS: &str = "graphql.ambiguous";
+    pub const GRAPHQL_MEDIA_TYPE: &str = "graphql.media_type";
     pub const LFS_NO_BODY: &str = "lfs.no_body";
     pub const LFS_UNPARSEABLE: &str = "lfs.unparseable";
     pub const LFS_UPLOAD: &str = "deny.lfs_upload";
@@ -394,7 +395,6 @@ pub fn write_allowing_ids() -> impl Iterator<Item = &'static str> {
     ALLOWLIST.iter().map(|r| r.id).chain([
         ids::GRAPHQL_GEO_MUTATION,
         ids::GRAPHQL_NO_BODY,
-        ids::GRAPHQL_UNPARSEABLE,
         ids::GRAPHQL_NO_OPERATION,
         ids::LFS_NO_BODY,
         ids::LFS_UNPARSEABLE,

@@ -481,25 +481,175 @@ fn graphql_mutations_are_refused_with_the_read_only_answer() {
     );
 }
 
-#[test]
-fn unparseable_graphql_is_allowed_and_says_so() {
-    let r = with_body(
-        req("POST", "/api/graphql"),
+/// GraphQL bodies the gate cannot judge, each hiding a mutation: (what, body, content type,
+/// rule). All are refused in maintenance mode with the read-only answer.
+const GRAPHQL_UNJUDGEABLE: &[(&str, &str, Option<&str>, &str)] = &[
+    (
+        "JSON with a trailing comma",
+        r#"{"query":"mutation { destroyProject(input: {}) { errors } }",}"#,
+        Some("application/json"),
+        "graphql.unparseable",
+    ),
+    (
+        "JSON with a comment",
+        r#"{"query":"mutation { destroyProject(input: {}) { errors } }" /* x */}"#,
+        Some("application/json"),
+        "graphql.unparseable",
+    ),
+    (
+        "an unparseable document",
         r#"{"query":"mutation {"}"#,
-        "application/json",
+        Some("application/json"),
+        "graphql.unparseable",
+    ),
+    (
+        "a decoy Operations part beside operations",
+        "--b\r\nContent-Disposition: form-data; name=\"Operations\"\r\n\r\n{\"query\":\"{ a }\"}\r\n\
+         --b\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n\
+         {\"query\":\"mutation { destroyProject(input: {}) { errors } }\"}\r\n--b--\r\n",
+        Some("multipart/form-data; boundary=b"),
+        "graphql.ambiguous",
+    ),
+    (
+        "multipart/mixed",
+        "--b\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n\
+         {\"query\":\"mutation { destroyProject(input: {}) { errors } }\"}\r\n--b--\r\n",
+        Some("multipart/mixed; boundary=b"),
+        "graphql.mutation",
+    ),
+    (
+        "a query form part",
+        "--b\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\n\
+         mutation { destroyProject(input: {}) { errors } }\r\n--b--\r\n",
+        Some("multipart/form-data; boundary=b"),
+        "graphql.mutation",
+    ),
+    (
+        "an unknown media type",
+        r#"{"query":"mutation { destroyProject(input: {}) { errors } }"}"#,
+        Some("text/plain"),
+        "graphql.media_type",
+    ),
+    (
+        "an unknown media type with a harmless-looking body",
+        "mutation { destroyProject(input: {}) { errors } }",
+        Some("application/graphql"),
+        "graphql.media_type",
+    ),
+    (
+        "a _json batch beside a query",
+        r#"{"query":"{ a }","_json":[{"query":"mutation { destroyProject(input: {}) { errors } }"}]}"#,
+        Some("application/json"),
+        "graphql.ambiguous",
+    ),
+    (
+        "binary garbage without a content type",
+        "\u{0}\u{ff}",
+        None,
+        "graphql.unparseable",
+    ),
+];
+
+#[test]
+fn graphql_that_cannot_be_judged_is_refused_in_maintenance() {
+    for &(what, body, ct, rule) in GRAPHQL_UNJUDGEABLE {
+        for root in ROOTS {
+            let mut r = req("POST", &format!("{root}/api/graphql"));
+            r.body = Some(body.as_bytes().to_vec());
+            r.content_type = ct.map(str::to_string);
+            let c = cfg(root);
+            for role in [SiteRole::Primary, SiteRole::Secondary] {
+                let d = run(&r, &site(role, true), &c);
+                expect(&d, Verdict::Deny, 403, rule, what);
+                assert_eq!(d.body.as_deref(), Some(READ_ONLY_JSON_BODY), "{what}");
+                assert!(!d.reason.is_empty(), "{what}");
+            }
+            // Outside maintenance nothing changes: a secondary forwards, the primary runs.
+            expect(
+                &run(&r, &site(SiteRole::Secondary, false), &c),
+                Verdict::ProxyToPrimary,
+                200,
+                "proxy_to_primary",
+                what,
+            );
+            expect(
+                &run(&r, &site(SiteRole::Primary, false), &c),
+                Verdict::Allow,
+                200,
+                "maintenance_off",
+                what,
+            );
+        }
+    }
+    // The reason says why.
+    let (_, body, ct, _) = GRAPHQL_UNJUDGEABLE[0];
+    let r = with_body(req("POST", "/api/graphql"), body, ct.unwrap_or_default());
+    let d = run(&r, &site(SiteRole::Primary, true), &cfg(""));
+    assert!(d.reason.contains("cannot be judged"), "{}", d.reason);
+}
+
+#[test]
+fn graphql_without_a_body_is_still_decided_by_its_url() {
+    // nginx's auth_request sends no body: documented, unchanged.
+    for body in [None, Some(Vec::new())] {
+        let mut r = req("POST", "/api/graphql");
+        r.body = body;
+        let d = run(&r, &site(SiteRole::Primary, true), &cfg(""));
+        expect(&d, Verdict::Allow, 200, "graphql.no_body", "no body");
+        r.path = "/api/graphql?query=mutation%7Bx%7D".into();
+        let d = run(&r, &site(SiteRole::Primary, true), &cfg(""));
+        expect(
+            &d,
+            Verdict::Deny,
+            403,
+            "graphql.mutation",
+            "mutation in the URL",
+        );
+        r.path = "/api/graphql?_json%5B%5D%5Bquery%5D=mutation%7Bx%7D".into();
+        let d = run(&r, &site(SiteRole::Primary, true), &cfg(""));
+        expect(
+            &d,
+            Verdict::Deny,
+            403,
+            "graphql.ambiguous",
+            "batch in the URL",
+        );
+    }
+}
+
+#[test]
+fn legal_graphql_comments_and_trailing_commas_are_judged() {
+    let s = site(SiteRole::Primary, true);
+    let r = |q: &str| {
+        with_body(
+            req("POST", "/api/graphql"),
+            &serde_json::json!({ "query": q }).to_string(),
+            "application/json",
+        )
+    };
+    let d = run(
+        &r("# list them\nquery { projects(first: 2,) { nodes { id, }, }, }"),
+        &s,
+        &cfg(""),
     );
-    let d = run(&r, &site(SiteRole::Primary, true), &cfg(""));
-    expect(&d, Verdict::Allow, 200, "graphql.unparseable", "garbage");
-    assert!(d.reason.contains("unparseable"), "{}", d.reason);
-    let mut r = req("POST", "/api/graphql");
-    r.body = Some(vec![0xff, 0x00, 0xfe]);
-    let d = run(&r, &site(SiteRole::Primary, true), &cfg(""));
     expect(
         &d,
         Verdict::Allow,
         200,
-        "graphql.unparseable",
-        "invalid UTF-8",
+        "allow.graphql",
+        "query with a comment",
+    );
+    let d = run(
+        &r("# harmless\nmutation { destroyProject(input: {id: 1,},) { errors, }, } # really"),
+        &s,
+        &cfg(""),
+    );
+    expect(
+        &d,
+        Verdict::Deny,
+        403,
+        "graphql.mutation",
+        "mutation with a comment",
     );
 }
 
@@ -1523,7 +1673,6 @@ const WRITE_ALLOWING: &[&str] = &[
     "allow.jwt_auth",
     "allow.graphql.geo_registries_update",
     "graphql.no_body",
-    "graphql.unparseable",
     "graphql.no_operation",
     "lfs.no_body",
     "lfs.unparseable",
