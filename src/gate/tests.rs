@@ -378,6 +378,67 @@ const DENIED: &[(&str, &str, &str, u16)] = &[
     ("POST", "/.git/git-upload-pack", "deny.write", 301),
     ("POST", "/api/graphqlx", "deny.write", 403),
     ("POST", "/users/auth", "deny.write", 301),
+    // Paths that end like an allowlisted route but are not that route (GitLab asks its
+    // router; the gate asks the route's shape).
+    (
+        "POST",
+        "/root/proj/-/repository/files/compare",
+        "deny.write",
+        301,
+    ),
+    (
+        "POST",
+        "/root/proj/-/blob/master/compare",
+        "deny.write",
+        301,
+    ),
+    (
+        "POST",
+        "/root/proj/-/create/master/compare",
+        "deny.write",
+        301,
+    ),
+    ("POST", "/root/proj/new/master/compare", "deny.write", 301),
+    ("POST", "/proj/compare", "deny.write", 301),
+    (
+        "POST",
+        "/api/v4/projects/1/repository/files/compare",
+        "deny.write",
+        403,
+    ),
+    (
+        "POST",
+        "/root/proj/new/master/app/info/lfs/objects/batch",
+        "deny.write",
+        301,
+    ),
+    (
+        "POST",
+        "/root/proj/-/create/master/app.git/info/lfs/objects/batch",
+        "deny.write",
+        301,
+    ),
+    (
+        "POST",
+        "/root/proj/info/lfs/objects/batch",
+        "deny.write",
+        301,
+    ),
+    ("POST", "/root/proj/git-upload-pack", "deny.write", 301),
+    (
+        "POST",
+        "/root/proj/-/create/master/x.git/git-upload-pack",
+        "deny.write",
+        301,
+    ),
+    (
+        "POST",
+        "/root/proj/-/api/v4/internal/allowed",
+        "deny.write",
+        301,
+    ),
+    ("POST", "/x/api/v4/internal/allowed", "deny.write", 301),
+    ("PUT", "/api/v3/internalx", "deny.write", 403),
     (
         "POST",
         "/group/project.git/git-receive-pack",
@@ -417,6 +478,77 @@ fn writes_off_the_allowlist_are_refused_in_maintenance_and_proxied_from_secondar
                 proxied,
                 &ctx,
             );
+        }
+    }
+}
+
+/// Cases of GitLab's own read-only middleware spec, on a site in maintenance mode:
+/// (method, path, body, allowed).
+#[test]
+fn gitlab_read_only_middleware_cases() {
+    const UPLOAD: &str = r#"{"operation":"upload","objects":[{"oid":"1234","size":1}]}"#;
+    let cases: &[(&str, &str, Option<&str>, bool)] = &[
+        ("POST", "/api/v4/internal/allowed", None, true),
+        ("POST", "/api/v4/internal/lfs_authenticate", None, true),
+        ("POST", "/root/gitlab-ce.git/git-upload-pack", None, true),
+        ("POST", "/root/gitlab-ce/-/compare", None, true),
+        ("POST", "/root/gitlab-ce/compare", None, true),
+        (
+            "POST",
+            "/root/gitlab-ce/-/repository/files/compare",
+            None,
+            false,
+        ),
+        (
+            "POST",
+            "/root/gitlab-ce/new/master/app/info/lfs/objects/batch",
+            None,
+            false,
+        ),
+        (
+            "POST",
+            "/root/gitlab-ce.git/info/lfs/objects/batch",
+            Some(LFS_DOWNLOAD),
+            true,
+        ),
+        (
+            "POST",
+            "/root/gitlab-ce.git/info/lfs/objects/batch",
+            Some(UPLOAD),
+            false,
+        ),
+        ("POST", "/users/sign_in", None, true),
+        ("POST", "/users/sign_out", None, true),
+        ("POST", "/oauth/token", None, true),
+        ("POST", "/users/auth/geo/sign_in", None, true),
+        ("POST", "/admin/session", None, true),
+        ("POST", "/admin/session/destroy", None, true),
+        ("POST", "/admin/sidekiq", None, true),
+        ("POST", "/api/v4/projects", None, false),
+        ("POST", "/test_request", None, false),
+        ("PATCH", "/test_request", None, false),
+        ("PUT", "/test_request", None, false),
+        ("DELETE", "/test_request", None, false),
+        ("GET", "/test_request", None, true),
+        ("HEAD", "/test_request", None, true),
+        ("POST", "/api/graphql", Some(GQL_QUERY), true),
+        (
+            "POST",
+            "/api/graphql",
+            Some(r#"{"query":"mutation { createIssue(input: {}) { errors } }"}"#),
+            false,
+        ),
+    ];
+    for &(method, path, body, allowed) in cases {
+        for root in ROOTS {
+            let mut r = req(method, &format!("{root}{path}"));
+            if let Some(b) = body {
+                r = with_body(r, b, "application/json");
+            }
+            for role in [SiteRole::Primary, SiteRole::Secondary] {
+                let d = run(&r, &site(role, true), &cfg(root));
+                assert_eq!(d.is_allowed(), allowed, "{method} {root}{path}: {d:?}");
+            }
         }
     }
 }
@@ -1733,6 +1865,9 @@ const ROUTES: &[&str] = &[
     "oauth/token",
     "admin/session",
     "g/p/-/compare",
+    "g/p/-/repository/files/compare",
+    "g/p/new/main/info/lfs/objects/batch",
+    "g/p/-/create/main/x.git/git-upload-pack",
     "x.git/git-upload-pack",
     "x.git/info/lfs/objects/batch",
     "api/v4/internal/allowed",
@@ -1841,6 +1976,14 @@ fn naive_clean(raw: &str, root: &str) -> Option<String> {
     }
 }
 
+/// Words that are routes inside a project, never a group's or project's name.
+fn route_word(seg: &str) -> bool {
+    matches!(
+        seg,
+        "-" | "blob" | "new" | "create" | "edit" | "files" | "repository" | "tree" | "raw"
+    )
+}
+
 /// Whether `path` (clean, below the root) is one that rule `rule` is about.
 fn belongs(rule: &str, path: &str, method: &str) -> bool {
     let segs: Vec<&str> = path.split('/').skip(1).collect();
@@ -1862,18 +2005,29 @@ fn belongs(rule: &str, path: &str, method: &str) -> bool {
             matches!(method, "POST" | "PUT")
                 && segs.starts_with(&["api", "v4", "application", "settings"])
         }
-        "allow.compare" => post && segs.len() > 1 && segs.last() == Some(&"compare"),
+        "allow.compare" => {
+            let project = match segs.as_slice() {
+                [p @ .., "-", "compare"] | [p @ .., "compare"] => p,
+                _ => &[][..],
+            };
+            post && project.len() >= 2 && !project.iter().any(|s| route_word(s))
+        }
         "allow.git_upload_pack" => {
-            post && segs.len() > 1
+            post && segs.len() > 2
                 && segs[segs.len() - 1] == "git-upload-pack"
                 && segs[segs.len() - 2].ends_with(".git")
                 && segs[segs.len() - 2] != ".git"
+                && !segs.iter().any(|s| route_word(s))
         }
         "allow.lfs_batch" | "lfs.no_body" | "lfs.unparseable" => {
-            post && path.ends_with("/info/lfs/objects/batch")
+            post && segs.len() > 5
+                && segs.ends_with(&["info", "lfs", "objects", "batch"])
+                && segs[segs.len() - 5].ends_with(".git")
+                && segs[segs.len() - 5] != ".git"
+                && !segs.iter().any(|s| route_word(s))
         }
-        "allow.internal_api" => has_run(&["api", "v4", "internal"]),
-        "allow.internal_api_v3" => has_run(&["api", "v3", "internal"]),
+        "allow.internal_api" => segs.len() > 3 && segs.starts_with(&["api", "v4", "internal"]),
+        "allow.internal_api_v3" => segs.len() > 3 && segs.starts_with(&["api", "v3", "internal"]),
         "allow.sidekiq" => post && segs.starts_with(&["admin", "sidekiq"]),
         "allow.admin_geo" => post && segs.starts_with(&["admin", "geo"]),
         "allow.geo_replication" => post && has_run(&["api", "v4", "geo_replication"]),
