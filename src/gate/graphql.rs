@@ -424,7 +424,8 @@ fn parse_body(body: &[u8], content_type: Option<&str>) -> Result<Payload, Unread
     let media = media_type(ct);
     let is = |t: &str| media.eq_ignore_ascii_case(t);
     // Rack reads every multipart type as form data, not only multipart/form-data.
-    if media.len() > 10 && media[..10].eq_ignore_ascii_case("multipart/") {
+    let multipart_prefix = media.as_bytes().get(..10);
+    if media.len() > 10 && multipart_prefix.is_some_and(|p| p.eq_ignore_ascii_case(b"multipart/")) {
         return multipart(body, ct);
     }
     if is("application/x-www-form-urlencoded") {

@@ -2039,8 +2039,278 @@ fn belongs(rule: &str, path: &str, method: &str) -> bool {
     }
 }
 
+/// Tokens a random GraphQL document is built from: names, punctuation, ignored tokens
+/// (commas, comments, a BOM), strings and the words that change what runs.
+const GQL_TOKENS: &[&str] = &[
+    " ",
+    "\n",
+    "\t",
+    ",",
+    "\u{feff}",
+    "# c\n",
+    "#mutation\n",
+    "{",
+    "}",
+    "(",
+    ")",
+    ":",
+    "[",
+    "]",
+    "...",
+    "$v",
+    "!",
+    "=",
+    "@skip(if: true)",
+    "\"s\"",
+    "\"\"\"b\"\"\"",
+    "1",
+    "true",
+    "null",
+    "a",
+    "createIssue",
+    "destroyProject",
+    "geoRegistriesUpdate",
+    "__typename",
+    "input",
+    "query",
+    "mutation",
+    "subscription",
+    "fragment",
+    "F",
+    "on",
+    "Mutation",
+    "Query",
+    "errors",
+    "id",
+];
+
+fn gql_tail() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(GQL_TOKENS), 0..24).prop_map(|t| t.join(" "))
+}
+
+/// A document whose first operation is a mutation: `mutation` is its first significant
+/// token, after any ignored ones.
+fn mutation_document() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(vec![
+            "",
+            " ",
+            "\n",
+            ",",
+            "# q {\n",
+            "\u{feff}",
+            " , # x\n\t",
+        ]),
+        gql_tail(),
+        prop_oneof![
+            Just(String::from("{ createIssue(input: {}) { errors } }")),
+            Just(String::from("{ geoRegistriesUpdate { errors } }")),
+            gql_tail(),
+        ],
+    )
+        .prop_map(|(lead, tail, body)| format!("{lead}mutation {tail} {body}"))
+}
+
+/// A GraphQL request carrying `doc` in every way a client may send one: (path suffix,
+/// body, content type).
+fn gql_transport(doc: String) -> impl Strategy<Value = (String, Option<Vec<u8>>, Option<String>)> {
+    let json = serde_json::json!({ "query": doc }).to_string();
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    let form = format!("query={}", enc(&doc));
+    let multipart = |name: &str, content: &str| {
+        format!(
+            "--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{content}\r\n--b--\r\n"
+        )
+        .into_bytes()
+    };
+    let options: Vec<(String, Option<Vec<u8>>, Option<String>)> = vec![
+        (
+            String::new(),
+            Some(json.clone().into_bytes()),
+            Some("application/json".into()),
+        ),
+        (
+            String::new(),
+            Some(format!("[{json}]").into_bytes()),
+            Some("application/json; charset=utf-8".into()),
+        ),
+        (
+            String::new(),
+            Some(
+                serde_json::json!({ "query": doc, "operationName": null })
+                    .to_string()
+                    .into_bytes(),
+            ),
+            Some("application/json".into()),
+        ),
+        (
+            String::new(),
+            Some(form.clone().into_bytes()),
+            Some("application/x-www-form-urlencoded".into()),
+        ),
+        (String::new(), Some(form.clone().into_bytes()), None),
+        (
+            String::new(),
+            Some(multipart("operations", &json)),
+            Some("multipart/form-data; boundary=b".into()),
+        ),
+        (
+            String::new(),
+            Some(multipart("query", &doc)),
+            Some("multipart/mixed; boundary=b".into()),
+        ),
+        (format!("?{form}"), None, None),
+        (
+            format!("?{form}"),
+            Some(b"{}".to_vec()),
+            Some("application/json".into()),
+        ),
+        (
+            String::new(),
+            Some(json.into_bytes()),
+            Some("text/plain".into()),
+        ),
+    ];
+    prop::sample::select(options)
+}
+
+fn maintenance_site() -> impl Strategy<Value = SiteView> {
+    (any::<bool>(), any::<bool>()).prop_map(|(primary, fenced)| SiteView {
+        fenced: fenced.then_some(Fenced {
+            epoch: 3,
+            new_primary: None,
+        }),
+        ..site(
+            if primary {
+                SiteRole::Primary
+            } else {
+                SiteRole::Secondary
+            },
+            true,
+        )
+    })
+}
+
+/// Content types a hostile client may send to the GraphQL route.
+fn any_content_type() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of(prop_oneof![
+        prop::sample::select(vec![
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=b",
+            "multipart/form-data",
+            "multipart/mixed; boundary=\"b\"",
+            "text/plain",
+            "application/graphql",
+            "",
+        ])
+        .prop_map(str::to_string),
+        ".{0,30}",
+    ])
+}
+
+/// Bodies a hostile client may send: bytes, JSON-ish text, multipart-ish text.
+fn any_body() -> impl Strategy<Value = Option<Vec<u8>>> {
+    let piece = prop::sample::select(vec![
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"query\"",
+        "\"Query\"",
+        "\"_json\"",
+        "\"operationName\"",
+        ":",
+        ",",
+        "\"mutation { a }\"",
+        "\"{ a }\"",
+        "/* */",
+        "--b\r\n",
+        "\r\n\r\n",
+        "Content-Disposition: form-data; name=\"operations\"",
+        "name=query",
+        "query=",
+        "&",
+        "mutation",
+        "%7B",
+        "null",
+        " ",
+    ]);
+    proptest::option::of(prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..128),
+        prop::collection::vec(piece, 0..16).prop_map(|p| p.concat().into_bytes()),
+    ])
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn hostile_graphql_requests_never_pass_a_write_unnamed(
+        path in prop_oneof![
+            Just(String::from("/api/graphql")),
+            "/api/graphql\\?.{0,40}".prop_map(|s| s),
+            crafted_path(),
+            ".{0,80}",
+        ],
+        method in prop::sample::select(vec!["POST", "PUT", "PATCH", "DELETE", "PROPFIND"]),
+        body in any_body(),
+        content_type in any_content_type(),
+        s in maintenance_site(),
+        c in any_cfg(),
+    ) {
+        let r = HttpRequest { method: method.into(), path: path.clone(), body, content_type, ..HttpRequest::default() };
+        // Never a panic; an error only for malformed input.
+        let Ok(d) = decide(&Request::Http(r), &s, &c) else { return Ok(()); };
+        prop_assert_ne!(d.verdict, Verdict::ProxyToPrimary, "never proxied in maintenance");
+        if d.verdict == Verdict::Allow {
+            prop_assert!(WRITE_ALLOWING.contains(&d.rule), "{} {} passed under {}", method, path, d.rule);
+            if s.fenced.is_some() {
+                prop_assert!(
+                    ["allow.graphql", "allow.lfs_batch", "allow.compare", "allow.git_upload_pack"].contains(&d.rule),
+                    "fenced site let {} {} through under {}", method, path, d.rule
+                );
+            }
+        } else {
+            prop_assert!(matches!(d.status, 301 | 401 | 403 | 503), "{:?}", d);
+        }
+    }
+
+    #[test]
+    fn a_graphql_mutation_is_never_allowed_however_it_is_sent(
+        (suffix, body, content_type, doc) in mutation_document()
+            .prop_flat_map(|doc| (gql_transport(doc.clone()), Just(doc)))
+            .prop_map(|((suffix, body, ct), doc)| (suffix, body, ct, doc)),
+        s in maintenance_site(),
+        root in prop::sample::select(vec!["", "/gitlab"]),
+    ) {
+        let r = HttpRequest {
+            method: "POST".into(),
+            path: format!("{root}/api/graphql{suffix}"),
+            body,
+            content_type,
+            ..HttpRequest::default()
+        };
+        let d = decide(&Request::Http(r), &s, &cfg(root));
+        let d = match d { Ok(d) => d, Err(e) => return Err(TestCaseError::fail(format!("{e}"))) };
+        if d.is_allowed() {
+            // Only Geo's own bookkeeping, and never on a fenced site.
+            prop_assert_eq!(d.rule, "allow.graphql.geo_registries_update", "{:?} allowed: {:?}", doc, d);
+            prop_assert!(doc.contains("geoRegistriesUpdate"), "{:?}", doc);
+            prop_assert!(s.fenced.is_none(), "{:?}", doc);
+        }
+    }
 
     #[test]
     fn a_read_is_never_denied(
