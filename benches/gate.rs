@@ -37,6 +37,7 @@ fn in_process() {
         role: SiteRole::Primary,
         maintenance: true,
         message: None,
+        fenced: None,
     };
     println!("gate in-process, maintenance on, one thread          decisions/s   ns/decision");
     for (name, req) in [

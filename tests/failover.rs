@@ -446,6 +446,28 @@ async fn a_demoted_primary_is_read_only_until_repointed() {
     );
     let (_, got) = pull(&old, token, "before").await.unwrap();
     assert_eq!(got, b"x");
+    // Its gate says why a git push fails: it was replaced, whatever maintenance says.
+    let ask = |action: &str| serde_json::json!({ "action": action, "protocol": "ssh" });
+    let (status, body) = http_request(
+        old.http,
+        "POST",
+        "/api/v4/internal/allowed",
+        Some(&ask("git-receive-pack")),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("This site was replaced as the primary (epoch "),
+        "{body}"
+    );
+    let (status, body) = http_request(
+        old.http,
+        "POST",
+        "/api/v4/internal/allowed",
+        Some(&ask("git-upload-pack")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     // A bad address is refused before anything changes.
     let (code, _, err) = run(&["repoint", "--primary", "ftp://x", "--addr", &p], &cluster);
     assert_eq!(code, 2);

@@ -6,6 +6,7 @@
 //! block something that must keep running (Geo replication, status reports) or let a new
 //! kind of write through unnoticed; an error makes the caller add a row.
 
+use super::fence;
 use super::http::{deny, Client};
 use super::rules::ids;
 use super::{ActionRequest, Decision, GateConfig, GateError, SiteRole, SiteView};
@@ -15,8 +16,8 @@ struct ActionRow {
     name: &'static str,
     /// The rule id of the decision.
     rule: &'static str,
-    /// Whether it may run in maintenance mode.
-    allowed: bool,
+    /// Whether it may run in maintenance mode, and on a fenced site.
+    policy: Policy,
     /// Accepted `source` values; empty means any (the source is then only logged).
     sources: &'static [&'static str],
     why: &'static str,
@@ -25,21 +26,33 @@ struct ActionRow {
 const fn a(
     name: &'static str,
     rule: &'static str,
-    allowed: bool,
+    policy: Policy,
     sources: &'static [&'static str],
     why: &'static str,
 ) -> ActionRow {
     ActionRow {
         name,
         rule,
-        allowed,
+        policy,
         sources,
         why,
     }
 }
 
-const BLOCK: bool = false;
-const RUN: bool = true;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// A write: refused in maintenance mode.
+    Block,
+    /// A write that must go on in maintenance mode; refused on a fenced site, which must
+    /// write nothing (a former primary's jobs would fork its data from the new primary's).
+    Run,
+    /// Writes nothing: runs everywhere, fenced sites included.
+    Read,
+}
+
+const BLOCK: Policy = Policy::Block;
+const RUN: Policy = Policy::Run;
+const READ: Policy = Policy::Read;
 
 #[rustfmt::skip]
 static ACTIONS: &[ActionRow] = &[
@@ -49,12 +62,12 @@ static ACTIONS: &[ActionRow] = &[
       "no new users: sign-up and user creation through LDAP sync or SAML are blocked"),
     a("feature_flag_toggle", "action.feature_flag_toggle", BLOCK, &[],
       "feature flags cannot be toggled"),
-    a("feature_flag_check", "action.feature_flag_check", RUN, &[],
+    a("feature_flag_check", "action.feature_flag_check", READ, &[],
       "feature flag checks keep answering"),
     a("create_incident", "action.create_incident", BLOCK, &[],
       "creating incidents is paused"),
     a("create_alert", "action.create_alert", BLOCK, &[], "creating alerts is paused"),
-    a("outgoing_email", "action.outgoing_email", RUN, &[],
+    a("outgoing_email", "action.outgoing_email", READ, &[],
       "notification email continues"),
     a("password_reset_email", "action.password_reset_email", BLOCK, &[],
       "a password reset email needs a database write"),
@@ -135,13 +148,19 @@ pub(crate) fn decide(
         Some(source) if !row.sources.is_empty() => format!("{} (source: {source})", row.why).into(),
         _ => row.why.into(),
     };
+    if let Some(f) = &site.fenced {
+        return Ok(match row.policy {
+            Policy::Read => Decision::allow(row.rule, why),
+            Policy::Block | Policy::Run => fence::action(f, cfg, name),
+        });
+    }
     if site.role == SiteRole::Primary && !site.maintenance {
         return Ok(Decision::allow(
             ids::MAINTENANCE_OFF,
             "maintenance mode is off on the primary",
         ));
     }
-    if row.allowed {
+    if row.policy != Policy::Block {
         return Ok(Decision::allow(row.rule, why));
     }
     if !site.maintenance {

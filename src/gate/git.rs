@@ -6,9 +6,11 @@
 //! `/internal/allowed` (a 403 would hide it), and git over HTTP prints a 403 `text/plain`
 //! body. 503 mode is for HTTP API clients (CI runners) and does not apply to git.
 
+use super::fence;
 use super::rules::ids;
 use super::{
-    Decision, GitOp, GitProtocol, GitRequest, SiteRole, SiteView, Verdict, GIT_PUSH_MESSAGE,
+    Decision, GateConfig, GitOp, GitProtocol, GitRequest, SiteRole, SiteView, Verdict,
+    GIT_PUSH_MESSAGE,
 };
 use std::borrow::Cow;
 
@@ -18,7 +20,13 @@ const SSH_NOT_PRIMARY_BODY: &str = r#"{"status":false,"message":"This site is no
 const NOT_PRIMARY_MESSAGE: &str =
     "This site is not the primary: a push forwarded by a secondary must go to the primary site.";
 
-pub(crate) fn decide(req: &GitRequest, site: &SiteView) -> Decision {
+pub(crate) fn decide(req: &GitRequest, site: &SiteView, cfg: &GateConfig) -> Decision {
+    if let Some(f) = &site.fenced {
+        return match req.op {
+            GitOp::UploadPack => Decision::allow(ids::GIT_PULL, "clone, fetch and pull are reads"),
+            GitOp::ReceivePack => fence::git_push(req.protocol, f, cfg),
+        };
+    }
     if site.role == SiteRole::Primary && !site.maintenance {
         return Decision::allow(
             ids::MAINTENANCE_OFF,

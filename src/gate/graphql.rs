@@ -4,16 +4,20 @@
 //! strings, aliases, fragments and operation names.
 //!
 //! Trade-off: the gate reads every place Rails would take the operation from — a JSON body
-//! (one operation or a batch), a form body, a multipart upload's `operations` part, and the
-//! query string — and picks the operation GitLab would run (by `operationName`, or the only
-//! one). A document that does not parse is allowed and said to be unparseable (SPEC: GitLab
-//! cannot run it either). Everything the gate cannot rule out but GitLab might run is
-//! refused instead: duplicate `query`/`operationName` keys (JSON parsers disagree on which
-//! copy wins), a mutation in the query string beside a query in the body (Rails reads the
-//! body only for some content types), documents past the parser's nesting limit or batches
-//! past [`MAX_BATCH`], a document with a mutation but no selectable operation, and a
-//! mutation whose fields cannot all be proven to be `geoRegistriesUpdate`. The parser's
-//! recursion limit also keeps hostile nesting from overflowing the stack.
+//! (one operation or a batch), a form body, a multipart body's `operations` or `query` part,
+//! and the query string — and picks the operation GitLab would run (by `operationName`, or
+//! the only one). It fails closed: a body that is present but cannot be judged is refused,
+//! never guessed at, because a parser more lenient than the gate's (JSON with comments or
+//! trailing commas, case-insensitive part names) could run what the gate could not read.
+//! That covers bodies that do not parse, media types the gate does not read, and ambiguous
+//! requests: `query`/`operationName` given twice, keys Rails may read as them (case
+//! variants, nested `query[...]`, `_json`, which GitLab runs as a batch), more than one
+//! candidate multipart part. Also refused: a mutation in the query string beside a query in
+//! the body (Rails reads the body only for some content types), documents past the parser's
+//! nesting limit or batches past [`MAX_BATCH`], a document with a mutation but no selectable
+//! operation, and a mutation whose fields cannot all be proven to be `geoRegistriesUpdate`.
+//! The parser's recursion limit also keeps hostile nesting from overflowing the stack. Only a
+//! request without a body (nginx's `auth_request` sends none) is decided on its URL alone.
 
 use super::form;
 use super::form::media_type;
@@ -41,7 +45,8 @@ const MAX_BOUNDARY: usize = 70;
 struct Op {
     query: Option<String>,
     operation_name: Option<String>,
-    /// `query` or `operationName` given more than once.
+    /// `query` or `operationName` given more than once, or a key Rails might read as one or
+    /// as a batch (`Query`, `query[]`, `_json`).
     duplicate: bool,
     /// Why this request cannot run (a non-string `query`, a non-object batch element).
     bad: Option<&'static str>,
@@ -61,9 +66,11 @@ enum Outcome {
 /// Inspects a GraphQL request that has already passed the size bound.
 pub(crate) fn check(body: Option<&[u8]>, content_type: Option<&str>, query_string: &str) -> Check {
     let url = url_op(query_string);
+    // An empty body is no body: front ends that cannot send one send nothing.
+    let body = body.filter(|b| !b.is_empty());
     let ops = match body {
         None => match url {
-            Some(op) if op.query.is_some() => vec![op],
+            Some(op) if op.query.is_some() || op.duplicate => vec![op],
             _ => {
                 return Check::Pass {
                     rule: ids::GRAPHQL_NO_BODY,
@@ -73,7 +80,18 @@ pub(crate) fn check(body: Option<&[u8]>, content_type: Option<&str>, query_strin
             }
         },
         Some(b) => match parse_body(b, content_type) {
-            Err(why) => return unparseable(why),
+            Err(Unreadable::Unparseable(why)) => return unparseable(why),
+            Err(Unreadable::Ambiguous(why)) => return ambiguous(&why),
+            Err(Unreadable::MediaType(media)) => {
+                return Check::Block {
+                    rule: ids::GRAPHQL_MEDIA_TYPE,
+                    reason: format!(
+                        "GraphQL request body of media type {media:?}, which the gate does not \
+                         read: it cannot tell a query from a mutation, so it is refused"
+                    )
+                    .into(),
+                };
+            }
             Ok(Payload::Single(mut op)) => {
                 let mut ops = Vec::with_capacity(2);
                 // Rails merges query-string params under body params: the body wins.
@@ -110,22 +128,32 @@ pub(crate) fn check(body: Option<&[u8]>, content_type: Option<&str>, query_strin
         };
     }
     if ops.iter().any(|op| op.duplicate) {
-        return Check::Block {
-            rule: ids::GRAPHQL_AMBIGUOUS,
-            reason: "GraphQL request repeats \"query\" or \"operationName\": which copy runs \
-                     depends on the parser, so it is refused"
-                .into(),
-        };
+        return ambiguous(
+            "it repeats \"query\" or \"operationName\", or has a key a parser may read as one \
+             (a case variant, a nested key, \"_json\")",
+        );
     }
     let outcomes: Vec<Outcome> = ops.iter().map(evaluate_op).collect();
     summarise(&outcomes)
 }
 
 fn unparseable(why: String) -> Check {
-    Check::Pass {
+    Check::Block {
         rule: ids::GRAPHQL_UNPARSEABLE,
         reason: format!(
-            "GraphQL request is unparseable ({why}); allowed because GitLab cannot run it either"
+            "GraphQL request cannot be judged: unparseable ({why}); refused, as a more lenient \
+             parser might run a mutation in it"
+        )
+        .into(),
+    }
+}
+
+fn ambiguous(why: &str) -> Check {
+    Check::Block {
+        rule: ids::GRAPHQL_AMBIGUOUS,
+        reason: format!(
+            "GraphQL request is ambiguous: {why}; which copy runs depends on the parser, so it \
+             is refused"
         )
         .into(),
     }
@@ -323,7 +351,14 @@ fn url_op(query_string: &str) -> Option<Op> {
 }
 
 fn form_op(input: &str) -> Op {
-    let mut op = Op::default();
+    let lookalike = input
+        .split('&')
+        .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
+        .any(|key| lookalike_key(&form::decode(key)));
+    let mut op = Op {
+        duplicate: lookalike,
+        ..Op::default()
+    };
     for (key, slot) in [
         ("query", &mut op.query),
         ("operationName", &mut op.operation_name),
@@ -337,40 +372,75 @@ fn form_op(input: &str) -> Op {
     op
 }
 
+/// Whether Rails might read `key` as `query`, `operationName` or a batch (`_json`) though
+/// it is not exactly `query` or `operationName`: a case variant, a nested key (`query[]`).
+fn lookalike_key(key: &str) -> bool {
+    if key == "query" || key == "operationName" {
+        return false;
+    }
+    let base = key.split('[').next().unwrap_or(key).trim();
+    ["query", "operationName", "_json", "operations"]
+        .iter()
+        .any(|k| base.eq_ignore_ascii_case(k))
+}
+
 #[derive(Debug)]
 enum Payload {
     Single(Op),
     Batch(Vec<Op>),
 }
 
-/// Reads the body the way Rails' parameter parsers would, by content type.
-fn parse_body(body: &[u8], content_type: Option<&str>) -> Result<Payload, String> {
-    let media = content_type.map(media_type).unwrap_or("");
-    if media.eq_ignore_ascii_case("multipart/form-data") {
-        let ct = content_type.unwrap_or("");
-        let part = multipart_operations(body, ct)?;
-        return parse_json(part);
-    }
-    if media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Ok(Payload::Single(form_op(&String::from_utf8_lossy(body))));
-    }
-    match parse_json(body) {
-        Ok(p) => Ok(p),
-        // Rack parses a POST body without a content type as a form.
-        Err(_) if content_type.is_none() && !body.starts_with(b"{") && !body.starts_with(b"[") => {
-            let op = form_op(&String::from_utf8_lossy(body));
-            if op.query.is_some() {
-                Ok(Payload::Single(op))
-            } else {
-                Err("neither JSON nor a form with a \"query\"".into())
-            }
-        }
-        Err(e) => Err(e),
-    }
+/// Why a present body cannot be judged.
+#[derive(Debug)]
+enum Unreadable {
+    Unparseable(String),
+    Ambiguous(String),
+    MediaType(String),
 }
 
-fn parse_json(body: &[u8]) -> Result<Payload, String> {
-    serde_json::from_slice::<Payload>(body).map_err(|e| format!("invalid JSON: {e}"))
+/// Media types Rails parses as JSON parameters (`Mime[:json]` and its synonyms).
+const JSON_TYPES: &[&str] = &["application/json", "text/x-json", "application/jsonrequest"];
+
+/// Reads the body the way Rails' parameter parsers would, by content type. A media type it
+/// does not know is not guessed at.
+fn parse_body(body: &[u8], content_type: Option<&str>) -> Result<Payload, Unreadable> {
+    let Some(ct) = content_type else {
+        return match parse_json(body) {
+            Ok(p) => Ok(p),
+            // Rack parses a POST body without a content type as a form.
+            Err(_) if !body.starts_with(b"{") && !body.starts_with(b"[") => {
+                let op = form_op(&String::from_utf8_lossy(body));
+                if op.query.is_some() || op.duplicate {
+                    Ok(Payload::Single(op))
+                } else {
+                    Err(Unreadable::Unparseable(
+                        "neither JSON nor a form with a \"query\"".into(),
+                    ))
+                }
+            }
+            Err(e) => Err(e),
+        };
+    };
+    let media = media_type(ct);
+    let is = |t: &str| media.eq_ignore_ascii_case(t);
+    // Rack reads every multipart type as form data, not only multipart/form-data.
+    let multipart_prefix = media.as_bytes().get(..10);
+    if media.len() > 10 && multipart_prefix.is_some_and(|p| p.eq_ignore_ascii_case(b"multipart/")) {
+        return multipart(body, ct);
+    }
+    if is("application/x-www-form-urlencoded") {
+        return Ok(Payload::Single(form_op(&String::from_utf8_lossy(body))));
+    }
+    if JSON_TYPES.iter().any(|t| is(t)) {
+        return parse_json(body);
+    }
+    let shown: String = media.chars().take(64).collect();
+    Err(Unreadable::MediaType(shown))
+}
+
+fn parse_json(body: &[u8]) -> Result<Payload, Unreadable> {
+    serde_json::from_slice::<Payload>(body)
+        .map_err(|e| Unreadable::Unparseable(format!("invalid JSON: {e}")))
 }
 
 impl<'de> Deserialize<'de> for Payload {
@@ -401,6 +471,7 @@ fn read_op<'de, A: MapAccess<'de>>(mut map: A) -> Result<Op, A::Error> {
     let (mut seen_query, mut seen_name) = (false, false);
     // Keys are owned so that escaped keys ("qu\u0065ry") compare as they decode.
     while let Some(key) = map.next_key::<String>()? {
+        op.duplicate |= lookalike_key(&key);
         let (seen, slot, what) = match key.as_str() {
             "query" => (&mut seen_query, &mut op.query, "\"query\" is not a string"),
             "operationName" => (
@@ -471,8 +542,11 @@ impl<'de> Deserialize<'de> for BatchElem {
     }
 }
 
-/// The `operations` part of a GraphQL multipart request (the upload spec GitLab uses).
-fn multipart_operations<'b>(body: &'b [u8], content_type: &str) -> Result<&'b [u8], String> {
+/// Reads a multipart body. GitLab takes the request from the `operations` part (the upload
+/// spec, for multipart/form-data) or, as Rack turns every part into a parameter, from
+/// `query` and `operationName` parts. Exactly one candidate may be there, named exactly.
+fn multipart(body: &[u8], content_type: &str) -> Result<Payload, Unreadable> {
+    let unparseable = |why: &str| Unreadable::Unparseable(why.to_string());
     let boundary = content_type
         .split(';')
         .skip(1)
@@ -480,14 +554,15 @@ fn multipart_operations<'b>(body: &'b [u8], content_type: &str) -> Result<&'b [u
         .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
         .map(|(_, v)| v.trim().trim_matches('"'))
         .filter(|b| !b.is_empty() && b.len() <= MAX_BOUNDARY)
-        .ok_or("multipart body without a valid boundary")?;
+        .ok_or_else(|| unparseable("multipart body without a valid boundary"))?;
     let mut delim = Vec::with_capacity(boundary.len() + 2);
     delim.extend_from_slice(b"--");
     delim.extend_from_slice(boundary.as_bytes());
     let mut rest = body;
     // Skip the preamble up to the first delimiter.
-    let start = find(rest, &delim).ok_or("multipart body without a part")?;
+    let start = find(rest, &delim).ok_or_else(|| unparseable("multipart body without a part"))?;
     rest = &rest[start + delim.len()..];
+    let (mut operations, mut query, mut name) = (None, None, None);
     while let Some(end) = find(rest, &delim) {
         let part = &rest[..end];
         rest = &rest[end + delim.len()..];
@@ -495,17 +570,86 @@ fn multipart_operations<'b>(body: &'b [u8], content_type: &str) -> Result<&'b [u
         let Some(h) = find(part, b"\r\n\r\n") else {
             continue;
         };
-        let headers = String::from_utf8_lossy(&part[..h]).to_ascii_lowercase();
-        let is_operations = headers.lines().any(|l| {
-            l.starts_with("content-disposition:")
-                && (l.contains("name=\"operations\"") || l.contains("name=operations"))
-        });
-        if is_operations {
-            let content = &part[h + 4..];
-            return Ok(content.strip_suffix(b"\r\n").unwrap_or(content));
+        let content = &part[h + 4..];
+        let content = content.strip_suffix(b"\r\n").unwrap_or(content);
+        let headers = String::from_utf8_lossy(&part[..h]);
+        let Some(field) = part_name(&headers)? else {
+            continue;
+        };
+        let slot = match field.as_str() {
+            "operations" => &mut operations,
+            "query" => &mut query,
+            "operationName" => &mut name,
+            f if lookalike_key(f) => {
+                return Err(Unreadable::Ambiguous(format!(
+                    "a multipart part named {:?}, which a parser may read as a GraphQL field",
+                    f.chars().take(64).collect::<String>()
+                )));
+            }
+            _ => continue,
+        };
+        if slot.replace(content).is_some() {
+            return Err(Unreadable::Ambiguous(format!(
+                "more than one multipart part named {field:?}"
+            )));
         }
     }
-    Err("multipart body without an \"operations\" part".into())
+    match (operations, query) {
+        (Some(_), Some(_)) => Err(Unreadable::Ambiguous(
+            "both an \"operations\" and a \"query\" multipart part".into(),
+        )),
+        (Some(ops), None) if name.is_none() => parse_json(ops),
+        (Some(_), None) => Err(Unreadable::Ambiguous(
+            "both an \"operations\" and an \"operationName\" multipart part".into(),
+        )),
+        (None, Some(q)) => {
+            let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
+            Ok(Payload::Single(Op {
+                query: Some(text(q).ok_or_else(|| unparseable("a query part that is not UTF-8"))?),
+                operation_name: match name {
+                    Some(n) => {
+                        Some(text(n).ok_or_else(|| {
+                            unparseable("an operationName part that is not UTF-8")
+                        })?)
+                    }
+                    None => None,
+                },
+                ..Op::default()
+            }))
+        }
+        (None, None) => Err(unparseable(
+            "multipart body without an \"operations\" or \"query\" part",
+        )),
+    }
+}
+
+/// The `name` of a part's `Content-Disposition`, read as a parameter (so `filename="query"`
+/// is not a name). A part with two dispositions or two names is ambiguous.
+fn part_name(headers: &str) -> Result<Option<String>, Unreadable> {
+    let ambiguous = |why: &str| Err(Unreadable::Ambiguous(why.to_string()));
+    let mut dispositions = headers.lines().filter_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-disposition")
+            .then_some(v)
+    });
+    let Some(disposition) = dispositions.next() else {
+        return Ok(None);
+    };
+    if dispositions.next().is_some() {
+        return ambiguous("a multipart part with two Content-Disposition headers");
+    }
+    let mut names = disposition.split(';').skip(1).filter_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("name")
+            .then(|| v.trim().trim_matches('"').to_string())
+    });
+    let name = names.next();
+    if names.next().is_some() {
+        return ambiguous("a multipart part with two names");
+    }
+    Ok(name)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -655,7 +799,7 @@ mod tests {
     }
 
     #[test]
-    fn unparseable_requests_pass_and_say_so() {
+    fn unparseable_requests_are_refused_and_say_so() {
         let cases: &[(&[u8], Option<&str>)] = &[
             (b"not json", Some("application/json")),
             (b"{\"query\": \"mutation {\"}", Some("application/json")),
@@ -666,17 +810,135 @@ mod tests {
             (b"\xff\xfe\xfd", Some("application/json")),
             (b"{\"query\": \"\xff\"}", Some("application/json")),
             (b"[]", Some("application/json")),
-            (b"", None),
+            (b"{\"query\": \"{ a }\"", None),
+            (b"x=1", None),
         ];
         for &(body, ct) in cases {
             let got = check(Some(body), ct, "");
             match got {
-                Check::Pass { rule, reason } => {
+                Check::Block { rule, reason } => {
                     assert_eq!(rule, ids::GRAPHQL_UNPARSEABLE, "{body:?}");
-                    assert!(reason.contains("unparseable"), "{reason}");
+                    assert!(reason.contains("cannot be judged"), "{reason}");
                 }
                 other => panic!("{body:?}: {other:?}"),
             }
+        }
+        // An empty body is no body: decided on the URL, as before.
+        assert!(matches!(
+            check(Some(b""), None, ""),
+            Check::Pass {
+                rule: ids::GRAPHQL_NO_BODY,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn json_a_lenient_parser_would_read_is_refused() {
+        // Trailing commas and comments are not JSON; a lenient parser might still run it.
+        for body in [
+            &br#"{"query":"mutation { createIssue { id } }",}"#[..],
+            br#"{"query":"{ a }", /* hi */ "operationName":null}"#,
+            br#"{"query":"{ a }"} // trailing"#,
+            br#"[{"query":"{ a }"},]"#,
+        ] {
+            assert_eq!(
+                run(body, Some("application/json"), "").0,
+                ids::GRAPHQL_UNPARSEABLE,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(!run(body, Some("application/json"), "").1);
+        }
+    }
+
+    #[test]
+    fn legal_graphql_comments_and_commas_are_judged() {
+        assert_eq!(q("query { a, b, } # mutation { x }", None), PASS_QUERY);
+        assert_eq!(q("# a comment\n{ a,, b }", None), PASS_QUERY);
+        assert_eq!(
+            q(
+                "# a comment\nmutation { createIssue(input: {a: 1,},) { errors, }, } # more",
+                None
+            ),
+            BLOCK_MUTATION
+        );
+        assert_eq!(
+            q("mutation #\n{ destroyProject(input: {}) { errors } }", None),
+            BLOCK_MUTATION
+        );
+    }
+
+    #[test]
+    fn keys_a_parser_may_read_as_query_are_ambiguous() {
+        const AMBIGUOUS: (&str, bool) = (ids::GRAPHQL_AMBIGUOUS, false);
+        let json = Some("application/json");
+        for body in [
+            &br#"{"query":"{ a }","Query":"mutation { b }"}"#[..],
+            br#"{"query":"{ a }","OPERATIONNAME":"x"}"#,
+            // Rails hands `_json` to GitLab as a batch.
+            br#"{"query":"{ a }","_json":[{"query":"mutation { b }"}]}"#,
+            br#"{"_json":[{"query":"mutation { b }"}]}"#,
+        ] {
+            assert_eq!(run(body, json, ""), AMBIGUOUS, "{body:?}");
+        }
+        let form = Some("application/x-www-form-urlencoded");
+        for body in [
+            &b"_json[][query]=mutation+%7B+b+%7D"[..],
+            b"query=%7Ba%7D&Query=mutation+%7Bb%7D",
+            b"query[]=mutation+%7Bb%7D",
+            b"%5Fjson[][query]=mutation",
+        ] {
+            assert_eq!(run(body, form, ""), AMBIGUOUS, "{body:?}");
+            assert_eq!(run(body, None, ""), AMBIGUOUS, "{body:?}, no content type");
+        }
+        // In the URL too, body or not.
+        let qs = "_json%5B%5D%5Bquery%5D=mutation%7Bx%7D";
+        assert_eq!(run(&json_body("{ a }"), json, qs), AMBIGUOUS);
+        assert!(matches!(
+            check(None, None, qs),
+            Check::Block {
+                rule: ids::GRAPHQL_AMBIGUOUS,
+                ..
+            }
+        ));
+        // Ordinary neighbours are not.
+        let ok = br#"{"query":"{ a }","variables":{"query":"x"},"queryId":1}"#;
+        assert_eq!(run(ok, json, ""), PASS_QUERY);
+    }
+
+    fn json_body(query: &str) -> Vec<u8> {
+        json(query, None)
+    }
+
+    #[test]
+    fn media_types_the_gate_does_not_read_are_refused() {
+        let body = json_body("{ a }");
+        for ct in [
+            "text/plain",
+            "application/graphql",
+            "application/graphql-response+json",
+            "application/octet-stream",
+            "",
+            "application/json-patch+json",
+        ] {
+            assert_eq!(
+                run(&body, Some(ct), ""),
+                (ids::GRAPHQL_MEDIA_TYPE, false),
+                "{ct}"
+            );
+        }
+        for ct in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "text/x-json",
+            "application/jsonrequest",
+        ] {
+            assert_eq!(run(&body, Some(ct), ""), PASS_QUERY, "{ct}");
+        }
+        match check(Some(&body), Some("text/plain"), "") {
+            Check::Block { reason, .. } => assert!(reason.contains("text/plain"), "{reason}"),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -799,7 +1061,7 @@ mod tests {
         // place is refused.
         assert_eq!(
             run(&body, Some("text/plain"), "query=mutation%7Bx%7D"),
-            BLOCK_MUTATION
+            (ids::GRAPHQL_MEDIA_TYPE, false)
         );
         assert_eq!(
             run(&body, Some("application/json"), "query=mutation%7Bx%7D"),
@@ -836,6 +1098,98 @@ mod tests {
         ];
         for &(body, ct) in bad {
             assert_eq!(run(body, Some(ct), "").0, ids::GRAPHQL_UNPARSEABLE, "{ct}");
+        }
+    }
+
+    /// A multipart body with boundary `b` and these (name header parameters, content) parts.
+    fn parts(parts: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = String::new();
+        for (disposition, content) in parts {
+            out += &format!(
+                "--b\r\nContent-Disposition: form-data; {disposition}\r\n\r\n{content}\r\n"
+            );
+        }
+        out += "--b--\r\n";
+        out.into_bytes()
+    }
+
+    #[test]
+    fn multipart_bodies_are_read_like_rack_and_ambiguity_is_refused() {
+        const FORM: &str = "multipart/form-data; boundary=b";
+        const AMBIGUOUS: (&str, bool) = (ids::GRAPHQL_AMBIGUOUS, false);
+        let read = r#"{"query":"{ a }"}"#;
+        let write = r#"{"query":"mutation { createIssue { id } }"}"#;
+        // A decoy in another case beside the real part, in either order.
+        for body in [
+            parts(&[
+                (r#"name="Operations""#, read),
+                (r#"name="operations""#, write),
+            ]),
+            parts(&[
+                (r#"name="operations""#, write),
+                (r#"name="OPERATIONS""#, read),
+            ]),
+            parts(&[
+                (r#"name="operations""#, read),
+                (r#"name="operations""#, write),
+            ]),
+            parts(&[
+                (r#"name="operations""#, read),
+                ("name=query", "mutation { b }"),
+            ]),
+            parts(&[
+                (r#"name="operations""#, read),
+                (r#"name="operationName""#, "B"),
+            ]),
+            parts(&[
+                (r#"name="Query""#, "mutation { b }"),
+                ("name=query", "{ a }"),
+            ]),
+            parts(&[
+                (r#"name="_json[][query]""#, "mutation { b }"),
+                ("name=query", "{ a }"),
+            ]),
+            parts(&[(r#"name="operations"; name="x""#, read)]),
+        ] {
+            assert_eq!(
+                run(&body, Some(FORM), ""),
+                AMBIGUOUS,
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        // Only a case variant: not what Rails reads, but not guessed at either.
+        let body = parts(&[(r#"name="Operations""#, read)]);
+        assert_eq!(run(&body, Some(FORM), ""), AMBIGUOUS);
+        // `filename="operations"` is not a name.
+        let body = parts(&[
+            (r#"name="x"; filename="operations""#, read),
+            (r#"name="operations""#, write),
+        ]);
+        assert_eq!(run(&body, Some(FORM), ""), BLOCK_MUTATION);
+        let body = parts(&[(r#"name="x"; filename="operations""#, read)]);
+        assert_eq!(run(&body, Some(FORM), "").0, ids::GRAPHQL_UNPARSEABLE);
+        // Rack turns a `query` part into params[:query].
+        let body = parts(&[("name=query", "mutation { createIssue { id } }")]);
+        assert_eq!(run(&body, Some(FORM), ""), BLOCK_MUTATION);
+        let body = parts(&[
+            ("name=query", "query A { a } mutation B { b }"),
+            ("name=operationName", "B"),
+        ]);
+        assert_eq!(run(&body, Some(FORM), ""), BLOCK_MUTATION);
+        let body = parts(&[("name=query", "{ a }"), ("name=variables", "{}")]);
+        assert_eq!(run(&body, Some(FORM), ""), PASS_QUERY);
+        // Rack reads every multipart type, not only form-data.
+        for ct in [
+            "multipart/mixed; boundary=b",
+            "Multipart/Related; boundary=\"b\"",
+        ] {
+            let body = parts(&[(r#"name="operations""#, write)]);
+            assert_eq!(run(&body, Some(ct), ""), BLOCK_MUTATION, "{ct}");
+            let body = parts(&[("name=query", "mutation { x }")]);
+            assert_eq!(run(&body, Some(ct), ""), BLOCK_MUTATION, "{ct}");
+            let body = parts(&[(r#"name="operations""#, read)]);
+            assert_eq!(run(&body, Some(ct), ""), PASS_QUERY, "{ct}");
         }
     }
 }

@@ -9,6 +9,7 @@
 //! allowlist says what may run locally, and every other write is proxied to the primary
 //! outside maintenance mode (GitLab secondaries forward writes) and refused in it.
 
+use super::fence;
 use super::form::media_type;
 use super::git;
 use super::path::{self, NormalPath};
@@ -30,13 +31,16 @@ pub(crate) fn decide(
     cfg: &GateConfig,
 ) -> Result<Decision, GateError> {
     validate(req)?;
-    if site.role == SiteRole::Primary && !site.maintenance {
+    let fenced = site.fenced.as_ref();
+    if fenced.is_none() && site.role == SiteRole::Primary && !site.maintenance {
         return Ok(Decision::allow(
             ids::MAINTENANCE_OFF,
             "maintenance mode is off on the primary",
         ));
     }
-    let exempt = site.maintenance
+    // Exempt networks lift maintenance mode, never a fence.
+    let exempt = fenced.is_none()
+        && site.maintenance
         && req
             .client_ip
             .is_some_and(|ip| cfg.exempt_cidrs.iter().any(|c| c.contains(ip)));
@@ -59,6 +63,9 @@ pub(crate) fn decide(
 
     if route.ends_with("/git-receive-pack") {
         // A push over smart HTTP: answer the way git shows it to the user.
+        if let Some(f) = fenced {
+            return Ok(fence::git_push(GitProtocol::Http, f, cfg));
+        }
         return Ok(git::push(GitProtocol::Http, false, site.role, maintenance));
     }
 
@@ -73,6 +80,20 @@ pub(crate) fn decide(
         },
         (None, Some(route)) => allowlist(method, route, &norm, req, site, cfg),
     };
+
+    if let Some(f) = fenced {
+        return Ok(match outcome {
+            Outcome::Allowed { rule, reason } if fence::is_read(rule) => {
+                Decision::allow(rule, reason)
+            }
+            Outcome::Allowed { reason, .. } | Outcome::Write { reason, .. } => {
+                fence::http(f, cfg, &format!("write to a fenced site ({reason})"))
+            }
+            Outcome::PrimaryOnly { why } => {
+                fence::http(f, cfg, &format!("write to a fenced site ({why})"))
+            }
+        });
+    }
 
     let (rule, reason): (&'static str, Cow<'static, str>) = match outcome {
         Outcome::Allowed { rule, reason } => return Ok(Decision::allow(rule, reason)),

@@ -15,6 +15,7 @@
 
 mod action;
 mod cidr;
+mod fence;
 mod form;
 mod git;
 mod graphql;
@@ -58,6 +59,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
 /// Upper bound for `Retry-After` in 503 mode (one day).
 pub const MAX_RETRY_AFTER_SECS: u32 = 86_400;
+/// `Retry-After` of a fenced site's refusals when the deny mode sets none (403 mode).
+pub const DEFAULT_FENCED_RETRY_AFTER_SECS: u32 = 300;
 
 /// Which kind of Geo site is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -74,6 +77,42 @@ pub struct SiteView {
     pub maintenance: bool,
     /// The admin's `maintenance_mode_message`; shown in 503 mode.
     pub message: Option<String>,
+    /// Set when this site is a former primary that was replaced (SPEC §5). It then refuses
+    /// every write whatever `role` and `maintenance` say: it is not the primary, and must not
+    /// forward writes either.
+    pub fenced: Option<Fenced>,
+}
+
+/// Why a fenced site refuses writes: another site leads at a higher epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fenced {
+    /// The highest epoch this site has seen (the new primary's).
+    pub epoch: u64,
+    /// The site that now takes writes, when known (an address or a name).
+    pub new_primary: Option<String>,
+}
+
+impl Fenced {
+    /// The sentence every refusal of a fenced site carries (SPEC §5).
+    pub fn message(&self) -> String {
+        // The name goes into text/plain bodies and log lines: a name with control
+        // characters or no text at all is treated as unknown rather than shown.
+        let target = self
+            .new_primary
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty() && p.len() <= 512 && !p.chars().any(char::is_control));
+        match target {
+            Some(p) => format!(
+                "This site was replaced as the primary (epoch {}); send writes to {p}.",
+                self.epoch
+            ),
+            None => format!(
+                "This site was replaced as the primary (epoch {}).",
+                self.epoch
+            ),
+        }
+    }
 }
 
 /// How a refused HTTP write is answered.
@@ -133,6 +172,14 @@ impl GateConfig {
             )));
         }
         Ok(())
+    }
+
+    /// `Retry-After` for a fenced site's 503s: the configured one, else the default.
+    pub(crate) fn fenced_retry_after(&self) -> u32 {
+        match self.deny_mode {
+            DenyMode::Unavailable503 { retry_after_secs } => retry_after_secs,
+            DenyMode::Forbidden403 => DEFAULT_FENCED_RETRY_AFTER_SECS,
+        }
     }
 
     /// The root without a trailing slash (`"/"` and `""` both mean "no root").
@@ -313,7 +360,7 @@ impl std::error::Error for GateError {}
 pub fn decide(req: &Request, site: &SiteView, cfg: &GateConfig) -> Result<Decision, GateError> {
     match req {
         Request::Http(r) => http::decide(r, site, cfg),
-        Request::Git(r) => Ok(git::decide(r, site)),
+        Request::Git(r) => Ok(git::decide(r, site, cfg)),
         Request::Registry(r) => registry::decide(r, site),
         Request::Action(r) => action::decide(r, site, cfg),
     }

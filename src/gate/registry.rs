@@ -185,7 +185,7 @@ pub(crate) fn decide(req: &super::RegistryRequest, site: &SiteView) -> Result<De
         .iter()
         .map(|s| RegistryScope::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    if !site.maintenance {
+    if site.fenced.is_none() && !site.maintenance {
         let mut d = Decision::allow(
             ids::MAINTENANCE_OFF,
             "maintenance mode is off: every requested scope is granted",
@@ -204,13 +204,21 @@ pub(crate) fn decide(req: &super::RegistryRequest, site: &SiteView) -> Result<De
             None => dropped = true,
         }
     }
-    let mut d = if dropped {
-        Decision::allow(ids::REGISTRY_WRITE_DROPPED, REGISTRY_WRITE_DENIED)
-    } else {
-        Decision::allow(
+    let mut d = match &site.fenced {
+        // A fenced site issues pull-only tokens whatever its maintenance setting says.
+        Some(f) if dropped => Decision::allow(
+            ids::FENCED,
+            format!("{REGISTRY_WRITE_DENIED}: {}", f.message()),
+        ),
+        _ if dropped => Decision::allow(ids::REGISTRY_WRITE_DROPPED, REGISTRY_WRITE_DENIED),
+        Some(_) => Decision::allow(
+            ids::REGISTRY_GRANTED,
+            "fenced site: only read access was requested",
+        ),
+        None => Decision::allow(
             ids::REGISTRY_GRANTED,
             "maintenance mode: only read access was requested",
-        )
+        ),
     };
     d.granted_scopes = granted;
     Ok(d)

@@ -1,11 +1,16 @@
 //! The allowlist of SPEC §3 as data: one [`Row`] per route that may write while the site is
 //! read-only, plus the stable rule ids every [`Decision`](super::Decision) carries.
 //!
-//! Trade-off: rows match on the normalised path with four plain string matchers (exact,
-//! prefix, suffix, contains) instead of regexes or the Rails route table. That keeps a check
-//! allocation-free and the table readable, at the price of being only as precise as the
-//! SPEC's wording: a suffix row (`/compare`) allows any route ending that way. To keep that
-//! price small every matcher works on whole path segments (`/admin/geo` does not match
+//! Trade-off: rows match on the normalised path with plain string matchers (exact, prefix,
+//! contains, and two route shapes) instead of regexes or the Rails route table. That keeps a
+//! check allocation-free and the table readable, at the price of guessing the route from
+//! the path. The guesses are kept no broader than GitLab's own read-only middleware, which
+//! asks the router: the compare row needs `<project>/-/compare` (or legacy
+//! `<project>/compare`) and the git and LFS rows `<project>.git/...`, where no segment of
+//! `<project>` is `-` or a word GitLab reserves for project routes (`blob`, `new`,
+//! `create`, `files`, ...), so a file named `compare` or `info/lfs/objects/batch` created
+//! through the web UI is not mistaken for them; the internal API is a prefix, not anywhere in
+//! the path. Every matcher works on whole path segments (`/admin/geo` does not match
 //! `/admin/geographic`), the first matching row decides, and the rows that restrict (body
 //! checks, primary only) come first, so an overlap between rows can only tighten a decision.
 //! Operator rows ([`AllowRoute`]) are consulted after the built-in ones and so cannot loosen
@@ -27,6 +32,8 @@ pub mod ids {
     pub const DENY_PRIMARY_ONLY: &str = "deny.primary_only";
     pub const DENY_BODY_TOO_LARGE: &str = "deny.body_too_large";
     pub const ALLOW_EXTRA: &str = "allow.extra";
+    /// A write refused because the site is fenced (a replaced primary, SPEC §5).
+    pub const FENCED: &str = "fenced";
 
     // Built-in allowlist rows
     pub const ALLOW_GRAPHQL: &str = "allow.graphql";
@@ -60,6 +67,7 @@ pub mod ids {
     pub const GRAPHQL_MUTATION: &str = "graphql.mutation";
     pub const GRAPHQL_TOO_COMPLEX: &str = "graphql.too_complex";
     pub const GRAPHQL_AMBIGUOUS: &str = "graphql.ambiguous";
+    pub const GRAPHQL_MEDIA_TYPE: &str = "graphql.media_type";
     pub const LFS_NO_BODY: &str = "lfs.no_body";
     pub const LFS_UNPARSEABLE: &str = "lfs.unparseable";
     pub const LFS_UPLOAD: &str = "deny.lfs_upload";
@@ -209,8 +217,11 @@ pub enum Matcher {
     Exact(&'static str),
     /// The path or anything below it (`/admin/geo`, `/admin/geo/sites`).
     Prefix(&'static str),
-    /// The path's last segments; `.git/...` also needs a non-empty repository name.
-    Suffix(&'static str),
+    /// A project route, `<project>/-/<tail>` or legacy `<project>/<tail>` (see
+    /// [`project_path`]).
+    Project(&'static str),
+    /// A repository route, `<project>.git/<tail>`.
+    Repo(&'static str),
     /// Whole segments anywhere in the path (`/api/v4/internal` in `/api/v4/internal/allowed`).
     Contains(&'static str),
 }
@@ -222,20 +233,66 @@ impl Matcher {
         match *self {
             Matcher::Exact(p) => path == p,
             Matcher::Prefix(p) => prefix_match(p, path),
-            Matcher::Suffix(p) => {
-                if path.as_bytes().last() != p.as_bytes().last() {
-                    return false;
-                }
-                match path.strip_suffix(p) {
-                    // `/compare` alone has no project; `/.git/...` has no repository name.
-                    Some(head) if p.starts_with('/') => !head.is_empty(),
-                    Some(head) => !head.is_empty() && !head.ends_with('/'),
-                    None => false,
-                }
-            }
+            Matcher::Project(tail) => match route_head(path, tail) {
+                Some(head) => project_path(head.strip_suffix("/-").unwrap_or(head)),
+                None => false,
+            },
+            Matcher::Repo(tail) => match route_head(path, tail) {
+                Some(head) => head.strip_suffix(".git").is_some_and(project_path),
+                None => false,
+            },
             Matcher::Contains(p) => contains_segments(path.as_bytes(), p.as_bytes()),
         }
     }
+}
+
+/// `path` without `/<tail>`, if it ends that way.
+fn route_head<'p>(path: &'p str, tail: &str) -> Option<&'p str> {
+    if path.as_bytes().last() != tail.as_bytes().last() {
+        return None;
+    }
+    path.strip_suffix(tail)?.strip_suffix('/')
+}
+
+/// Single-segment words GitLab reserves for project routes (`PathRegex`'s project wildcard
+/// routes, plus `repository`): no project or group is called that, so a path with one of
+/// them is a route inside a project (a file's path in `blob/`, `new/`, `create/`, ...).
+const PROJECT_ROUTE_WORDS: &[&str] = &[
+    "-",
+    "badges",
+    "blame",
+    "blob",
+    "builds",
+    "commits",
+    "create",
+    "create_dir",
+    "edit",
+    "files",
+    "find_file",
+    "new",
+    "preview",
+    "raw",
+    "refs",
+    "repository",
+    "tree",
+    "update",
+    "wikis",
+];
+
+/// Whether `p` (`/group/sub/project`) can be a project's full path: a namespace and a
+/// name, no empty segment, none of them a word of a project route.
+fn project_path(p: &str) -> bool {
+    let Some(rest) = p.strip_prefix('/') else {
+        return false;
+    };
+    let mut n = 0;
+    for seg in rest.split('/') {
+        if seg.is_empty() || PROJECT_ROUTE_WORDS.contains(&seg) {
+            return false;
+        }
+        n += 1;
+    }
+    n >= 2
 }
 
 fn prefix_match(pattern: &str, path: &str) -> bool {
@@ -330,7 +387,7 @@ use MethodSet as S;
 pub static ALLOWLIST: &[Row] = &[
     row(ids::ALLOW_GRAPHQL, S::POST, M::Exact("/api/graphql"), C::GraphqlBody,
         "GraphQL queries pass; mutations are blocked"),
-    row(ids::ALLOW_LFS_BATCH, S::POST, M::Suffix("/info/lfs/objects/batch"), C::LfsBatchBody,
+    row(ids::ALLOW_LFS_BATCH, S::POST, M::Repo("info/lfs/objects/batch"), C::LfsBatchBody,
         "LFS batch download"),
     row(ids::ALLOW_ADMIN_SETTINGS, S::POST_PUT, M::Exact("/admin/application_settings/general"),
         C::PrimaryOnly, "admins can turn maintenance mode off again"),
@@ -350,12 +407,12 @@ pub static ALLOWLIST: &[Row] = &[
         "enter admin mode"),
     row(ids::ALLOW_ADMIN_SESSION_DESTROY, S::POST, M::Exact("/admin/session/destroy"), C::None,
         "leave admin mode"),
-    row(ids::ALLOW_COMPARE, S::POST, M::Suffix("/compare"), C::None, "git revision compare"),
-    row(ids::ALLOW_GIT_UPLOAD_PACK, S::POST, M::Suffix(".git/git-upload-pack"), C::None,
+    row(ids::ALLOW_COMPARE, S::POST, M::Project("compare"), C::None, "git revision compare"),
+    row(ids::ALLOW_GIT_UPLOAD_PACK, S::POST, M::Repo("git-upload-pack"), C::None,
         "git clone / fetch / pull over HTTP"),
-    row(ids::ALLOW_INTERNAL_API, S::ANY_WRITE, M::Contains("/api/v4/internal"), C::None,
+    row(ids::ALLOW_INTERNAL_API, S::ANY_WRITE, M::Prefix("/api/v4/internal/"), C::None,
         "internal API (gitlab-shell, workhorse)"),
-    row(ids::ALLOW_INTERNAL_API_V3, S::ANY_WRITE, M::Contains("/api/v3/internal"), C::None,
+    row(ids::ALLOW_INTERNAL_API_V3, S::ANY_WRITE, M::Prefix("/api/v3/internal/"), C::None,
         "internal API (gitlab-shell, workhorse)"),
     row(ids::ALLOW_SIDEKIQ, S::POST, M::Prefix("/admin/sidekiq"), C::None,
         "manage background jobs"),
@@ -368,6 +425,15 @@ pub static ALLOWLIST: &[Row] = &[
         "Geo's own GraphQL endpoint"),
     row(ids::ALLOW_JWT_AUTH, S::POST, M::Exact("/jwt/auth"), C::None,
         "registry tokens (push scopes are filtered by the token service)"),
+];
+
+/// Rows whose writes are reads carried by a write method, and so still run on a fenced
+/// site — and then only under these ids, i.e. when a body check proved the request a read.
+pub static FENCED_READS: &[&str] = &[
+    ids::ALLOW_GRAPHQL,
+    ids::ALLOW_LFS_BATCH,
+    ids::ALLOW_COMPARE,
+    ids::ALLOW_GIT_UPLOAD_PACK,
 ];
 
 /// The one place the table is read: the first built-in row for this method and path.
@@ -383,7 +449,6 @@ pub fn write_allowing_ids() -> impl Iterator<Item = &'static str> {
     ALLOWLIST.iter().map(|r| r.id).chain([
         ids::GRAPHQL_GEO_MUTATION,
         ids::GRAPHQL_NO_BODY,
-        ids::GRAPHQL_UNPARSEABLE,
         ids::GRAPHQL_NO_OPERATION,
         ids::LFS_NO_BODY,
         ids::LFS_UNPARSEABLE,
@@ -486,7 +551,7 @@ mod tests {
             assert!(r.id.starts_with("allow."), "{}", r.id);
             assert!(!r.methods.contains(Method::Get) && !r.methods.contains(Method::Head));
             let p = match r.matcher {
-                M::Exact(p) | M::Prefix(p) | M::Suffix(p) | M::Contains(p) => p,
+                M::Exact(p) | M::Prefix(p) | M::Project(p) | M::Repo(p) | M::Contains(p) => p,
             };
             assert!(!p.contains(['%', '?', '\\']), "{p}");
             if let M::Contains(p) | M::Prefix(p) | M::Exact(p) = r.matcher {
@@ -514,12 +579,35 @@ mod tests {
         assert!(M::Contains("/api/v4/internal").matches("/x/api/v4/internalx/api/v4/internal"));
         assert!(!M::Contains("/api/v4/internal").matches(""));
         assert!(!M::Prefix("/admin/geo").matches(""));
-        assert!(M::Suffix("/compare").matches("/g/p/-/compare"));
-        assert!(!M::Suffix("/compare").matches("/compare"));
-        assert!(!M::Suffix("/compare").matches("/g/p/-/xcompare"));
-        assert!(M::Suffix(".git/git-upload-pack").matches("/g/p.git/git-upload-pack"));
-        assert!(!M::Suffix(".git/git-upload-pack").matches("/g/.git/git-upload-pack"));
-        assert!(!M::Suffix(".git/git-upload-pack").matches(".git/git-upload-pack"));
+        assert!(M::Project("compare").matches("/g/p/-/compare"));
+        assert!(M::Project("compare").matches("/g/sub/p/compare"));
+        assert!(!M::Project("compare").matches("/compare"));
+        assert!(!M::Project("compare").matches("/p/compare"), "no namespace");
+        assert!(
+            !M::Project("compare").matches("/p/-/compare"),
+            "no namespace"
+        );
+        assert!(!M::Project("compare").matches("/g/p/-/xcompare"));
+        assert!(!M::Project("compare").matches("/g/p/-/-/compare"));
+        assert!(!M::Project("compare").matches("/g/p/-/repository/files/compare"));
+        assert!(!M::Project("compare").matches("/g/p/-/blob/main/compare"));
+        assert!(!M::Project("compare").matches("/g/p/new/main/compare"));
+        assert!(M::Repo("git-upload-pack").matches("/g/p.git/git-upload-pack"));
+        assert!(M::Repo("git-upload-pack").matches("/g/sub/p.wiki.git/git-upload-pack"));
+        assert!(!M::Repo("git-upload-pack").matches("/g/.git/git-upload-pack"));
+        assert!(!M::Repo("git-upload-pack").matches("/.git/git-upload-pack"));
+        assert!(!M::Repo("git-upload-pack").matches(".git/git-upload-pack"));
+        assert!(!M::Repo("git-upload-pack").matches("/g/p/git-upload-pack"));
+        assert!(!M::Repo("git-upload-pack").matches("/g/p/-/create/main/x.git/git-upload-pack"));
+        assert!(!M::Repo("git-upload-pack").matches("/g/p.git/x-git-upload-pack"));
+        assert!(M::Repo("info/lfs/objects/batch").matches("/g/p.git/info/lfs/objects/batch"));
+        assert!(!M::Repo("info/lfs/objects/batch")
+            .matches("/root/proj/new/master/app/info/lfs/objects/batch"));
+        assert!(!M::Repo("info/lfs/objects/batch")
+            .matches("/root/proj/new/master/app.git/info/lfs/objects/batch"));
+        assert!(M::Prefix("/api/v4/internal/").matches("/api/v4/internal/allowed"));
+        assert!(!M::Prefix("/api/v4/internal/").matches("/x/api/v4/internal/allowed"));
+        assert!(!M::Prefix("/api/v4/internal/").matches("/api/v4/internal_tools"));
         assert!(M::Exact("/jwt/auth").matches("/jwt/auth"));
         assert!(!M::Exact("/jwt/auth").matches("/jwt/auth/x"));
     }

@@ -18,6 +18,7 @@ fn site(role: SiteRole, maintenance: bool) -> SiteView {
         role,
         maintenance,
         message: None,
+        fenced: None,
     }
 }
 
@@ -377,6 +378,67 @@ const DENIED: &[(&str, &str, &str, u16)] = &[
     ("POST", "/.git/git-upload-pack", "deny.write", 301),
     ("POST", "/api/graphqlx", "deny.write", 403),
     ("POST", "/users/auth", "deny.write", 301),
+    // Paths that end like an allowlisted route but are not that route (GitLab asks its
+    // router; the gate asks the route's shape).
+    (
+        "POST",
+        "/root/proj/-/repository/files/compare",
+        "deny.write",
+        301,
+    ),
+    (
+        "POST",
+        "/root/proj/-/blob/master/compare",
+        "deny.write",
+        301,
+    ),
+    (
+        "POST",
+        "/root/proj/-/create/master/compare",
+        "deny.write",
+        301,
+    ),
+    ("POST", "/root/proj/new/master/compare", "deny.write", 301),
+    ("POST", "/proj/compare", "deny.write", 301),
+    (
+        "POST",
+        "/api/v4/projects/1/repository/files/compare",
+        "deny.write",
+        403,
+    ),
+    (
+        "POST",
+        "/root/proj/new/master/app/info/lfs/objects/batch",
+        "deny.write",
+        301,
+    ),
+    (
+        "POST",
+        "/root/proj/-/create/master/app.git/info/lfs/objects/batch",
+        "deny.write",
+        301,
+    ),
+    (
+        "POST",
+        "/root/proj/info/lfs/objects/batch",
+        "deny.write",
+        301,
+    ),
+    ("POST", "/root/proj/git-upload-pack", "deny.write", 301),
+    (
+        "POST",
+        "/root/proj/-/create/master/x.git/git-upload-pack",
+        "deny.write",
+        301,
+    ),
+    (
+        "POST",
+        "/root/proj/-/api/v4/internal/allowed",
+        "deny.write",
+        301,
+    ),
+    ("POST", "/x/api/v4/internal/allowed", "deny.write", 301),
+    ("PUT", "/api/v3/internalx", "deny.write", 403),
     (
         "POST",
         "/group/project.git/git-receive-pack",
@@ -416,6 +478,77 @@ fn writes_off_the_allowlist_are_refused_in_maintenance_and_proxied_from_secondar
                 proxied,
                 &ctx,
             );
+        }
+    }
+}
+
+/// Cases of GitLab's own read-only middleware spec, on a site in maintenance mode:
+/// (method, path, body, allowed).
+#[test]
+fn gitlab_read_only_middleware_cases() {
+    const UPLOAD: &str = r#"{"operation":"upload","objects":[{"oid":"1234","size":1}]}"#;
+    let cases: &[(&str, &str, Option<&str>, bool)] = &[
+        ("POST", "/api/v4/internal/allowed", None, true),
+        ("POST", "/api/v4/internal/lfs_authenticate", None, true),
+        ("POST", "/root/gitlab-ce.git/git-upload-pack", None, true),
+        ("POST", "/root/gitlab-ce/-/compare", None, true),
+        ("POST", "/root/gitlab-ce/compare", None, true),
+        (
+            "POST",
+            "/root/gitlab-ce/-/repository/files/compare",
+            None,
+            false,
+        ),
+        (
+            "POST",
+            "/root/gitlab-ce/new/master/app/info/lfs/objects/batch",
+            None,
+            false,
+        ),
+        (
+            "POST",
+            "/root/gitlab-ce.git/info/lfs/objects/batch",
+            Some(LFS_DOWNLOAD),
+            true,
+        ),
+        (
+            "POST",
+            "/root/gitlab-ce.git/info/lfs/objects/batch",
+            Some(UPLOAD),
+            false,
+        ),
+        ("POST", "/users/sign_in", None, true),
+        ("POST", "/users/sign_out", None, true),
+        ("POST", "/oauth/token", None, true),
+        ("POST", "/users/auth/geo/sign_in", None, true),
+        ("POST", "/admin/session", None, true),
+        ("POST", "/admin/session/destroy", None, true),
+        ("POST", "/admin/sidekiq", None, true),
+        ("POST", "/api/v4/projects", None, false),
+        ("POST", "/test_request", None, false),
+        ("PATCH", "/test_request", None, false),
+        ("PUT", "/test_request", None, false),
+        ("DELETE", "/test_request", None, false),
+        ("GET", "/test_request", None, true),
+        ("HEAD", "/test_request", None, true),
+        ("POST", "/api/graphql", Some(GQL_QUERY), true),
+        (
+            "POST",
+            "/api/graphql",
+            Some(r#"{"query":"mutation { createIssue(input: {}) { errors } }"}"#),
+            false,
+        ),
+    ];
+    for &(method, path, body, allowed) in cases {
+        for root in ROOTS {
+            let mut r = req(method, &format!("{root}{path}"));
+            if let Some(b) = body {
+                r = with_body(r, b, "application/json");
+            }
+            for role in [SiteRole::Primary, SiteRole::Secondary] {
+                let d = run(&r, &site(role, true), &cfg(root));
+                assert_eq!(d.is_allowed(), allowed, "{method} {root}{path}: {d:?}");
+            }
         }
     }
 }
@@ -480,25 +613,175 @@ fn graphql_mutations_are_refused_with_the_read_only_answer() {
     );
 }
 
-#[test]
-fn unparseable_graphql_is_allowed_and_says_so() {
-    let r = with_body(
-        req("POST", "/api/graphql"),
+/// GraphQL bodies the gate cannot judge, each hiding a mutation: (what, body, content type,
+/// rule). All are refused in maintenance mode with the read-only answer.
+const GRAPHQL_UNJUDGEABLE: &[(&str, &str, Option<&str>, &str)] = &[
+    (
+        "JSON with a trailing comma",
+        r#"{"query":"mutation { destroyProject(input: {}) { errors } }",}"#,
+        Some("application/json"),
+        "graphql.unparseable",
+    ),
+    (
+        "JSON with a comment",
+        r#"{"query":"mutation { destroyProject(input: {}) { errors } }" /* x */}"#,
+        Some("application/json"),
+        "graphql.unparseable",
+    ),
+    (
+        "an unparseable document",
         r#"{"query":"mutation {"}"#,
-        "application/json",
+        Some("application/json"),
+        "graphql.unparseable",
+    ),
+    (
+        "a decoy Operations part beside operations",
+        "--b\r\nContent-Disposition: form-data; name=\"Operations\"\r\n\r\n{\"query\":\"{ a }\"}\r\n\
+         --b\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n\
+         {\"query\":\"mutation { destroyProject(input: {}) { errors } }\"}\r\n--b--\r\n",
+        Some("multipart/form-data; boundary=b"),
+        "graphql.ambiguous",
+    ),
+    (
+        "multipart/mixed",
+        "--b\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n\
+         {\"query\":\"mutation { destroyProject(input: {}) { errors } }\"}\r\n--b--\r\n",
+        Some("multipart/mixed; boundary=b"),
+        "graphql.mutation",
+    ),
+    (
+        "a query form part",
+        "--b\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\n\
+         mutation { destroyProject(input: {}) { errors } }\r\n--b--\r\n",
+        Some("multipart/form-data; boundary=b"),
+        "graphql.mutation",
+    ),
+    (
+        "an unknown media type",
+        r#"{"query":"mutation { destroyProject(input: {}) { errors } }"}"#,
+        Some("text/plain"),
+        "graphql.media_type",
+    ),
+    (
+        "an unknown media type with a harmless-looking body",
+        "mutation { destroyProject(input: {}) { errors } }",
+        Some("application/graphql"),
+        "graphql.media_type",
+    ),
+    (
+        "a _json batch beside a query",
+        r#"{"query":"{ a }","_json":[{"query":"mutation { destroyProject(input: {}) { errors } }"}]}"#,
+        Some("application/json"),
+        "graphql.ambiguous",
+    ),
+    (
+        "binary garbage without a content type",
+        "\u{0}\u{ff}",
+        None,
+        "graphql.unparseable",
+    ),
+];
+
+#[test]
+fn graphql_that_cannot_be_judged_is_refused_in_maintenance() {
+    for &(what, body, ct, rule) in GRAPHQL_UNJUDGEABLE {
+        for root in ROOTS {
+            let mut r = req("POST", &format!("{root}/api/graphql"));
+            r.body = Some(body.as_bytes().to_vec());
+            r.content_type = ct.map(str::to_string);
+            let c = cfg(root);
+            for role in [SiteRole::Primary, SiteRole::Secondary] {
+                let d = run(&r, &site(role, true), &c);
+                expect(&d, Verdict::Deny, 403, rule, what);
+                assert_eq!(d.body.as_deref(), Some(READ_ONLY_JSON_BODY), "{what}");
+                assert!(!d.reason.is_empty(), "{what}");
+            }
+            // Outside maintenance nothing changes: a secondary forwards, the primary runs.
+            expect(
+                &run(&r, &site(SiteRole::Secondary, false), &c),
+                Verdict::ProxyToPrimary,
+                200,
+                "proxy_to_primary",
+                what,
+            );
+            expect(
+                &run(&r, &site(SiteRole::Primary, false), &c),
+                Verdict::Allow,
+                200,
+                "maintenance_off",
+                what,
+            );
+        }
+    }
+    // The reason says why.
+    let (_, body, ct, _) = GRAPHQL_UNJUDGEABLE[0];
+    let r = with_body(req("POST", "/api/graphql"), body, ct.unwrap_or_default());
+    let d = run(&r, &site(SiteRole::Primary, true), &cfg(""));
+    assert!(d.reason.contains("cannot be judged"), "{}", d.reason);
+}
+
+#[test]
+fn graphql_without_a_body_is_still_decided_by_its_url() {
+    // nginx's auth_request sends no body: documented, unchanged.
+    for body in [None, Some(Vec::new())] {
+        let mut r = req("POST", "/api/graphql");
+        r.body = body;
+        let d = run(&r, &site(SiteRole::Primary, true), &cfg(""));
+        expect(&d, Verdict::Allow, 200, "graphql.no_body", "no body");
+        r.path = "/api/graphql?query=mutation%7Bx%7D".into();
+        let d = run(&r, &site(SiteRole::Primary, true), &cfg(""));
+        expect(
+            &d,
+            Verdict::Deny,
+            403,
+            "graphql.mutation",
+            "mutation in the URL",
+        );
+        r.path = "/api/graphql?_json%5B%5D%5Bquery%5D=mutation%7Bx%7D".into();
+        let d = run(&r, &site(SiteRole::Primary, true), &cfg(""));
+        expect(
+            &d,
+            Verdict::Deny,
+            403,
+            "graphql.ambiguous",
+            "batch in the URL",
+        );
+    }
+}
+
+#[test]
+fn legal_graphql_comments_and_trailing_commas_are_judged() {
+    let s = site(SiteRole::Primary, true);
+    let r = |q: &str| {
+        with_body(
+            req("POST", "/api/graphql"),
+            &serde_json::json!({ "query": q }).to_string(),
+            "application/json",
+        )
+    };
+    let d = run(
+        &r("# list them\nquery { projects(first: 2,) { nodes { id, }, }, }"),
+        &s,
+        &cfg(""),
     );
-    let d = run(&r, &site(SiteRole::Primary, true), &cfg(""));
-    expect(&d, Verdict::Allow, 200, "graphql.unparseable", "garbage");
-    assert!(d.reason.contains("unparseable"), "{}", d.reason);
-    let mut r = req("POST", "/api/graphql");
-    r.body = Some(vec![0xff, 0x00, 0xfe]);
-    let d = run(&r, &site(SiteRole::Primary, true), &cfg(""));
     expect(
         &d,
         Verdict::Allow,
         200,
-        "graphql.unparseable",
-        "invalid UTF-8",
+        "allow.graphql",
+        "query with a comment",
+    );
+    let d = run(
+        &r("# harmless\nmutation { destroyProject(input: {id: 1,},) { errors, }, } # really"),
+        &s,
+        &cfg(""),
+    );
+    expect(
+        &d,
+        Verdict::Deny,
+        403,
+        "graphql.mutation",
+        "mutation with a comment",
     );
 }
 
@@ -970,6 +1253,280 @@ fn unknown_actions_and_sources_are_errors() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Fenced sites (SPEC §5)
+// ---------------------------------------------------------------------------------------
+
+const FENCED_TO: &str =
+    "This site was replaced as the primary (epoch 7); send writes to https://geo-2.example.";
+const FENCED_UNKNOWN: &str = "This site was replaced as the primary (epoch 7).";
+
+/// Every role and maintenance setting, fenced at epoch 7, with and without the new primary
+/// known, and the sentence each one's refusals must carry.
+fn fenced_sites() -> Vec<(SiteView, &'static str)> {
+    let mut out = Vec::new();
+    for s in sites() {
+        for (new_primary, text) in [
+            (Some("https://geo-2.example"), FENCED_TO),
+            (None, FENCED_UNKNOWN),
+        ] {
+            let mut s = s.clone();
+            s.message = Some("Back soon".into());
+            s.fenced = Some(Fenced {
+                epoch: 7,
+                new_primary: new_primary.map(str::to_string),
+            });
+            out.push((s, text));
+        }
+    }
+    out
+}
+
+/// A fenced site's HTTP refusal: 503, Retry-After, the sentence as JSON, never a redirect.
+#[track_caller]
+fn assert_fenced_http(d: &Decision, text: &str, retry: u32, ctx: &str) {
+    expect(d, Verdict::Deny, 503, "fenced", ctx);
+    assert_eq!(&*d.content_type, "application/json", "{ctx}");
+    let body = serde_json::json!({ "message": text }).to_string();
+    assert_eq!(d.body.as_deref(), Some(body.as_str()), "{ctx}");
+    assert_eq!(d.message.as_deref(), Some(text), "{ctx}");
+    assert_eq!(
+        (d.retry_after, d.location.as_deref()),
+        (Some(retry), None),
+        "{ctx}"
+    );
+    assert!(d.reason.contains(text), "{ctx}: {}", d.reason);
+}
+
+fn fenced_cfgs() -> [(GateConfig, u32); 2] {
+    let unavailable = GateConfig {
+        deny_mode: DenyMode::Unavailable503 {
+            retry_after_secs: 120,
+        },
+        ..cfg("")
+    };
+    // In 403 mode nothing sets Retry-After: a fenced site uses the default.
+    [
+        (cfg(""), DEFAULT_FENCED_RETRY_AFTER_SECS),
+        (unavailable, 120),
+    ]
+}
+
+#[test]
+fn fenced_message_names_the_new_primary_only_when_known() {
+    let f = |new_primary: Option<&str>| Fenced {
+        epoch: 7,
+        new_primary: new_primary.map(str::to_string),
+    };
+    assert_eq!(f(Some("https://geo-2.example")).message(), FENCED_TO);
+    assert_eq!(f(None).message(), FENCED_UNKNOWN);
+    // A name that would smuggle a line into a text/plain body, or says nothing, is unknown.
+    for bad in ["", "  ", "geo-2\r\nX-Evil: 1", "a\u{7}b"] {
+        assert_eq!(f(Some(bad)).message(), FENCED_UNKNOWN, "{bad:?}");
+    }
+    // Quotes are escaped in the JSON body.
+    let mut s = site(SiteRole::Primary, false);
+    s.fenced = Some(f(Some("site \"two\"")));
+    let d = run(&req("POST", "/api/v4/projects"), &s, &cfg(""));
+    assert_eq!(
+        d.body.as_deref(),
+        Some(
+            r#"{"message":"This site was replaced as the primary (epoch 7); send writes to site \"two\"."}"#
+        )
+    );
+}
+
+#[test]
+fn fenced_sites_refuse_every_http_write_whatever_the_mode() {
+    // Writes maintenance mode refuses, and writes it allows: all refused when fenced.
+    let mut writes: Vec<HttpRequest> = DENIED
+        .iter()
+        .filter(|(_, path, ..)| !path.ends_with("/git-receive-pack"))
+        .map(|&(m, p, ..)| req(m, p))
+        .collect();
+    for case in allowed_table() {
+        let mut r = req(case.method, case.path);
+        if let Some((body, ct)) = case.body {
+            r = with_body(r, body, ct);
+        }
+        if !matches!(
+            case.rule,
+            "allow.graphql" | "allow.lfs_batch" | "allow.compare" | "allow.git_upload_pack"
+        ) {
+            writes.push(r);
+        }
+    }
+    // What maintenance mode lets through without a body (nginx sends none) cannot be
+    // proven a read.
+    writes.push(req("POST", "/g/p.git/info/lfs/objects/batch"));
+    writes.push(with_body(
+        req("POST", "/g/p.git/info/lfs/objects/batch"),
+        r#"{"operation":"upload","objects":[]}"#,
+        "application/vnd.git-lfs+json",
+    ));
+    writes.push(with_body(
+        req("POST", "/api/graphql"),
+        r#"{"query":"mutation { createIssue(input: {}) { errors } }"}"#,
+        "application/json",
+    ));
+    writes.push(req("PUT", "/api/v4/custom/hook"));
+    for (base, retry) in fenced_cfgs() {
+        let c = GateConfig {
+            extra_allowlist: vec![AllowRoute::parse("PUT /api/v4/custom/*").unwrap()],
+            exempt_cidrs: vec![Cidr::parse("10.0.0.0/8").unwrap()],
+            ..base
+        };
+        for (s, text) in fenced_sites() {
+            for r in &writes {
+                for ip in [None, Some("10.1.2.3")] {
+                    let mut r = r.clone();
+                    r.client_ip = ip.map(|i| i.parse().unwrap());
+                    r.accept = Some("text/html".into());
+                    let ctx = format!(
+                        "{} {} on fenced {:?} maintenance={} from {ip:?}",
+                        r.method, r.path, s.role, s.maintenance
+                    );
+                    assert_fenced_http(&run(&r, &s, &c), text, retry, &ctx);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fenced_sites_still_serve_reads() {
+    let reads = [
+        (req("GET", "/api/v4/projects"), "read"),
+        (req("HEAD", "/g/p/-/issues"), "read"),
+        (req("OPTIONS", "/api/graphql"), "read"),
+        (
+            req("POST", "/g/p.git/git-upload-pack"),
+            "allow.git_upload_pack",
+        ),
+        (req("POST", "/g/p/-/compare"), "allow.compare"),
+        (
+            with_body(
+                req("POST", "/g/p.git/info/lfs/objects/batch"),
+                LFS_DOWNLOAD,
+                "application/vnd.git-lfs+json",
+            ),
+            "allow.lfs_batch",
+        ),
+        (
+            with_body(req("POST", "/api/graphql"), GQL_QUERY, "application/json"),
+            "allow.graphql",
+        ),
+    ];
+    for (c, _) in fenced_cfgs() {
+        for (s, _) in fenced_sites() {
+            for (r, rule) in &reads {
+                let ctx = format!("{} {} on {s:?}", r.method, r.path);
+                expect(&run(r, &s, &c), Verdict::Allow, 200, rule, &ctx);
+            }
+        }
+    }
+}
+
+#[test]
+fn fenced_sites_refuse_pushes_on_every_git_surface() {
+    for (c, retry) in fenced_cfgs() {
+        for (s, text) in fenced_sites() {
+            for proxied in [false, true] {
+                let git = |op, protocol| {
+                    decide(
+                        &Request::Git(GitRequest {
+                            op,
+                            protocol,
+                            proxied,
+                        }),
+                        &s,
+                        &c,
+                    )
+                    .unwrap()
+                };
+                let ctx = format!("{s:?} proxied={proxied}");
+                let d = git(GitOp::ReceivePack, GitProtocol::Ssh);
+                expect(&d, Verdict::Deny, 401, "fenced", &ctx);
+                let body = format!(r#"{{"status":false,"message":"{text}"}}"#);
+                assert_eq!(
+                    (&*d.content_type, d.body.as_deref(), d.message.as_deref()),
+                    ("application/json", Some(body.as_str()), Some(text)),
+                    "{ctx}"
+                );
+                let d = git(GitOp::ReceivePack, GitProtocol::Http);
+                expect(&d, Verdict::Deny, 503, "fenced", &ctx);
+                assert_eq!(
+                    (&*d.content_type, d.body.as_deref(), d.retry_after),
+                    ("text/plain", Some(text), Some(retry)),
+                    "{ctx}"
+                );
+                for p in [GitProtocol::Ssh, GitProtocol::Http] {
+                    expect(
+                        &git(GitOp::UploadPack, p),
+                        Verdict::Allow,
+                        200,
+                        "git.pull",
+                        &ctx,
+                    );
+                }
+            }
+            // A push seen as a plain HTTP request gets git's answer too.
+            let d = run(&req("POST", "/g/p.git/git-receive-pack"), &s, &c);
+            expect(&d, Verdict::Deny, 503, "fenced", "smart HTTP push");
+            assert_eq!(
+                (&*d.content_type, d.body.as_deref(), d.retry_after),
+                ("text/plain", Some(text), Some(retry))
+            );
+        }
+    }
+}
+
+#[test]
+fn fenced_sites_issue_pull_only_registry_tokens() {
+    for (s, text) in fenced_sites() {
+        let r = |scopes: &[&str]| {
+            let r = RegistryRequest {
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            };
+            decide(&Request::Registry(r), &s, &cfg("")).unwrap()
+        };
+        let d = r(&["repository:group/app:pull,push", "repository:x:delete"]);
+        expect(&d, Verdict::Allow, 200, "fenced", "pull,push");
+        assert_eq!(d.granted_scopes, ["repository:group/app:pull"]);
+        assert!(d.reason.contains(text), "{}", d.reason);
+        let d = r(&["repository:group/app:pull", "registry:catalog:*"]);
+        expect(&d, Verdict::Allow, 200, "registry.granted", "pull");
+        assert_eq!(
+            d.granted_scopes,
+            ["repository:group/app:pull", "registry:catalog:*"]
+        );
+    }
+}
+
+#[test]
+fn fenced_sites_refuse_every_named_action_that_writes() {
+    for (c, retry) in fenced_cfgs() {
+        for (s, text) in fenced_sites() {
+            for name in KNOWN_ACTIONS {
+                let d = decide(
+                    &Request::Action(ActionRequest {
+                        action: name.to_string(),
+                        source: None,
+                    }),
+                    &s,
+                    &c,
+                )
+                .unwrap();
+                if matches!(*name, "feature_flag_check" | "outgoing_email") {
+                    expect(&d, Verdict::Allow, 200, &format!("action.{name}"), name);
+                } else {
+                    assert_fenced_http(&d, text, retry, name);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Exempt clients, extra allowlist, configuration
 // ---------------------------------------------------------------------------------------
 
@@ -1248,7 +1805,6 @@ const WRITE_ALLOWING: &[&str] = &[
     "allow.jwt_auth",
     "allow.graphql.geo_registries_update",
     "graphql.no_body",
-    "graphql.unparseable",
     "graphql.no_operation",
     "lfs.no_body",
     "lfs.unparseable",
@@ -1269,8 +1825,9 @@ fn any_site() -> impl Strategy<Value = SiteView> {
         any::<bool>(),
         any::<bool>(),
         proptest::option::of(".{0,40}"),
+        proptest::option::of((any::<u64>(), proptest::option::of(".{0,20}"))),
     )
-        .prop_map(|(p, m, message)| SiteView {
+        .prop_map(|(p, m, message, fenced)| SiteView {
             role: if p {
                 SiteRole::Primary
             } else {
@@ -1278,6 +1835,7 @@ fn any_site() -> impl Strategy<Value = SiteView> {
             },
             maintenance: m,
             message,
+            fenced: fenced.map(|(epoch, new_primary)| Fenced { epoch, new_primary }),
         })
 }
 
@@ -1307,6 +1865,9 @@ const ROUTES: &[&str] = &[
     "oauth/token",
     "admin/session",
     "g/p/-/compare",
+    "g/p/-/repository/files/compare",
+    "g/p/new/main/info/lfs/objects/batch",
+    "g/p/-/create/main/x.git/git-upload-pack",
     "x.git/git-upload-pack",
     "x.git/info/lfs/objects/batch",
     "api/v4/internal/allowed",
@@ -1415,6 +1976,14 @@ fn naive_clean(raw: &str, root: &str) -> Option<String> {
     }
 }
 
+/// Words that are routes inside a project, never a group's or project's name.
+fn route_word(seg: &str) -> bool {
+    matches!(
+        seg,
+        "-" | "blob" | "new" | "create" | "edit" | "files" | "repository" | "tree" | "raw"
+    )
+}
+
 /// Whether `path` (clean, below the root) is one that rule `rule` is about.
 fn belongs(rule: &str, path: &str, method: &str) -> bool {
     let segs: Vec<&str> = path.split('/').skip(1).collect();
@@ -1436,18 +2005,29 @@ fn belongs(rule: &str, path: &str, method: &str) -> bool {
             matches!(method, "POST" | "PUT")
                 && segs.starts_with(&["api", "v4", "application", "settings"])
         }
-        "allow.compare" => post && segs.len() > 1 && segs.last() == Some(&"compare"),
+        "allow.compare" => {
+            let project = match segs.as_slice() {
+                [p @ .., "-", "compare"] | [p @ .., "compare"] => p,
+                _ => &[][..],
+            };
+            post && project.len() >= 2 && !project.iter().any(|s| route_word(s))
+        }
         "allow.git_upload_pack" => {
-            post && segs.len() > 1
+            post && segs.len() > 2
                 && segs[segs.len() - 1] == "git-upload-pack"
                 && segs[segs.len() - 2].ends_with(".git")
                 && segs[segs.len() - 2] != ".git"
+                && !segs.iter().any(|s| route_word(s))
         }
         "allow.lfs_batch" | "lfs.no_body" | "lfs.unparseable" => {
-            post && path.ends_with("/info/lfs/objects/batch")
+            post && segs.len() > 5
+                && segs.ends_with(&["info", "lfs", "objects", "batch"])
+                && segs[segs.len() - 5].ends_with(".git")
+                && segs[segs.len() - 5] != ".git"
+                && !segs.iter().any(|s| route_word(s))
         }
-        "allow.internal_api" => has_run(&["api", "v4", "internal"]),
-        "allow.internal_api_v3" => has_run(&["api", "v3", "internal"]),
+        "allow.internal_api" => segs.len() > 3 && segs.starts_with(&["api", "v4", "internal"]),
+        "allow.internal_api_v3" => segs.len() > 3 && segs.starts_with(&["api", "v3", "internal"]),
         "allow.sidekiq" => post && segs.starts_with(&["admin", "sidekiq"]),
         "allow.admin_geo" => post && segs.starts_with(&["admin", "geo"]),
         "allow.geo_replication" => post && has_run(&["api", "v4", "geo_replication"]),
@@ -1459,8 +2039,278 @@ fn belongs(rule: &str, path: &str, method: &str) -> bool {
     }
 }
 
+/// Tokens a random GraphQL document is built from: names, punctuation, ignored tokens
+/// (commas, comments, a BOM), strings and the words that change what runs.
+const GQL_TOKENS: &[&str] = &[
+    " ",
+    "\n",
+    "\t",
+    ",",
+    "\u{feff}",
+    "# c\n",
+    "#mutation\n",
+    "{",
+    "}",
+    "(",
+    ")",
+    ":",
+    "[",
+    "]",
+    "...",
+    "$v",
+    "!",
+    "=",
+    "@skip(if: true)",
+    "\"s\"",
+    "\"\"\"b\"\"\"",
+    "1",
+    "true",
+    "null",
+    "a",
+    "createIssue",
+    "destroyProject",
+    "geoRegistriesUpdate",
+    "__typename",
+    "input",
+    "query",
+    "mutation",
+    "subscription",
+    "fragment",
+    "F",
+    "on",
+    "Mutation",
+    "Query",
+    "errors",
+    "id",
+];
+
+fn gql_tail() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(GQL_TOKENS), 0..24).prop_map(|t| t.join(" "))
+}
+
+/// A document whose first operation is a mutation: `mutation` is its first significant
+/// token, after any ignored ones.
+fn mutation_document() -> impl Strategy<Value = String> {
+    (
+        prop::sample::select(vec![
+            "",
+            " ",
+            "\n",
+            ",",
+            "# q {\n",
+            "\u{feff}",
+            " , # x\n\t",
+        ]),
+        gql_tail(),
+        prop_oneof![
+            Just(String::from("{ createIssue(input: {}) { errors } }")),
+            Just(String::from("{ geoRegistriesUpdate { errors } }")),
+            gql_tail(),
+        ],
+    )
+        .prop_map(|(lead, tail, body)| format!("{lead}mutation {tail} {body}"))
+}
+
+/// A GraphQL request carrying `doc` in every way a client may send one: (path suffix,
+/// body, content type).
+fn gql_transport(doc: String) -> impl Strategy<Value = (String, Option<Vec<u8>>, Option<String>)> {
+    let json = serde_json::json!({ "query": doc }).to_string();
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    let form = format!("query={}", enc(&doc));
+    let multipart = |name: &str, content: &str| {
+        format!(
+            "--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{content}\r\n--b--\r\n"
+        )
+        .into_bytes()
+    };
+    let options: Vec<(String, Option<Vec<u8>>, Option<String>)> = vec![
+        (
+            String::new(),
+            Some(json.clone().into_bytes()),
+            Some("application/json".into()),
+        ),
+        (
+            String::new(),
+            Some(format!("[{json}]").into_bytes()),
+            Some("application/json; charset=utf-8".into()),
+        ),
+        (
+            String::new(),
+            Some(
+                serde_json::json!({ "query": doc, "operationName": null })
+                    .to_string()
+                    .into_bytes(),
+            ),
+            Some("application/json".into()),
+        ),
+        (
+            String::new(),
+            Some(form.clone().into_bytes()),
+            Some("application/x-www-form-urlencoded".into()),
+        ),
+        (String::new(), Some(form.clone().into_bytes()), None),
+        (
+            String::new(),
+            Some(multipart("operations", &json)),
+            Some("multipart/form-data; boundary=b".into()),
+        ),
+        (
+            String::new(),
+            Some(multipart("query", &doc)),
+            Some("multipart/mixed; boundary=b".into()),
+        ),
+        (format!("?{form}"), None, None),
+        (
+            format!("?{form}"),
+            Some(b"{}".to_vec()),
+            Some("application/json".into()),
+        ),
+        (
+            String::new(),
+            Some(json.into_bytes()),
+            Some("text/plain".into()),
+        ),
+    ];
+    prop::sample::select(options)
+}
+
+fn maintenance_site() -> impl Strategy<Value = SiteView> {
+    (any::<bool>(), any::<bool>()).prop_map(|(primary, fenced)| SiteView {
+        fenced: fenced.then_some(Fenced {
+            epoch: 3,
+            new_primary: None,
+        }),
+        ..site(
+            if primary {
+                SiteRole::Primary
+            } else {
+                SiteRole::Secondary
+            },
+            true,
+        )
+    })
+}
+
+/// Content types a hostile client may send to the GraphQL route.
+fn any_content_type() -> impl Strategy<Value = Option<String>> {
+    proptest::option::of(prop_oneof![
+        prop::sample::select(vec![
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=b",
+            "multipart/form-data",
+            "multipart/mixed; boundary=\"b\"",
+            "text/plain",
+            "application/graphql",
+            "",
+        ])
+        .prop_map(str::to_string),
+        ".{0,30}",
+    ])
+}
+
+/// Bodies a hostile client may send: bytes, JSON-ish text, multipart-ish text.
+fn any_body() -> impl Strategy<Value = Option<Vec<u8>>> {
+    let piece = prop::sample::select(vec![
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"query\"",
+        "\"Query\"",
+        "\"_json\"",
+        "\"operationName\"",
+        ":",
+        ",",
+        "\"mutation { a }\"",
+        "\"{ a }\"",
+        "/* */",
+        "--b\r\n",
+        "\r\n\r\n",
+        "Content-Disposition: form-data; name=\"operations\"",
+        "name=query",
+        "query=",
+        "&",
+        "mutation",
+        "%7B",
+        "null",
+        " ",
+    ]);
+    proptest::option::of(prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..128),
+        prop::collection::vec(piece, 0..16).prop_map(|p| p.concat().into_bytes()),
+    ])
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn hostile_graphql_requests_never_pass_a_write_unnamed(
+        path in prop_oneof![
+            Just(String::from("/api/graphql")),
+            "/api/graphql\\?.{0,40}".prop_map(|s| s),
+            crafted_path(),
+            ".{0,80}",
+        ],
+        method in prop::sample::select(vec!["POST", "PUT", "PATCH", "DELETE", "PROPFIND"]),
+        body in any_body(),
+        content_type in any_content_type(),
+        s in maintenance_site(),
+        c in any_cfg(),
+    ) {
+        let r = HttpRequest { method: method.into(), path: path.clone(), body, content_type, ..HttpRequest::default() };
+        // Never a panic; an error only for malformed input.
+        let Ok(d) = decide(&Request::Http(r), &s, &c) else { return Ok(()); };
+        prop_assert_ne!(d.verdict, Verdict::ProxyToPrimary, "never proxied in maintenance");
+        if d.verdict == Verdict::Allow {
+            prop_assert!(WRITE_ALLOWING.contains(&d.rule), "{} {} passed under {}", method, path, d.rule);
+            if s.fenced.is_some() {
+                prop_assert!(
+                    ["allow.graphql", "allow.lfs_batch", "allow.compare", "allow.git_upload_pack"].contains(&d.rule),
+                    "fenced site let {} {} through under {}", method, path, d.rule
+                );
+            }
+        } else {
+            prop_assert!(matches!(d.status, 301 | 401 | 403 | 503), "{:?}", d);
+        }
+    }
+
+    #[test]
+    fn a_graphql_mutation_is_never_allowed_however_it_is_sent(
+        (suffix, body, content_type, doc) in mutation_document()
+            .prop_flat_map(|doc| (gql_transport(doc.clone()), Just(doc)))
+            .prop_map(|((suffix, body, ct), doc)| (suffix, body, ct, doc)),
+        s in maintenance_site(),
+        root in prop::sample::select(vec!["", "/gitlab"]),
+    ) {
+        let r = HttpRequest {
+            method: "POST".into(),
+            path: format!("{root}/api/graphql{suffix}"),
+            body,
+            content_type,
+            ..HttpRequest::default()
+        };
+        let d = decide(&Request::Http(r), &s, &cfg(root));
+        let d = match d { Ok(d) => d, Err(e) => return Err(TestCaseError::fail(format!("{e}"))) };
+        if d.is_allowed() {
+            // Only Geo's own bookkeeping, and never on a fenced site.
+            prop_assert_eq!(d.rule, "allow.graphql.geo_registries_update", "{:?} allowed: {:?}", doc, d);
+            prop_assert!(doc.contains("geoRegistriesUpdate"), "{:?}", doc);
+            prop_assert!(s.fenced.is_none(), "{:?}", doc);
+        }
+    }
 
     #[test]
     fn a_read_is_never_denied(

@@ -122,6 +122,12 @@ impl Site {
             },
             maintenance: mode.maintenance.enabled,
             message: mode.maintenance.message,
+            // The reason is free text for people; the gate needs only the epoch that
+            // replaced this site. Where the new primary is, this site does not know.
+            fenced: mode.fenced.map(|_| gate::Fenced {
+                epoch: mode.epoch.max(self.settings.epoch()),
+                new_primary: None,
+            }),
         };
         gate::decide(req, &view, &self.gate)
     }
