@@ -451,7 +451,9 @@ impl Config {
         ] {
             if let Some(d) = duration(arg, file.clone(), key)? {
                 if d < Duration::from_millis(100) {
-                    return Err(ConfigError::Invalid(format!("{key} must be at least 100ms")));
+                    return Err(ConfigError::Invalid(format!(
+                        "{key} must be at least 100ms"
+                    )));
                 }
                 *into = d;
             }

@@ -238,7 +238,7 @@ impl Matcher {
                 None => false,
             },
             Matcher::Repo(tail) => match route_head(path, tail) {
-                Some(head) => head.strip_suffix(".git").is_some_and(project_path),
+                Some(head) => head.strip_suffix(".git").is_some_and(repository_path),
                 None => false,
             },
             Matcher::Contains(p) => contains_segments(path.as_bytes(), p.as_bytes()),
@@ -293,6 +293,23 @@ fn project_path(p: &str) -> bool {
         n += 1;
     }
     n >= 2
+}
+
+/// Whether `p` (`/group/sub/project`, before `.git`) can be a repository's path. GitLab's
+/// router takes any `<namespace>/<project>.git/...` as a git route, so only the project's
+/// own name must not be a project-route word, and no segment may be `-` (what follows `-`
+/// is a route inside a project). Groups may have any name: refusing clones of projects in
+/// a group called `files` or `new` would be a refusal GitLab does not make.
+fn repository_path(p: &str) -> bool {
+    let Some(rest) = p.strip_prefix('/') else {
+        return false;
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    segments.len() >= 2
+        && segments.iter().all(|s| !s.is_empty() && *s != "-")
+        && segments
+            .last()
+            .is_some_and(|name| !PROJECT_ROUTE_WORDS.contains(name))
 }
 
 fn prefix_match(pattern: &str, path: &str) -> bool {
@@ -592,6 +609,22 @@ mod tests {
         assert!(!M::Project("compare").matches("/g/p/-/repository/files/compare"));
         assert!(!M::Project("compare").matches("/g/p/-/blob/main/compare"));
         assert!(!M::Project("compare").matches("/g/p/new/main/compare"));
+        let upload = M::Repo("git-upload-pack");
+        assert!(upload.matches("/g/p.git/git-upload-pack"));
+        assert!(
+            upload.matches("/g/files/new/p.git/git-upload-pack"),
+            "groups may be called anything"
+        );
+        assert!(
+            !upload.matches("/g/p/git-upload-pack"),
+            "the router needs .git"
+        );
+        assert!(!upload.matches("/g/p/-/x.git/git-upload-pack"));
+        assert!(
+            !upload.matches("/g/new.git/git-upload-pack"),
+            "a reserved project name"
+        );
+        assert!(!upload.matches("/p.git/git-upload-pack"), "no namespace");
         assert!(M::Repo("git-upload-pack").matches("/g/p.git/git-upload-pack"));
         assert!(M::Repo("git-upload-pack").matches("/g/sub/p.wiki.git/git-upload-pack"));
         assert!(!M::Repo("git-upload-pack").matches("/g/.git/git-upload-pack"));
@@ -603,7 +636,9 @@ mod tests {
         assert!(M::Repo("info/lfs/objects/batch").matches("/g/p.git/info/lfs/objects/batch"));
         assert!(!M::Repo("info/lfs/objects/batch")
             .matches("/root/proj/new/master/app/info/lfs/objects/batch"));
-        assert!(!M::Repo("info/lfs/objects/batch")
+        // GitLab's router takes this as the LFS batch of project root/proj/new/master/app
+        // (git routes are drawn before project routes), not as a web "new file" request.
+        assert!(M::Repo("info/lfs/objects/batch")
             .matches("/root/proj/new/master/app.git/info/lfs/objects/batch"));
         assert!(M::Prefix("/api/v4/internal/").matches("/api/v4/internal/allowed"));
         assert!(!M::Prefix("/api/v4/internal/").matches("/x/api/v4/internal/allowed"));

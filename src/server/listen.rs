@@ -84,7 +84,10 @@ pub async fn serve(
 }
 
 /// `answer` within `timeout`, else 408.
-async fn within(timeout: Duration, answer: impl std::future::Future<Output = Response>) -> Response {
+async fn within(
+    timeout: Duration,
+    answer: impl std::future::Future<Output = Response>,
+) -> Response {
     match tokio::time::timeout(timeout, answer).await {
         Ok(response) => response,
         Err(_) => (
