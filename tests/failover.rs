@@ -114,6 +114,16 @@ async fn a_planned_failover_from_the_runbook() {
     })
     .await;
     assert!(fenced.fenced.contains("epoch 2"), "{fenced:?}");
+    // Once the new primary's fence has reached it, its gate says where writes go now.
+    let ask = serde_json::json!({ "action": "git-receive-pack", "protocol": "ssh" });
+    eventually("the old primary's gate naming s1", || async {
+        let (status, body) =
+            http_request(primary.http, "POST", "/api/v4/internal/allowed", Some(&ask)).await;
+        (status == 401
+            && body.contains("This site was replaced as the primary (epoch 2); send writes to s1."))
+        .then_some(())
+    })
+    .await;
 
     let (code, _, err) = run(&["maintenance", "disable", "--addr", &s1.url()], &cluster);
     assert_eq!(code, 0, "{err}\n{}", s1.logs());

@@ -111,6 +111,7 @@ pub async fn promote(
         primary: None,
         fenced: None,
         fence_target: settings.primary().map(str::to_string),
+        replaced_by: None,
     };
     store.promote(epoch, &placement).await?;
     warn!(
@@ -148,6 +149,7 @@ pub async fn demote(
             settings.primary_epoch()
         )),
         fence_target: None,
+        replaced_by: None,
     };
     store.set_placement(&placement).await?;
     warn!(actor, "demoted; opening again read-only");
@@ -184,6 +186,7 @@ pub async fn repoint(
         primary: Some(url.clone()),
         fenced: None,
         fence_target: None,
+        replaced_by: None,
     };
     store.set_placement(&placement).await?;
     warn!(primary = %url, "repointed; opening again to follow the new primary");
@@ -218,6 +221,7 @@ pub async fn fence(
             settings.primary_epoch()
         )),
         fence_target: None,
+        replaced_by: Some(by.to_string()),
     };
     store.set_placement(&placement).await?;
     warn!(
@@ -323,6 +327,7 @@ mod tests {
             primary: None,
             fenced: None,
             fence_target: Some("http://127.0.0.1:1".into()),
+            replaced_by: None,
         };
         store.promote(2, &placement).await.unwrap();
         let settings = Settings::open(store.clone(), "s1", Role::Primary, None, None)

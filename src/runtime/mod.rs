@@ -171,7 +171,8 @@ pub async fn open(
         allow_plaintext: config.allow_plaintext,
         counters: Counters::default(),
         reports: Reports::default(),
-        fence_target: placement.and_then(|p| p.fence_target),
+        fence_target: placement.as_ref().and_then(|p| p.fence_target.clone()),
+        replaced_by: placement.and_then(|p| p.replaced_by),
         reopen: AtomicBool::new(false),
         store,
     };

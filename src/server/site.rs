@@ -61,6 +61,8 @@ pub struct Site {
     pub reports: Reports,
     /// A former primary to tell of this site's epoch (after a promotion).
     pub fence_target: Option<String>,
+    /// The site that replaced this one as the primary, when known (a fenced site).
+    pub replaced_by: Option<String>,
     /// Set when the site stops only to open again with a new placement.
     pub reopen: AtomicBool,
     pub store: Store,
@@ -126,7 +128,7 @@ impl Site {
             // replaced this site. Where the new primary is, this site does not know.
             fenced: mode.fenced.map(|_| gate::Fenced {
                 epoch: mode.epoch.max(self.settings.epoch()),
-                new_primary: None,
+                new_primary: self.replaced_by.clone(),
             }),
         };
         gate::decide(req, &view, &self.gate)

@@ -29,6 +29,10 @@ pub struct Placement {
     pub fenced: Option<String>,
     /// A former primary to tell of this site's epoch (after a promotion), until it is told.
     pub fence_target: Option<String>,
+    /// The site that replaced this one as the primary, when a fence named it: the gate
+    /// tells users to send writes there.
+    #[serde(default)]
+    pub replaced_by: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
