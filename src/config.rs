@@ -499,6 +499,11 @@ impl Config {
             "site token",
             &mut generated,
         )?;
+        if admin_token.same_secret(&site_token) {
+            return Err(ConfigError::Invalid(
+                "the admin token and the site token are the same: every secondary holds the site token, so it would also be an admin of every site. Give the admin token its own file (--admin-token-file), or remove the copy so a new one is generated".into(),
+            ));
+        }
         Ok(Config {
             site_id,
             role,
@@ -749,6 +754,29 @@ mod tests {
         a.site_token_file = Some(token);
         let c = Config::load(&a).unwrap();
         assert_eq!(c.primary.as_deref(), Some("http://127.0.0.1:7600"));
+    }
+
+    #[test]
+    fn the_admin_and_the_site_token_must_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::write(&shared, "0123456789abcdef0123\n").unwrap();
+        let copy = dir.path().join("copy");
+        std::fs::write(&copy, "0123456789abcdef0123").unwrap();
+        let mut a = args(dir.path());
+        a.admin_token_file = Some(shared.clone());
+        a.site_token_file = Some(copy);
+        let err = Config::load(&a).unwrap_err().to_string();
+        assert!(
+            err.contains("the admin token and the site token are the same"),
+            "{err}"
+        );
+        a.site_token_file = Some(shared);
+        assert!(Config::load(&a).is_err());
+        // Generated tokens always differ.
+        let fresh = tempfile::tempdir().unwrap();
+        let c = Config::load(&args(fresh.path())).unwrap();
+        assert_ne!(c.admin_token.expose(), c.site_token.expose());
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub(super) async fn channel(args: &ClientArgs) -> Result<Channel, Failure> {
 }
 
 pub(super) fn token(args: &ClientArgs) -> Result<Token, Failure> {
+    args.check_token_transport()?;
     let token =
         match (&args.token, &args.token_file) {
             (Some(t), _) => Token::new(t).map_err(|e| format!("--token: {e}"))?,

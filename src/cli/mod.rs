@@ -114,8 +114,26 @@ pub struct ClientArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Send the token over plain `http://` to a host that is not loopback (it crosses the
+    /// network in clear text). Without it such a command is refused before connecting.
+    #[arg(long, env = "GEO_AGENT_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
+}
+
+impl ClientArgs {
+    /// Whether the token may be sent to `addr`: over TLS, to loopback, or with
+    /// `--allow-plaintext`.
+    pub fn check_token_transport(&self) -> Result<(), String> {
+        crate::types::normalize_url(&self.addr)?;
+        crate::types::check_plaintext(&self.addr, false, self.allow_plaintext).map_err(|_| {
+            format!(
+                "refusing to send the token to {} over plain HTTP: it would cross the network in clear text. Use https://, or pass --allow-plaintext (or GEO_AGENT_ALLOW_PLAINTEXT=true) if the network is trusted",
+                self.addr
+            )
+        })
+    }
 }
 
 /// TLS for `https://` addresses.
@@ -255,5 +273,41 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    fn client(args: &[&str]) -> ClientArgs {
+        let mut argv = vec!["geo-agent", "mode", "get"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Mode(ModeCommand::Get(c)) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_token_goes_in_clear_text_only_to_loopback_or_when_allowed() {
+        for ok in [
+            "http://127.0.0.1:7600",
+            "localhost:7600",
+            "http://[::1]:7600",
+            "https://geo.example:7600",
+        ] {
+            assert!(
+                client(&["--addr", ok]).check_token_transport().is_ok(),
+                "{ok}"
+            );
+        }
+        for plain in ["http://geo.example:7600", "10.0.0.5:7600"] {
+            let err = client(&["--addr", plain])
+                .check_token_transport()
+                .unwrap_err();
+            assert!(err.contains("--allow-plaintext"), "{err}");
+            assert!(client(&["--addr", plain, "--allow-plaintext"])
+                .check_token_transport()
+                .is_ok());
+        }
+        assert!(client(&["--addr", "ftp://x"])
+            .check_token_transport()
+            .is_err());
     }
 }

@@ -158,6 +158,7 @@ fn status_json(status: &pb::ReplicationStatus) -> serde_json::Value {
                 "state": match pb::FollowerState::try_from(f.state) {
                     Ok(pb::FollowerState::Following) => "following",
                     Ok(pb::FollowerState::Diverged) => "diverged",
+                    Ok(pb::FollowerState::Refused) => "refused",
                     _ => "connecting",
                 },
                 "error": f.error,

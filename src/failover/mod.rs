@@ -105,7 +105,7 @@ pub async fn promote(
     if !failed.is_empty() && !force {
         return Err(FailoverError::NotReady { site: me, failed });
     }
-    let epoch = settings.epoch() + 1;
+    let epoch = next_epoch(settings.epoch())?;
     let placement = Placement {
         role: Role::Primary,
         primary: None,
@@ -120,6 +120,16 @@ pub async fn promote(
         "promoted to primary; opening again as the primary"
     );
     Ok((epoch, Next::Reopen))
+}
+
+/// The epoch a promotion leads at. Epochs never go back, so one that would wrap is refused
+/// rather than starting again at 0.
+pub fn next_epoch(seen: u64) -> Result<u64, FailoverError> {
+    seen.checked_add(1).ok_or_else(|| {
+        FailoverError::Refused(format!(
+            "cannot promote: this site has seen epoch {seen}, the last there is, so no later epoch exists; the deployment must be rebuilt from a backup"
+        ))
+    })
 }
 
 /// Makes this primary a fenced, read-only site. Maintenance mode must be on, so users see
@@ -386,5 +396,34 @@ mod tests {
         delivered.unwrap();
         assert!(sender.calls.load(Ordering::SeqCst) > 5);
         assert_eq!(target(&store).as_deref(), Some("http://127.0.0.1:1"));
+    }
+
+    #[test]
+    fn the_next_epoch_never_wraps() {
+        assert_eq!(next_epoch(0).unwrap(), 1);
+        assert_eq!(next_epoch(u64::MAX - 1).unwrap(), u64::MAX);
+        let err = next_epoch(u64::MAX).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused);
+        assert!(err.to_string().contains("no later epoch"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_promotion_past_the_last_epoch_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let settings = Settings::open(
+            store.clone(),
+            "s1",
+            Role::Secondary,
+            Some("http://127.0.0.1:7600".into()),
+            None,
+        )
+        .await
+        .unwrap();
+        settings.observe_epoch(u64::MAX).await.unwrap();
+        let err = promote(&settings, &store, &[], true).await.unwrap_err();
+        assert!(matches!(err, FailoverError::Refused(_)), "{err}");
+        assert_eq!(store.primary_epoch().unwrap(), None);
+        assert_eq!(store.highest_epoch().unwrap(), u64::MAX);
     }
 }

@@ -69,10 +69,14 @@ impl Entry {
         h.finalize().into()
     }
 
+    /// The size of [`Entry::encode`]'s output, without encoding.
+    pub fn encoded_len(&self) -> usize {
+        1 + 8 + 8 + 8 + self.author.len() + 8 + self.payload.len() + HASH_LEN
+    }
+
     /// Encodes the entry for storage (the index is the key, so it is not repeated).
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(1 + 8 + 8 + 8 + self.author.len() + 8 + self.payload.len() + 32);
+        let mut out = Vec::with_capacity(self.encoded_len());
         out.push(ENCODING_V1);
         out.extend_from_slice(&self.epoch.to_be_bytes());
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
@@ -194,6 +198,12 @@ mod tests {
             assert_ne!(v.chained_hash(&GENESIS), base.hash, "{v:?}");
         }
         assert_ne!(base.chained_hash(&[1; 32]), base.hash);
+    }
+
+    #[test]
+    fn encoded_len_is_the_encoding_length() {
+        let e = Entry::new(&GENESIS, 7, 3, -1, "ünï".into(), vec![0; 100]);
+        assert_eq!(e.encoded_len(), e.encode().len());
     }
 
     #[test]

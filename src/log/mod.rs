@@ -24,6 +24,35 @@ pub use replica::{Replica, ReplicaError};
 
 const HEAD_KEY: &[u8] = b"head";
 
+/// Largest encoded entry a log takes, from its own primary or from a stream. Far below the
+/// smallest allowed gRPC message limit (1 MiB), so every entry fits in one stream message
+/// with room for the envelope: an entry that could not be streamed would stop every
+/// secondary for good.
+pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
+/// Longest author of an entry, in bytes (an actor, perhaps with " via <site id>").
+pub const MAX_AUTHOR_BYTES: usize = 256;
+
+/// Whether `author` may sign an entry: 1-256 bytes, no control characters (authors are
+/// shown in terminals, logs and the status page).
+pub fn validate_author(author: &str) -> Result<(), String> {
+    if author.is_empty() {
+        return Err("the author must not be empty".into());
+    }
+    if author.len() > MAX_AUTHOR_BYTES {
+        return Err(format!(
+            "the author is {} bytes; the limit is {MAX_AUTHOR_BYTES}",
+            author.len()
+        ));
+    }
+    if let Some(c) = author.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "the author contains the control character U+{:04X}",
+            c as u32
+        ));
+    }
+    Ok(())
+}
+
 /// What a log is *for*: how its entries change the materialised state, and what
 /// subscribers are shown of that state.
 pub trait Machine: Send + Sync + 'static {
@@ -36,6 +65,13 @@ pub trait Machine: Send + Sync + 'static {
 
     /// Reads the view from the committed state.
     fn view(&self, state: &sled::Tree) -> Result<Self::View, String>;
+
+    /// The rules an entry must obey to enter this log, whatever the state: checked by the
+    /// primary before it appends and by every secondary before it applies, so a secondary
+    /// never takes what its primary would have refused.
+    fn check(&self, _entry: &Entry) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The last entry of a log: index 0 and the genesis hash when empty.
@@ -130,6 +166,19 @@ pub enum LogError {
         epoch: u64,
         current: u64,
     },
+    #[error("{log} log: refused entry {index}: it is {size} bytes encoded; the limit is {limit}")]
+    TooLarge {
+        log: String,
+        index: u64,
+        size: usize,
+        limit: usize,
+    },
+    #[error("{log} log: refused entry {index}: {reason}")]
+    Invalid {
+        log: String,
+        index: u64,
+        reason: String,
+    },
     #[error("{log} log: cannot apply entry {index}: {reason}")]
     Apply {
         log: String,
@@ -147,6 +196,8 @@ impl crate::types::Classify for LogError {
             | LogError::HashMismatch { .. }
             | LogError::Conflict { .. }
             | LogError::StaleEpoch { .. } => ErrorKind::Refused,
+            // Entries no log may hold, whoever offers them.
+            LogError::TooLarge { .. } | LogError::Invalid { .. } => ErrorKind::Invalid,
             LogError::Storage { .. } | LogError::Corrupt { .. } | LogError::Apply { .. } => {
                 ErrorKind::Internal
             }
@@ -161,6 +212,12 @@ impl LogError {
             self,
             LogError::HashMismatch { .. } | LogError::Conflict { .. }
         )
+    }
+
+    /// True when the entry itself breaks the rules every log obeys (too large, malformed):
+    /// offering it again cannot help, so following must stop.
+    pub fn is_inadmissible(&self) -> bool {
+        matches!(self, LogError::TooLarge { .. } | LogError::Invalid { .. })
     }
 }
 
@@ -278,6 +335,7 @@ impl<M: Machine> Log<M> {
             author.to_string(),
             payload,
         );
+        self.admit(&entry)?;
         self.commit(std::slice::from_ref(&entry)).await?;
         Ok(entry)
     }
@@ -364,7 +422,28 @@ impl<M: Machine> Log<M> {
                 index: entry.index,
             });
         }
-        Ok(())
+        self.admit(entry).map_err(Checked::Refused)
+    }
+
+    /// The rules every entry of this log obeys, on the primary and on secondaries alike:
+    /// the size cap, the author, and the machine's own [`Machine::check`].
+    fn admit(&self, entry: &Entry) -> Result<(), LogError> {
+        let size = entry.encoded_len();
+        if size > MAX_ENTRY_BYTES {
+            return Err(LogError::TooLarge {
+                log: self.name.clone(),
+                index: entry.index,
+                size,
+                limit: MAX_ENTRY_BYTES,
+            });
+        }
+        let invalid = |reason| LogError::Invalid {
+            log: self.name.clone(),
+            index: entry.index,
+            reason,
+        };
+        validate_author(&entry.author).map_err(invalid)?;
+        self.machine.check(entry).map_err(invalid)
     }
 
     /// Writes `entries` (consecutive, checked) with the head and state in one transaction,
@@ -579,6 +658,13 @@ mod tests {
             Ok(())
         }
 
+        fn check(&self, entry: &Entry) -> Result<(), String> {
+            if entry.payload == b"unchecked" {
+                return Err("payload breaks the rules".into());
+            }
+            Ok(())
+        }
+
         fn view(&self, state: &sled::Tree) -> Result<Self::View, String> {
             let n = match state.get(b"n").map_err(|e| e.to_string())? {
                 None => 0,
@@ -725,6 +811,94 @@ mod tests {
         assert_eq!(log.head().index, 1);
         assert!(log.entry(2).unwrap().is_none());
         assert_eq!(log.append(1, "a", b"ok".to_vec()).await.unwrap().index, 2);
+    }
+
+    #[tokio::test]
+    async fn append_refuses_an_entry_over_the_cap_and_stores_nothing() {
+        let log = primary_with(1).await;
+        let head = log.head();
+        let err = log
+            .append(1, "a", vec![b'x'; MAX_ENTRY_BYTES])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LogError::TooLarge {
+                    index: 2,
+                    limit: MAX_ENTRY_BYTES,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            crate::types::Classify::kind(&err),
+            crate::types::ErrorKind::Invalid
+        );
+        assert!(err.is_inadmissible());
+        assert!(err.to_string().contains("the limit is 65536"), "{err}");
+        let err = log
+            .append(1, &"m".repeat(MAX_ENTRY_BYTES), b"p".to_vec())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LogError::TooLarge { .. }), "{err}");
+        assert_eq!(log.head(), head);
+        assert!(log.entry(2).unwrap().is_none());
+        // Just under the cap is fine.
+        let fits =
+            MAX_ENTRY_BYTES - Entry::new(&GENESIS, 1, 1, 0, "a".into(), vec![]).encoded_len();
+        let e = log.append(1, "a", vec![b'y'; fits]).await.unwrap();
+        assert_eq!(e.encoded_len(), MAX_ENTRY_BYTES);
+    }
+
+    #[tokio::test]
+    async fn append_refuses_a_bad_author() {
+        let log = primary_with(0).await;
+        for author in ["", "a\nb", "a\u{7}", &"x".repeat(MAX_AUTHOR_BYTES + 1)] {
+            let err = log.append(1, author, b"p".to_vec()).await.unwrap_err();
+            assert!(matches!(err, LogError::Invalid { .. }), "{author:?}: {err}");
+            assert!(err.to_string().contains("author"), "{err}");
+        }
+        log.append(1, &"x".repeat(MAX_AUTHOR_BYTES), b"p".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(log.head().index, 1);
+    }
+
+    #[tokio::test]
+    async fn a_secondary_refuses_an_oversized_or_unchecked_entry() {
+        let primary = primary_with(1).await;
+        let secondary = Log::open(&temp_db(), "t", Counter).unwrap();
+        secondary
+            .apply(primary.entry(1).unwrap().unwrap())
+            .await
+            .unwrap();
+        // Well chained, but larger than any log may hold (a primary from before the cap).
+        let big = Entry::new(
+            &secondary.head().hash,
+            2,
+            1,
+            0,
+            "a".into(),
+            vec![0; MAX_ENTRY_BYTES],
+        );
+        let err = secondary.apply(big).await.unwrap_err();
+        assert!(matches!(err, LogError::TooLarge { index: 2, .. }), "{err}");
+        // Refused by the machine's check, as its primary would have refused it.
+        let bad = Entry::new(
+            &secondary.head().hash,
+            2,
+            1,
+            0,
+            "a".into(),
+            b"unchecked".to_vec(),
+        );
+        let err = secondary.apply(bad).await.unwrap_err();
+        assert!(matches!(err, LogError::Invalid { index: 2, .. }), "{err}");
+        assert!(err.is_inadmissible());
+        assert_eq!(secondary.head().index, 1);
+        assert_eq!(secondary.view().0, 1);
     }
 
     #[tokio::test]

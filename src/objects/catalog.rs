@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
 
+use super::name::{parse_kind, parse_sha256, ObjectName};
 use crate::log::{Entry, Machine};
 
 pub const CATALOG: u8 = b'c';
@@ -53,6 +54,22 @@ impl Event {
 
     pub fn decode(raw: &[u8]) -> Result<Event, String> {
         serde_json::from_slice(raw).map_err(|e| format!("not an object event: {e}"))
+    }
+
+    /// The rules a push or a delete obeys on the primary, for an event however it arrives:
+    /// a valid name, a kind label (already defaulted), a sha256 in lowercase hex.
+    pub fn check(&self) -> Result<(), String> {
+        ObjectName::parse(self.name())?;
+        if let Event::Put { kind, sha256, .. } = self {
+            if kind.is_empty() || parse_kind(kind)? != *kind {
+                return Err(format!("kind {kind:?} is not a label"));
+            }
+            let raw = parse_sha256(sha256)?;
+            if hex::encode(raw) != *sha256 {
+                return Err("the sha256 must be lowercase hex".into());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -224,6 +241,10 @@ impl Machine for EventsMachine {
         Ok(())
     }
 
+    fn check(&self, entry: &Entry) -> Result<(), String> {
+        Event::decode(&entry.payload)?.check()
+    }
+
     fn view(&self, _state: &sled::Tree) -> Result<(), String> {
         Ok(())
     }
@@ -249,5 +270,37 @@ mod tests {
         let d = Event::Delete { name: "x".into() };
         assert_eq!(Event::decode(&d.encode()).unwrap(), d);
         assert!(Event::decode(b"{}").is_err());
+    }
+
+    #[test]
+    fn events_obey_the_rules_of_a_push() {
+        let put = |name: &str, kind: &str, sha: String| Event::Put {
+            name: name.into(),
+            kind: kind.into(),
+            size: 1,
+            sha256: sha,
+        };
+        assert!(put("a/b", "lfs", "ab".repeat(32)).check().is_ok());
+        let cases = [
+            (put("../x", "blob", "ab".repeat(32)), "`..`"),
+            (
+                put(&"n".repeat(5000), "blob", "ab".repeat(32)),
+                "bytes long",
+            ),
+            (put("a", "", "ab".repeat(32)), "not a label"),
+            (put("a", "K K", "ab".repeat(32)), "not a label"),
+            (put("a", "blob", "zz".into()), "not a sha256"),
+            (put("a", "blob", "AB".repeat(32)), "lowercase"),
+            (
+                Event::Delete {
+                    name: "a\nb".into(),
+                },
+                "U+000A",
+            ),
+        ];
+        for (event, why) in cases {
+            let err = event.check().unwrap_err();
+            assert!(err.contains(why), "{event:?}: {err}");
+        }
     }
 }

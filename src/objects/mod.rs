@@ -315,6 +315,21 @@ impl Objects {
         author: &str,
     ) -> Result<ObjectMeta, ObjectError> {
         let sha = digest.hex();
+        // The event's rules, before the file is installed: what the log would refuse
+        // leaves nothing behind.
+        let event = Event::Put {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            size: digest.size,
+            sha256: sha.clone(),
+        };
+        if let Err(reason) = event
+            .check()
+            .and_then(|()| crate::log::validate_author(author))
+        {
+            let _ = std::fs::remove_file(&temp);
+            return Err(ObjectError::Invalid(reason));
+        }
         let _commit = match self.lock_commit().await {
             Ok(guard) => guard,
             Err(e) => {
@@ -328,12 +343,6 @@ impl Objects {
         blocking(move || files.install(&temp, &n, &s))
             .await
             .map_err(ObjectError::io(format!("cannot install {name}")))?;
-        let event = Event::Put {
-            name: name.to_string(),
-            kind: kind.to_string(),
-            size: digest.size,
-            sha256: sha.clone(),
-        };
         let entry = match self
             .log
             .append(self.settings.epoch(), author, event.encode())
@@ -363,6 +372,7 @@ impl Objects {
 
     /// Deletes `name` (primary); returns the index of the delete event.
     pub async fn commit_delete(&self, name: &ObjectName, author: &str) -> Result<u64, ObjectError> {
+        crate::log::validate_author(author).map_err(ObjectError::Invalid)?;
         let _commit = self.lock_commit().await?;
         let Some(previous) = self.meta(name.as_str())? else {
             return Err(ObjectError::NotFound(name.to_string()));

@@ -28,7 +28,14 @@ pub const APPLY_BATCH: usize = 512;
 #[derive(Debug, Clone)]
 pub enum Received {
     Entry(Entry),
-    Heartbeat { head: Head, primary_time_ms: i64 },
+    Heartbeat {
+        head: Head,
+        primary_time_ms: i64,
+    },
+    /// A message that arrived but cannot be an entry (malformed, or larger than a stream
+    /// message may be). The primary would send it again on every connection, so following
+    /// stops.
+    Unreadable(String),
 }
 
 /// Why a stream could not be opened or broke off.
@@ -56,6 +63,9 @@ pub enum FollowerState {
     Following,
     /// Stopped: the primary's history does not extend ours. Needs an operator.
     Diverged,
+    /// Stopped: the primary sent an entry this site cannot take (too large, malformed, or
+    /// breaking the rules the primary itself should have applied). Needs an operator.
+    Refused,
 }
 
 /// What the follower is doing, for `GetMode` and status.
@@ -84,6 +94,8 @@ enum Ended {
     Retry(String),
     /// The histories differ; never apply again without an operator.
     Diverged(String),
+    /// The primary sent an entry no log may hold; it would send it again on every retry.
+    Refused(String),
     Shutdown,
 }
 
@@ -138,6 +150,18 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
                     error!(%log, primary = %self.status.borrow().primary, %reason, "log diverged from the primary's; stopped applying");
                     self.status.send_modify(|s| {
                         s.state = FollowerState::Diverged;
+                        s.errors += 1;
+                        s.error = Some(reason);
+                    });
+                    shutdown.cancelled().await;
+                    return Ok(());
+                }
+                Ended::Refused(reason) => {
+                    let reason =
+                        format!("stopped: the primary sent an entry this site refuses: {reason}");
+                    error!(%log, primary = %self.status.borrow().primary, %reason, "stopped following the primary's log");
+                    self.status.send_modify(|s| {
+                        s.state = FollowerState::Refused;
                         s.errors += 1;
                         s.error = Some(reason);
                     });
@@ -226,6 +250,9 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
                         Err(ReplicaError::Refused(e)) if e.is_divergence() => {
                             return Ok(Ended::Diverged(e.to_string()))
                         }
+                        Err(ReplicaError::Refused(e)) if e.is_inadmissible() => {
+                            return Ok(Ended::Refused(e.to_string()))
+                        }
                         Err(ReplicaError::Refused(
                             e @ (LogError::Gap { .. }
                             | LogError::StaleEpoch { .. }
@@ -242,6 +269,7 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
                         }
                     }
                 }
+                Received::Unreadable(reason) => return Ok(Ended::Refused(reason)),
                 Received::Heartbeat { head, .. } => {
                     if let Some(reason) = self.check_heartbeat(head) {
                         return Ok(match reason {
@@ -366,7 +394,7 @@ mod tests {
         // Wait for the script to be used up: the follower then reports the last error.
         let status = rx
             .wait_for(|s| {
-                s.state == FollowerState::Diverged
+                matches!(s.state, FollowerState::Diverged | FollowerState::Refused)
                     || s.error.as_deref() == Some("no more connections")
             })
             .await
@@ -413,6 +441,57 @@ mod tests {
         assert_eq!(s.log().head().index, 1);
         assert_eq!(s.epoch(), 2);
         assert_ne!(status.state, FollowerState::Diverged);
+    }
+
+    /// An entry the primary should never have written stops the follower with the reason,
+    /// instead of being offered again on every reconnection.
+    #[tokio::test(start_paused = true)]
+    async fn an_inadmissible_entry_stops_the_follower() {
+        let one = first(1);
+        let huge = Entry::new(
+            &one.hash,
+            2,
+            1,
+            0,
+            "a".repeat(crate::log::MAX_ENTRY_BYTES),
+            b"{}".to_vec(),
+        );
+        let bad_key = Entry::new(
+            &one.hash,
+            2,
+            1,
+            0,
+            "a".into(),
+            br#"{"set":{"no spaces":1}}"#.to_vec(),
+        );
+        let unreadable = Entry::new(&one.hash, 2, 1, 0, "a".into(), b"not json".to_vec());
+        for (bad, why) in [
+            (huge, "the limit is"),
+            (bad_key, "contains ' '"),
+            (unreadable, "not a settings change"),
+        ] {
+            let (_d, s, status) = run(vec![
+                vec![Received::Entry(one.clone()), Received::Entry(bad.clone())],
+                vec![Received::Entry(bad)],
+            ])
+            .await;
+            assert_eq!(status.state, FollowerState::Refused, "{why}");
+            let error = status.error.unwrap();
+            assert!(error.contains(why), "{error}");
+            assert_eq!(status.errors, 1, "it must not have reconnected");
+            assert_eq!(s.log().head().index, 1);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreadable_message_stops_the_follower() {
+        let (_d, _s, status) = run(vec![vec![
+            Received::Entry(first(1)),
+            Received::Unreadable("decoded message length too large".into()),
+        ]])
+        .await;
+        assert_eq!(status.state, FollowerState::Refused);
+        assert!(status.error.unwrap().contains("too large"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -44,6 +44,11 @@ impl Token {
         &self.0
     }
 
+    /// Whether two tokens hold the same secret (in constant time).
+    pub fn same_secret(&self, other: &Token) -> bool {
+        self.matches(other.0.as_bytes())
+    }
+
     fn matches(&self, presented: &[u8]) -> bool {
         self.0.as_bytes().ct_eq(presented).into()
     }

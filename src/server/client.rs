@@ -83,6 +83,12 @@ pub enum LogKind {
     Events,
 }
 
+/// Whether a stream broke on a message over the size limit (either side's): tonic says so
+/// with OUT_OF_RANGE and this wording, and a retry would meet the same message.
+fn too_large(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::OutOfRange && s.message().contains("message length too large")
+}
+
 /// Reads one of the primary's logs over gRPC.
 pub struct GrpcLogSource {
     pub primary: String,
@@ -116,12 +122,20 @@ impl LogSource for GrpcLogSource {
         let stream = opened
             .map_err(|s| SourceError(format!("{primary} refused the stream: {}", s.message())))?
             .into_inner();
-        Ok(Box::pin(stream.map(move |item| match item {
-            Ok(m) => convert::received(m).map_err(|e| SourceError(format!("from {primary}: {e}"))),
-            Err(s) => Err(SourceError(format!(
-                "stream from {primary} failed: {}",
-                s.message()
-            ))),
+        Ok(Box::pin(stream.map(move |item| {
+            match item {
+                // The primary would send the same message again on every connection.
+                Ok(m) => Ok(convert::received(m)
+                    .unwrap_or_else(|e| Received::Unreadable(format!("from {primary}: {e}")))),
+                Err(s) if too_large(&s) => Ok(Received::Unreadable(format!(
+                    "from {primary}: a log message is larger than a stream message may be: {}",
+                    s.message()
+                ))),
+                Err(s) => Err(SourceError(format!(
+                    "stream from {primary} failed: {}",
+                    s.message()
+                ))),
+            }
         })))
     }
 }

@@ -57,6 +57,7 @@ pub fn follower_status(f: &FollowerStatus) -> pb::FollowerStatus {
             FollowerState::Connecting => pb::FollowerState::Connecting,
             FollowerState::Following => pb::FollowerState::Following,
             FollowerState::Diverged => pb::FollowerState::Diverged,
+            FollowerState::Refused => pb::FollowerState::Refused,
         } as i32,
         primary: f.primary.clone(),
         primary_head_index: f.primary_head,
@@ -159,6 +160,7 @@ pub fn mode_json(m: &pb::ModeState) -> serde_json::Value {
             Ok(pb::FollowerState::Connecting) => "connecting",
             Ok(pb::FollowerState::Following) => "following",
             Ok(pb::FollowerState::Diverged) => "diverged",
+            Ok(pb::FollowerState::Refused) => "refused",
             _ => "unknown",
         };
         out["follower"] = serde_json::json!({
@@ -336,6 +338,7 @@ fn follower_state_from(raw: i32) -> Result<FollowerState, Status> {
         Ok(pb::FollowerState::Connecting) => Ok(FollowerState::Connecting),
         Ok(pb::FollowerState::Following) => Ok(FollowerState::Following),
         Ok(pb::FollowerState::Diverged) => Ok(FollowerState::Diverged),
+        Ok(pb::FollowerState::Refused) => Ok(FollowerState::Refused),
         _ => Err(Status::invalid_argument("unknown follower state")),
     }
 }
@@ -349,6 +352,7 @@ fn log_position(p: &status::LogPosition) -> pb::LogPosition {
                 FollowerState::Connecting => pb::FollowerState::Connecting,
                 FollowerState::Following => pb::FollowerState::Following,
                 FollowerState::Diverged => pb::FollowerState::Diverged,
+                FollowerState::Refused => pb::FollowerState::Refused,
             } as i32,
             primary: String::new(),
             primary_head_index: f.primary_head,

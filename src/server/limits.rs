@@ -19,6 +19,9 @@ use super::auth::Token;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// A push sends 256 KiB chunks; a smaller limit would refuse every large push.
 pub const MIN_MAX_MESSAGE_BYTES: usize = 1 << 20;
+// Every log entry, with its stream envelope, fits in the smallest message a site allows;
+// otherwise one entry could stop every secondary's stream for good.
+const _: () = assert!(crate::log::MAX_ENTRY_BYTES * 4 <= MIN_MAX_MESSAGE_BYTES);
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Enough for several secondaries behind one address, each with its log streams and sync
 /// workers, and for the CLI and front ends beside them.

@@ -22,7 +22,8 @@ use super::Site;
 use crate::objects::{
     parse_kind, parse_sha256, Files, ObjectError, ObjectName, Proxied, Route, WriteGuard,
 };
-use crate::types::ErrorKind;
+use crate::settings::validate_actor;
+use crate::types::{validate_site_id, ErrorKind};
 
 /// Chunks relayed between the client and the primary at a time.
 const RELAY_QUEUE: usize = 4;
@@ -83,6 +84,9 @@ fn proxied(p: Option<pb::ProxiedBy>, caller: Option<Caller>) -> Result<Option<Pr
         Some(_) if caller != Some(Caller::Site) => Err(Status::permission_denied(
             "only a site (with the site token) can forward a write",
         )),
+        Some(p) if validate_site_id(&p.site_id).is_err() => Err(Status::invalid_argument(
+            "proxied_by names no valid site id: 1-64 letters, digits, '_', '.', '-'",
+        )),
         Some(p) => Ok(Some(Proxied {
             site_id: p.site_id,
             epoch: p.epoch,
@@ -90,7 +94,16 @@ fn proxied(p: Option<pb::ProxiedBy>, caller: Option<Caller>) -> Result<Option<Pr
     }
 }
 
-fn author(actor: &str, proxied: Option<&Proxied>, caller: Option<Caller>) -> String {
+/// Who a write is recorded as: the actor given (checked before anything is received or
+/// stored: it enters the event log), or who the caller is; forwarded writes name the site.
+fn author(
+    actor: &str,
+    proxied: Option<&Proxied>,
+    caller: Option<Caller>,
+) -> Result<String, Status> {
+    if !actor.is_empty() {
+        validate_actor(actor).map_err(Status::invalid_argument)?;
+    }
     let who = if actor.is_empty() {
         match caller {
             Some(Caller::Site) => "site",
@@ -99,10 +112,10 @@ fn author(actor: &str, proxied: Option<&Proxied>, caller: Option<Caller>) -> Str
     } else {
         actor
     };
-    match proxied {
+    Ok(match proxied {
         Some(p) => format!("{who} via {}", p.site_id),
         None => who.to_string(),
-    }
+    })
 }
 
 #[tonic::async_trait]
@@ -133,6 +146,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             s => Some(parse_sha256(s).map_err(Status::invalid_argument)?),
         };
         let proxied = proxied(header.proxied_by.clone(), caller)?;
+        let who = author(&header.actor, proxied.as_ref(), caller)?;
         let from = match &proxied {
             Some(p) => format!("{} (forwarded)", p.site_id),
             None => peer,
@@ -210,7 +224,6 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                         problems.join(" and ")
                     ))));
                 }
-                let who = author(&header.actor, proxied.as_ref(), caller);
                 let meta = objects
                     .commit_put(&object, &kind, temp, digest, &who)
                     .await
@@ -320,6 +333,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
         let req = req.into_inner();
         let object = name(&req.name)?;
         let proxied = proxied(req.proxied_by.clone(), caller)?;
+        let who = author(&req.actor, proxied.as_ref(), caller)?;
         let from = proxied
             .as_ref()
             .map_or(peer, |p| format!("{} (forwarded)", p.site_id));
@@ -350,7 +364,6 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                 Ok(Response::new(reply))
             }
             Route::Commit => {
-                let who = author(&req.actor, proxied.as_ref(), caller);
                 let version = objects
                     .commit_delete(&object, &who)
                     .await

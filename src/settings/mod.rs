@@ -96,6 +96,10 @@ impl Machine for SettingsMachine {
         Ok(())
     }
 
+    fn check(&self, entry: &Entry) -> Result<(), String> {
+        Change::decode(&entry.payload)?.check()
+    }
+
     fn view(&self, state: &sled::Tree) -> Result<SettingsState, String> {
         match state.get(STATE_KEY).map_err(|e| e.to_string())? {
             None => Ok(SettingsState::default()),

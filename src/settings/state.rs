@@ -17,7 +17,10 @@ pub const MESSAGE_KEY: &str = "maintenance_mode_message";
 pub const MAX_MESSAGE_CHARS: usize = 255;
 pub const MAX_KEY_LEN: usize = 128;
 /// A single value's JSON text; settings are configuration, not data.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+/// A whole change's JSON text: it must fit in one log entry (`log::MAX_ENTRY_BYTES`) with
+/// its author and framing.
+pub const MAX_CHANGE_BYTES: usize = 48 * 1024;
 pub const MAX_KEYS: usize = 1024;
 pub const MAX_ACTOR_LEN: usize = 128;
 
@@ -70,9 +73,18 @@ impl Change {
     }
 }
 
-impl SettingsState {
-    /// Checks `change` against SPEC §1 and this state; nothing is applied.
-    pub fn validate(&self, change: &Change) -> Result<(), String> {
+impl Change {
+    /// Reads a settings-log entry's payload.
+    pub fn decode(payload: &[u8]) -> Result<Change, String> {
+        serde_json::from_slice(payload)
+            .map_err(|e| format!("payload is not a settings change: {e}"))
+    }
+
+    /// The rules of SPEC §1 that hold whatever the settings are: key names, value and
+    /// change sizes, the mode's and the message's types, the 255-character message. The
+    /// primary checks them before appending and every secondary before applying.
+    pub fn check(&self) -> Result<(), String> {
+        let change = self;
         if change.set.is_empty() && change.unset.is_empty() {
             return Err("nothing to change: give at least one key to set or unset".into());
         }
@@ -101,6 +113,20 @@ impl SettingsState {
             };
             validate_message(message)?;
         }
+        let len = serde_json::to_vec(change).map_or(usize::MAX, |v| v.len());
+        if len > MAX_CHANGE_BYTES {
+            return Err(format!(
+                "the change is {len} bytes of JSON; the limit is {MAX_CHANGE_BYTES}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SettingsState {
+    /// Checks `change` against SPEC §1 and this state; nothing is applied.
+    pub fn validate(&self, change: &Change) -> Result<(), String> {
+        change.check()?;
         let mut after = self.clone();
         after.apply_change(change, "", 0);
         if change.set.contains_key(MESSAGE_KEY) && !after.maintenance.enabled {
@@ -116,8 +142,7 @@ impl SettingsState {
 
     /// Applies a settings-log entry (its payload is a JSON [`Change`]).
     pub fn apply_entry(&mut self, entry: &Entry) -> Result<(), String> {
-        let change: Change = serde_json::from_slice(&entry.payload)
-            .map_err(|e| format!("payload is not a settings change: {e}"))?;
+        let change = Change::decode(&entry.payload)?;
         self.apply_change(&change, &entry.author, entry.timestamp_ms);
         Ok(())
     }
@@ -308,6 +333,28 @@ mod tests {
             let err = s.validate(&change).unwrap_err();
             assert!(err.contains(want), "{change:?}: {err}");
         }
+    }
+
+    #[test]
+    fn values_and_changes_are_bounded() {
+        let s = SettingsState::default();
+        let big = |n: usize| Change {
+            set: [("k".to_string(), json!("v".repeat(n)))].into(),
+            unset: vec![],
+        };
+        assert!(s.validate(&big(MAX_VALUE_BYTES - 2)).is_ok());
+        let err = s.validate(&big(MAX_VALUE_BYTES)).unwrap_err();
+        assert!(err.contains("the limit is 16384"), "{err}");
+        let many = Change {
+            set: (0..4)
+                .map(|i| (format!("k{i}"), json!("v".repeat(MAX_VALUE_BYTES - 2))))
+                .collect(),
+            unset: vec![],
+        };
+        let err = s.validate(&many).unwrap_err();
+        assert!(err.contains("the change is"), "{err}");
+        let err = validate_key(&"k".repeat(MAX_KEY_LEN + 1)).unwrap_err();
+        assert!(err.contains("the limit is 128"), "{err}");
     }
 
     #[test]

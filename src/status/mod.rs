@@ -194,6 +194,15 @@ fn log_channel(name: &'static str, pos: &LogPosition, lag: Lag) -> Channel {
                     f.error.as_deref().unwrap_or("stopped applying")
                 ),
             ),
+            FollowerState::Refused => c.raise(
+                Health::Critical,
+                format!(
+                    "{name} log follower stopped: {}",
+                    f.error
+                        .as_deref()
+                        .unwrap_or("the primary sent an entry this site refuses")
+                ),
+            ),
             FollowerState::Connecting => c.raise(
                 Health::Warning,
                 format!(
@@ -301,18 +310,20 @@ pub fn readiness(
         ("settings", &r.settings, t.settings_head),
         ("event", &r.events, t.events_head),
     ] {
-        let diverged = pos
-            .follower
-            .as_ref()
-            .is_some_and(|f| f.state == FollowerState::Diverged);
-        let detail = if diverged {
-            "diverged from the primary's history".to_string()
-        } else {
-            format!("applied {} of {head}", pos.applied)
-        };
+        let stopped = pos.follower.as_ref().and_then(|f| match f.state {
+            FollowerState::Diverged => Some("diverged from the primary's history".to_string()),
+            FollowerState::Refused => Some(format!(
+                "stopped: {}",
+                f.error.as_deref().unwrap_or("refused an entry")
+            )),
+            _ => None,
+        });
+        let detail = stopped
+            .clone()
+            .unwrap_or_else(|| format!("applied {} of {head}", pos.applied));
         out.push(c(
             format!("{target_id} applied the {name} log to the primary's head"),
-            pos.applied == head && !diverged,
+            pos.applied == head && stopped.is_none(),
             detail,
         ));
     }
