@@ -175,8 +175,18 @@ where
         .files()
         .sink()
         .map_err(|e| format!("cannot create a temporary file: {e}"))?;
+    // Never trust the source for size: stop as soon as it sends more than the event says,
+    // before those bytes reach the disk (dropping the sink removes the temporary file).
+    let mut received = 0u64;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| e.0)?;
+        received = received.saturating_add(chunk.len() as u64);
+        if received > meta.size {
+            return Err(format!(
+                "the primary sent more than the {} bytes its event announced; the copy was dropped",
+                meta.size
+            ));
+        }
         sink.write(chunk)
             .await
             .map_err(|e| format!("cannot write: {e}"))?;
@@ -199,4 +209,44 @@ where
         .finish_fetch(meta, temp, digest, now_ms())
         .await
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+    use crate::store::Store;
+    use crate::types::Role;
+
+    /// A source that sends more bytes than the event announced, and keeps sending: a
+    /// compromised or broken primary.
+    fn endless(chunk: usize) -> impl Stream<Item = Result<Vec<u8>, SourceError>> + Unpin {
+        tokio_stream::iter(std::iter::repeat_with(move || Ok(vec![7u8; chunk])))
+    }
+
+    #[tokio::test]
+    async fn a_source_sending_more_than_announced_is_cut_off_before_the_disk_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let settings = Arc::new(
+            Settings::open(store.clone(), "s1", Role::Secondary, Some("p".into()), None)
+                .await
+                .unwrap(),
+        );
+        let objects = Objects::open(&store, dir.path(), settings).unwrap();
+        let meta = ObjectMeta {
+            name: "a".into(),
+            kind: "upload".into(),
+            size: 1 << 20,
+            sha256: "0".repeat(64),
+            version: 1,
+            updated_at_ms: 0,
+            updated_by: "admin".into(),
+        };
+        // Without the bound this would never end.
+        let err = fetch_into(&objects, &mut endless(64 << 10), &meta)
+            .await
+            .unwrap_err();
+        assert!(err.contains("more than the 1048576 bytes"), "{err}");
+    }
 }
