@@ -347,7 +347,11 @@ async fn report_status(site: Arc<Site>, shutdown: CancellationToken) -> Result<(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        match status::report_to_primary(&site).await {
+        let reported = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = status::report_to_primary(&site) => r,
+        };
+        match reported {
             Ok(()) => failing = false,
             Err(error) if !failing => {
                 site.counters.replication_error("report");

@@ -1,12 +1,17 @@
 //! Supervision of a site's background tasks: a task that fails, panics or ends early stops
 //! the site with an error, so the process exits non-zero rather than serve stale data.
 
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+
+use tracing::{error, warn};
 
 use super::SiteError;
 use crate::server::ServeError;
+
+/// How long the tasks of a stopping site have to end before they are aborted.
+const TASK_STOP_GRACE: Duration = Duration::from_secs(2);
 
 pub(super) type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -78,8 +83,20 @@ pub(super) async fn supervise(
         }
     };
     shutdown.cancel();
-    while let Some((name, result)) = tasks.next().await {
-        note(name, result);
+    // Every task stops on shutdown, but one stuck in a call to a site whose traffic is
+    // dropped must not hold the stop (and a promotion's reopen) for long: past the grace,
+    // what is left is aborted. Every task's work is crash-safe, as after `kill -9`.
+    let stopped = tokio::time::timeout(TASK_STOP_GRACE, async {
+        while let Some((name, result)) = tasks.next().await {
+            note(name, result);
+        }
+    })
+    .await;
+    if stopped.is_err() {
+        let left: Vec<&str> = tasks.names.values().copied().collect();
+        warn!(tasks = ?left, grace_secs = TASK_STOP_GRACE.as_secs(), "tasks did not stop in time; aborting them");
+        tasks.set.abort_all();
+        while tasks.set.join_next().await.is_some() {}
     }
     if let Some(e) = failure {
         return Err(e);
@@ -156,5 +173,19 @@ mod tests {
         supervise(servers(&shutdown), tasks, &shutdown)
             .await
             .expect("a clean stop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_that_ignores_shutdown_is_aborted_after_the_grace() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::default();
+        patient(&mut tasks, &shutdown);
+        tasks.spawn("status reporter", std::future::pending());
+        shutdown.cancel();
+        let started = tokio::time::Instant::now();
+        supervise(servers(&shutdown), tasks, &shutdown)
+            .await
+            .expect("a stop, not a failure");
+        assert!(started.elapsed() >= TASK_STOP_GRACE);
     }
 }

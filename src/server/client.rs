@@ -17,6 +17,10 @@ use crate::types::{normalize_url, ErrorKind};
 
 /// How long to wait for a TCP connection to a site.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a unary call to another site (a report, a readiness question, a fence) may
+/// take: a primary whose traffic is silently dropped must not hold a promotion or a stop
+/// until HTTP/2 keepalive gives up.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An endpoint for `url` with the timeouts sites use; `https://` connects with `tls`.
 pub fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint, String> {

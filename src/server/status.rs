@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::client::authorized;
+use super::client::{authorized, CALL_TIMEOUT};
 use super::convert;
 use super::error;
 use super::pb;
@@ -95,9 +95,10 @@ pub async fn readiness_of(
             let asked = match &site.primary_channel {
                 Some(channel) => {
                     let mut client = pb::StatusClient::new(channel.clone());
-                    let req = pb::CheckFailoverReadinessRequest {
+                    let mut req = tonic::Request::new(pb::CheckFailoverReadinessRequest {
                         site_id: site_id.clone(),
-                    };
+                    });
+                    req.set_timeout(CALL_TIMEOUT);
                     client
                         .check_failover_readiness(req)
                         .await
@@ -131,7 +132,8 @@ pub async fn report_to_primary(site: &Arc<Site>) -> Result<(), String> {
         .await
         .map_err(|e| e.message().to_string())?;
     let mut client = pb::ReplicationClient::new(channel);
-    let req = authorized(convert::site_report(&report), &site.site_token)?;
+    let mut req = authorized(convert::site_report(&report), &site.site_token)?;
+    req.set_timeout(CALL_TIMEOUT);
     client
         .report_status(req)
         .await
