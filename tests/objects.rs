@@ -130,7 +130,7 @@ async fn maintenance_refuses_new_pushes_everywhere_but_replication_and_pulls_go_
             part: Some(pb::push_request::Part::Header(pb::PushHeader {
                 name: "new.bin".into(),
                 proxied_by: Some(pb::ProxiedBy {
-                    site_id: "s9".into(),
+                    site_id: Cluster::TEST_SITE.into(),
                     epoch: primary.get_mode().await.epoch,
                 }),
                 ..Default::default()
