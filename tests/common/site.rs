@@ -144,7 +144,7 @@ pub fn site_token(dir: &Path, name: &str) -> String {
 /// entered.
 pub fn register(primary: &SiteProc, admin_token: &str, id: &str, token: &str) {
     use sha2::Digest;
-    let (url, tls) = (primary.url(), primary.client.clone());
+    let (url, tls) = (primary.url(), registrar_tls(primary));
     let req = pb::AddSiteRequest {
         site_id: id.to_string(),
         token_sha256: hex::encode(sha2::Sha256::digest(token.as_bytes())),
@@ -168,6 +168,25 @@ pub fn register(primary: &SiteProc, admin_token: &str, id: &str, token: &str) {
     })
     .join()
     .expect("register a site");
+}
+
+/// How the harness reaches a site to register others at it: over TLS with the site's own
+/// certificate as the client's, trusting its `--tls-ca` (else the `ca.pem` beside its
+/// certificate, as [`super::new_ca`] names it).
+fn registrar_tls(site: &SiteProc) -> ClientTls {
+    let args = &site.spawn.args;
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+    };
+    let Some(cert) = flag("--tls-cert") else {
+        return site.client.clone();
+    };
+    let ca = flag("--tls-ca").unwrap_or_else(|| cert.with_file_name("ca.pem"));
+    let key = flag("--tls-key");
+    ClientTls::load(Some(&ca), Some(&cert), key.as_deref()).expect("the site's TLS files")
 }
 
 fn rand_u128() -> u128 {
