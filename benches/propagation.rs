@@ -279,9 +279,7 @@ impl Cluster {
         // Fresh tokens, written where `Config::load` reads them (as `geo-agent run` would).
         let admin_token = Token::generate();
         let admin_token_file = dir.path().join("admin-token");
-        let site_token_file = dir.path().join("site-token");
         write_token(&admin_token_file, &admin_token).expect("write the admin token");
-        write_token(&site_token_file, &Token::generate()).expect("write the site token");
         let shutdown = CancellationToken::new();
         let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let mut sites = Vec::new();
@@ -292,6 +290,12 @@ impl Cluster {
                 0 => ("primary".to_string(), Role::Primary),
                 _ => (format!("secondary-{i}"), Role::Secondary),
             };
+            // Each site has its own token, registered at the primary (opened first).
+            let site_token = Token::generate();
+            let site_token_file = dir.path().join(format!("{site_id}-site-token"));
+            write_token(&site_token_file, &site_token).expect("write the site token");
+            let registry = settings.first().map(Arc::clone);
+            let id = site_id.clone();
             let config = Config::load(&RunArgs {
                 data_dir: Some(dir.path().join(&site_id)),
                 site_id: Some(site_id),
@@ -300,7 +304,7 @@ impl Cluster {
                 http_listen: Some(loopback),
                 primary: urls.first().cloned(),
                 admin_token_file: Some(admin_token_file.clone()),
-                site_token_file: Some(site_token_file.clone()),
+                site_token_file: Some(site_token_file),
                 ..RunArgs::default()
             })
             .expect("a valid site configuration");
@@ -308,6 +312,12 @@ impl Cluster {
             let opened = runtime::open(&config, store, shutdown.clone())
                 .await
                 .unwrap_or_else(|e| panic!("open site {}: {e}", config.site_id));
+            let registry = registry.unwrap_or_else(|| Arc::clone(&opened.site.settings));
+            let hash = geo_agent::settings::token_sha256(site_token.expose().as_bytes());
+            registry
+                .add_site(&id, &hash, "bench")
+                .await
+                .expect("register the site");
             let grpc = tokio::net::TcpListener::bind(loopback)
                 .await
                 .expect("bind a gRPC listener");

@@ -58,8 +58,9 @@ pub struct RunArgs {
     /// File holding the admin token [default: generated into <data dir>/admin-token].
     #[arg(long, env = "GEO_AGENT_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
-    /// File holding the site token shared by all sites [default on a primary: generated
-    /// into <data dir>/site-token; required on a secondary].
+    /// File holding this site's own token, registered at the primary with `geo-agent sites
+    /// add` [default on a primary: generated into <data dir>/site-token; required on a
+    /// secondary].
     #[arg(long, env = "GEO_AGENT_SITE_TOKEN_FILE")]
     pub site_token_file: Option<PathBuf>,
     /// How often a site sends heartbeats on replication streams, e.g. 500ms, 1s [default: 1s].
@@ -489,7 +490,7 @@ impl Config {
         let site_token_file = args.site_token_file.clone().or(file.site_token_file);
         if role == Role::Secondary && site_token_file.is_none() {
             return Err(ConfigError::Invalid(
-                "a secondary needs the deployment's site token: --site-token-file FILE (the primary wrote it to <data dir>/site-token)".into(),
+                "a secondary needs its own site token: --site-token-file FILE (at the primary, `geo-agent sites add SITE --site-token-file FILE` writes and registers one)".into(),
             ));
         }
         let site_token = token(
@@ -606,8 +607,10 @@ fn token(
     Ok(token)
 }
 
-/// Reads and validates a token file.
+/// Reads and validates a token file, which must be private to its owner (as ssh wants of
+/// a key): one that group or others may read or write is refused.
 pub fn read_token(path: &Path, what: &str) -> Result<Token, ConfigError> {
+    check_private(path, what)?;
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         what: "cannot read the token file",
         path: path.to_path_buf(),
@@ -615,6 +618,25 @@ pub fn read_token(path: &Path, what: &str) -> Result<Token, ConfigError> {
     })?;
     Token::new(&text)
         .map_err(|e| ConfigError::Invalid(format!("{what} in {}: {e}", path.display())))
+}
+
+/// Refuses a token file that group or others may read or write (mode & 0o077).
+pub fn check_private(path: &Path, what: &str) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Io {
+        what: "cannot read the token file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::Invalid(format!(
+            "the {what} file {} has mode {mode:04o}: group or others can read or write it, and anyone who can has the token. Run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes a token to a new file readable by its owner only.
@@ -751,9 +773,30 @@ mod tests {
             .contains("site token"));
         let token = dir.path().join("tok");
         std::fs::write(&token, "0123456789abcdef0123").unwrap();
+        private(&token);
         a.site_token_file = Some(token);
         let c = Config::load(&a).unwrap();
         assert_eq!(c.primary.as_deref(), Some("http://127.0.0.1:7600"));
+    }
+
+    fn private(path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("tok");
+        std::fs::write(&token, "0123456789abcdef0123").unwrap();
+        for mode in [0o644, 0o640, 0o602] {
+            std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = read_token(&token, "site token").unwrap_err().to_string();
+            assert!(err.contains("chmod 600") && err.contains("tok"), "{err}");
+        }
+        private(&token);
+        assert!(read_token(&token, "site token").is_ok());
     }
 
     #[test]
@@ -763,6 +806,8 @@ mod tests {
         std::fs::write(&shared, "0123456789abcdef0123\n").unwrap();
         let copy = dir.path().join("copy");
         std::fs::write(&copy, "0123456789abcdef0123").unwrap();
+        private(&shared);
+        private(&copy);
         let mut a = args(dir.path());
         a.admin_token_file = Some(shared.clone());
         a.site_token_file = Some(copy);

@@ -117,7 +117,7 @@ async fn an_oversized_push_is_refused_and_replication_goes_on() {
 fn the_cli_keeps_tokens_off_plain_http_beyond_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, "0123456789abcdef0123").unwrap();
+    write_private(&token, "0123456789abcdef0123");
     let token = token.display().to_string();
     let env = [("GEO_AGENT_TOKEN_FILE", token.as_str())];
     // 192.0.2.0/24 is reserved for documentation: nothing answers there, so an answer
@@ -135,7 +135,7 @@ fn the_cli_keeps_tokens_off_plain_http_beyond_loopback() {
 fn a_site_refuses_to_start_when_its_two_tokens_are_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
-    std::fs::write(&token, "0123456789abcdef0123").unwrap();
+    write_private(&token, "0123456789abcdef0123");
     let token = token.display().to_string();
     let data = dir.path().join("data").display().to_string();
     let (code, _, err) = cli(

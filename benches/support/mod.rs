@@ -32,7 +32,12 @@ use std::time::{Duration, Instant};
 use geo_agent::server::tls::ClientTls;
 use rand::RngCore;
 
-use crate::common::{bin_from_env, issue_cert, new_ca, Cluster, SiteProc, Spawn};
+use crate::common::{
+    bin_from_env, issue_cert, new_ca, register, site_token, Cluster, SiteProc, Spawn,
+};
+
+/// The site id the bench's own replication reader is registered as.
+pub const BENCH_SITE: &str = "objects-bench";
 
 // Not every bench uses every part.
 #[allow(unused_imports)]
@@ -177,8 +182,13 @@ impl Bench {
         }
     }
 
+    /// The primary registers itself and [`BENCH_SITE`] (the bench's own reader).
     pub fn primary(&self, name: &str) -> SiteProc {
-        self.site(name, &["--role", "primary"])
+        let site = self.site(name, &["--role", "primary"]);
+        let own = site_token(&self.dir, name);
+        register(&site, &self.admin_token, name, &own);
+        register(&site, &self.admin_token, BENCH_SITE, &self.site_token);
+        site
     }
 
     pub fn secondary(&self, name: &str, primary: &SiteProc) -> SiteProc {
@@ -192,6 +202,8 @@ impl Bench {
         primary: &SiteProc,
         concurrency: Option<usize>,
     ) -> SiteProc {
+        let token = site_token(&self.dir, name);
+        register(primary, &self.admin_token, name, &token);
         let url = primary.url();
         let mut args = vec!["--role", "secondary", "--primary", &url];
         let concurrency = concurrency.map(|n| n.to_string());

@@ -287,7 +287,7 @@ async fn watch_head(
     let mut client = pb::ReplicationClient::new(channel);
     let req = pb::StreamLogRequest {
         from_index: head,
-        site_id: "objects-bench".into(),
+        site_id: super::BENCH_SITE.into(),
         epoch: 0,
     };
     let mut stream = client

@@ -75,7 +75,7 @@ pub(super) fn actor(a: &ActorArgs) -> String {
         .unwrap_or_else(|| "admin".into())
 }
 
-async fn admin(
+pub(super) async fn admin(
     args: &ClientArgs,
 ) -> Result<(pb::admin_service_client::AdminServiceClient<Channel>, Token), Failure> {
     let token = token(args)?;

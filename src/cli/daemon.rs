@@ -5,7 +5,7 @@ use std::path::Path;
 
 use std::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::DevArgs;
 use crate::config::{read_token, write_token, Config, RunArgs, ADMIN_TOKEN_FILE, SITE_TOKEN_FILE};
@@ -136,7 +136,6 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
     let admin_token = dev_token(&args.data_dir, ADMIN_TOKEN_FILE)?;
-    let site_token = dev_token(&args.data_dir, SITE_TOKEN_FILE)?;
     let shutdown = CancellationToken::new();
     let mut sites = Vec::new();
     let mut primary_url = None;
@@ -146,6 +145,8 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
         } else {
             (format!("secondary-{i}"), Role::Secondary)
         };
+        // Each site has its own token, registered at the primary below.
+        let site_token = dev_token(&args.data_dir, &format!("{site_id}-{SITE_TOKEN_FILE}"))?;
         let config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], port(args.base_port, i, 0)?)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], port(args.base_port, i, 1)?)),
@@ -155,7 +156,7 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
                 role,
                 args.data_dir.join(&site_id),
                 admin_token.clone(),
-                site_token.clone(),
+                site_token,
             )
         };
         let (opened, grpc, http) = open_and_bind(&config).await?;
@@ -164,6 +165,19 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
             primary_url = Some(grpc_url.clone());
         }
         sites.push((config, grpc_url, local(&http), opened, grpc, http));
+    }
+    if let Some((_, _, _, primary, ..)) = sites.first() {
+        for (config, ..) in &sites {
+            let hash = crate::settings::token_sha256(config.site_token.expose().as_bytes());
+            if let Err(e) = primary
+                .site
+                .settings
+                .add_site(&config.site_id, &hash, "geo-agent dev")
+                .await
+            {
+                warn!(site = %config.site_id, error = %e, "cannot register the site at the primary");
+            }
+        }
     }
     let exe = std::env::current_exe()
         .ok()

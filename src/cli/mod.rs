@@ -8,6 +8,7 @@ mod daemon;
 mod failover;
 mod gate;
 mod objects;
+mod sites;
 mod status;
 
 use std::path::PathBuf;
@@ -76,6 +77,10 @@ pub enum Command {
     Demote(failover::DemoteArgs),
     /// Point this secondary (or fenced site) at a new primary.
     Repoint(failover::RepointArgs),
+    /// Register, list and remove sites, each with its own token (at the primary; needs the
+    /// admin token).
+    #[command(subcommand)]
+    Sites(sites::SitesCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -262,6 +267,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Demote(a) => failover::demote(a).await,
         Command::Repoint(a) => failover::repoint(a).await,
         Command::Pull(a) => objects::pull(a).await,
+        Command::Sites(c) => sites::sites(c).await,
     }
 }
 

@@ -39,6 +39,16 @@ impl AdminSvc {
     }
 }
 
+fn site_record(id: &str, r: &crate::settings::SiteRecord, added: bool) -> pb::SiteRecord {
+    pb::SiteRecord {
+        site_id: id.to_string(),
+        token_sha256: r.token_sha256.clone(),
+        added_by: r.added_by.clone(),
+        added_at: Some(convert::timestamp(r.added_at_ms)),
+        added,
+    }
+}
+
 fn actor(given: &str) -> &str {
     if given.is_empty() {
         DEFAULT_ACTOR
@@ -211,5 +221,53 @@ impl pb::admin_service_server::AdminService for AdminSvc {
             .await
             .map_err(error::status)?;
         Ok(Response::new(self.settings_reply(index, &state)))
+    }
+
+    async fn add_site(
+        &self,
+        req: Request<pb::AddSiteRequest>,
+    ) -> Result<Response<pb::SiteRecord>, Status> {
+        let req = req.into_inner();
+        let (record, added) = self
+            .site
+            .settings
+            .add_site(&req.site_id, &req.token_sha256, actor(&req.actor))
+            .await
+            .map_err(error::status)?;
+        if added {
+            tracing::info!(site = %req.site_id, actor = actor(&req.actor), "site registered");
+        }
+        Ok(Response::new(site_record(&req.site_id, &record, added)))
+    }
+
+    async fn remove_site(
+        &self,
+        req: Request<pb::RemoveSiteRequest>,
+    ) -> Result<Response<pb::RemoveSiteResponse>, Status> {
+        let req = req.into_inner();
+        let settings = &self.site.settings;
+        settings
+            .remove_site(&req.site_id, actor(&req.actor))
+            .await
+            .map_err(error::status)?;
+        tracing::info!(site = %req.site_id, actor = actor(&req.actor), "site unregistered");
+        Ok(Response::new(pb::RemoveSiteResponse {
+            settings_index: settings.current().0,
+        }))
+    }
+
+    async fn list_sites(
+        &self,
+        _req: Request<pb::ListSitesRequest>,
+    ) -> Result<Response<pb::ListSitesResponse>, Status> {
+        let (index, state) = self.site.settings.current();
+        Ok(Response::new(pb::ListSitesResponse {
+            sites: state
+                .sites()
+                .iter()
+                .map(|(id, r)| site_record(id, r, false))
+                .collect(),
+            settings_index: index,
+        }))
     }
 }

@@ -1,6 +1,9 @@
-//! Bearer tokens: the admin token guards `AdminService`, the site token guards
-//! `ReplicationService`, and `ObjectService` takes either (sites forward writes to it).
-//! Compared in constant time; never printed, not even by `Debug`.
+//! Bearer tokens: the admin token guards `AdminService`; a registered site's token (its
+//! sha256 in the settings log's site registry) guards `ReplicationService` and makes the
+//! call that site's; `ObjectService` takes either (sites forward writes to it). Compared in
+//! constant time; never printed, not even by `Debug`.
+
+use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
@@ -68,35 +71,51 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// Which token a service wants, and which one it must not mistake for it.
+/// Who may hold a token other than the admin token: the registered sites, looked up in
+/// the site registry of the settings log (a `watch` borrow, no I/O).
+pub trait Sites: Send + Sync + 'static {
+    /// The site whose registered token hash is the sha256 of `presented`.
+    fn site_with_token(&self, presented: &[u8]) -> Option<String>;
+}
+
+impl Sites for crate::settings::Settings {
+    fn site_with_token(&self, presented: &[u8]) -> Option<String> {
+        crate::settings::Settings::site_with_token(self, presented)
+    }
+}
+
+fn bearer<T>(req: &Request<T>, service: &str, wanted: &str) -> Result<Vec<u8>, Status> {
+    let Some(value) = req.metadata().get("authorization") else {
+        return Err(Status::unauthenticated(format!(
+            "{service} needs {wanted}: send `authorization: Bearer <token>`"
+        )));
+    };
+    value
+        .as_bytes()
+        .strip_prefix(b"Bearer ")
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))
+}
+
+/// The admin token's guard (`AdminService`). A registered site's token is told apart:
+/// PERMISSION_DENIED, where an unknown token is UNAUTHENTICATED.
 #[derive(Clone)]
-pub struct Guard {
-    pub wanted: Token,
-    pub wanted_name: &'static str,
-    pub other: Token,
+pub struct AdminGuard {
+    pub admin: Token,
+    pub sites: Arc<dyn Sites>,
     pub service: &'static str,
 }
 
-impl Guard {
-    /// Checks `authorization: Bearer <token>`: missing or unknown → UNAUTHENTICATED; the
-    /// other kind of token (a site token at the admin API, say) → PERMISSION_DENIED.
-    pub fn check<T>(&self, req: Request<T>) -> Result<Request<T>, Status> {
-        let Some(value) = req.metadata().get("authorization") else {
-            return Err(Status::unauthenticated(format!(
-                "{} needs the {}: send `authorization: Bearer <token>`",
-                self.service, self.wanted_name
-            )));
-        };
-        let presented = value
-            .as_bytes()
-            .strip_prefix(b"Bearer ")
-            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-        if self.wanted.matches(presented) {
+impl AdminGuard {
+    pub fn check<T>(&self, mut req: Request<T>) -> Result<Request<T>, Status> {
+        let presented = bearer(&req, self.service, "the admin token")?;
+        if self.admin.matches(&presented) {
+            req.extensions_mut().insert(Caller::Admin);
             Ok(req)
-        } else if self.other.matches(presented) {
+        } else if self.sites.site_with_token(&presented).is_some() {
             Err(Status::permission_denied(format!(
-                "{} needs the {}; this token is not allowed here",
-                self.service, self.wanted_name
+                "{} needs the admin token; a site's token is not allowed here",
+                self.service
             )))
         } else {
             Err(Status::unauthenticated(format!(
@@ -107,46 +126,63 @@ impl Guard {
     }
 }
 
-/// Which token a call to a service that takes either one presented.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Who a call presented a token for.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
     /// The admin token: an admin, or a front end acting for users.
     Admin,
-    /// The site token: another site of the deployment.
-    Site,
+    /// A registered site's token: that site, and no other.
+    Site(String),
 }
 
-/// Accepts the admin or the site token (`ObjectService`), and records which one in the
-/// request's extensions as a [`Caller`].
+impl Caller {
+    /// The site the caller is, if it is one.
+    pub fn site(&self) -> Option<&str> {
+        match self {
+            Caller::Site(id) => Some(id),
+            Caller::Admin => None,
+        }
+    }
+}
+
+/// The registered sites' guard (`ReplicationService`; `ObjectService` with `admin_too`):
+/// the token's sha256 must be a registered site's, and the call is then that site's
+/// ([`Caller::Site`] in the request's extensions). The admin token is PERMISSION_DENIED
+/// where only sites are wanted.
 #[derive(Clone)]
-pub struct EitherGuard {
+pub struct SiteGuard {
     pub admin: Token,
-    pub site: Token,
+    pub sites: Arc<dyn Sites>,
     pub service: &'static str,
+    /// Whether the admin token is accepted too ([`Caller::Admin`]).
+    pub admin_too: bool,
 }
 
-impl EitherGuard {
+impl SiteGuard {
     pub fn check<T>(&self, mut req: Request<T>) -> Result<Request<T>, Status> {
-        let caller = {
-            let Some(value) = req.metadata().get("authorization") else {
-                return Err(Status::unauthenticated(format!(
-                    "{} needs the admin token or the site token: send `authorization: Bearer <token>`",
+        let wanted = if self.admin_too {
+            "the admin token or a registered site's token"
+        } else {
+            "a registered site's token"
+        };
+        let presented = bearer(&req, self.service, wanted)?;
+        let caller = if self.admin.matches(&presented) {
+            if !self.admin_too {
+                return Err(Status::permission_denied(format!(
+                    "{} needs {wanted}; the admin token is not allowed here",
                     self.service
                 )));
-            };
-            let presented = value
-                .as_bytes()
-                .strip_prefix(b"Bearer ")
-                .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-            if self.admin.matches(presented) {
-                Caller::Admin
-            } else if self.site.matches(presented) {
-                Caller::Site
-            } else {
-                return Err(Status::unauthenticated(format!(
-                    "invalid token for {}",
-                    self.service
-                )));
+            }
+            Caller::Admin
+        } else {
+            match self.sites.site_with_token(&presented) {
+                Some(id) => Caller::Site(id),
+                None => {
+                    return Err(Status::unauthenticated(format!(
+                        "invalid token for {}: not the token of a registered site (geo-agent sites list)",
+                        self.service
+                    )))
+                }
             }
         };
         req.extensions_mut().insert(caller);
@@ -154,20 +190,40 @@ impl EitherGuard {
     }
 }
 
+/// Refuses a registered site acting as another: `claimed` (a site id in the request) must
+/// be the site the token authenticated.
+pub fn acting_as<T>(req: &Request<T>, claimed: &str) -> Result<(), Status> {
+    match req.extensions().get::<Caller>() {
+        Some(Caller::Site(id)) if id == claimed => Ok(()),
+        Some(Caller::Site(id)) => Err(Status::permission_denied(format!(
+            "this token is site {id}'s; it cannot act as site {claimed:?}"
+        ))),
+        _ => Err(Status::permission_denied(format!(
+            "only site {claimed:?} itself, with its registered token, can send this"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn guard() -> (Guard, Token, Token) {
+    struct Registry(Vec<(String, Token)>);
+
+    impl Sites for Registry {
+        fn site_with_token(&self, presented: &[u8]) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(_, t)| t.matches(presented))
+                .map(|(id, _)| id.clone())
+        }
+    }
+
+    fn setup() -> (Token, Token, Arc<dyn Sites>) {
         let admin = Token::generate();
         let site = Token::generate();
-        let g = Guard {
-            wanted: admin.clone(),
-            wanted_name: "admin token",
-            other: site.clone(),
-            service: "AdminService",
-        };
-        (g, admin, site)
+        let sites: Arc<dyn Sites> = Arc::new(Registry(vec![("s1".into(), site.clone())]));
+        (admin, site, sites)
     }
 
     fn with(value: Option<String>) -> Request<()> {
@@ -178,13 +234,23 @@ mod tests {
         r
     }
 
+    fn bearing(t: &Token) -> Request<()> {
+        with(Some(format!("Bearer {}", t.expose())))
+    }
+
+    fn code(r: Result<Request<()>, Status>) -> tonic::Code {
+        r.unwrap_err().code()
+    }
+
     #[test]
     fn tokens_are_told_apart() {
-        let (g, admin, site) = guard();
-        assert!(g
-            .check(with(Some(format!("Bearer {}", admin.expose()))))
-            .is_ok());
-        let code = |r: Result<Request<()>, Status>| r.unwrap_err().code();
+        let (admin, site, sites) = setup();
+        let g = AdminGuard {
+            admin: admin.clone(),
+            sites,
+            service: "AdminService",
+        };
+        assert!(g.check(bearing(&admin)).is_ok());
         assert_eq!(code(g.check(with(None))), tonic::Code::Unauthenticated);
         assert_eq!(
             code(g.check(with(Some(admin.expose().into())))),
@@ -194,15 +260,17 @@ mod tests {
             code(g.check(with(Some(format!("Bearer {}x", admin.expose()))))),
             tonic::Code::Unauthenticated
         );
-        assert_eq!(
-            code(g.check(with(Some(format!("Bearer {}", site.expose()))))),
-            tonic::Code::PermissionDenied
-        );
+        assert_eq!(code(g.check(bearing(&site))), tonic::Code::PermissionDenied);
     }
 
     #[test]
     fn no_error_or_debug_output_contains_the_token() {
-        let (g, admin, site) = guard();
+        let (admin, site, sites) = setup();
+        let g = AdminGuard {
+            admin: admin.clone(),
+            sites,
+            service: "AdminService",
+        };
         assert!(!format!("{admin:?}").contains(admin.expose()));
         for v in [format!("Bearer {}", site.expose()), "Bearer nope".into()] {
             let msg = g.check(with(Some(v))).unwrap_err().message().to_string();
@@ -214,28 +282,39 @@ mod tests {
     }
 
     #[test]
-    fn either_token_is_accepted_and_recorded() {
-        let (_, admin, site) = guard();
-        let g = EitherGuard {
+    fn a_site_token_makes_the_call_that_sites() {
+        let (admin, site, sites) = setup();
+        let mut g = SiteGuard {
             admin: admin.clone(),
-            site: site.clone(),
-            service: "ObjectService",
+            sites,
+            service: "ReplicationService",
+            admin_too: false,
         };
-        let caller = |t: &Token| {
-            let r = g
-                .check(with(Some(format!("Bearer {}", t.expose()))))
-                .unwrap();
-            *r.extensions().get::<Caller>().unwrap()
-        };
-        assert_eq!(caller(&admin), Caller::Admin);
-        assert_eq!(caller(&site), Caller::Site);
-        let err = g
-            .check(with(Some("Bearer nope-nope-nope-nope".into())))
-            .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let r = g.check(bearing(&site)).unwrap();
         assert_eq!(
-            g.check(with(None)).unwrap_err().code(),
+            r.extensions().get::<Caller>(),
+            Some(&Caller::Site("s1".into()))
+        );
+        assert!(acting_as(&r, "s1").is_ok());
+        assert_eq!(
+            acting_as(&r, "s2").unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(
+            code(g.check(bearing(&admin))),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(
+            code(g.check(bearing(&Token::generate()))),
             tonic::Code::Unauthenticated
+        );
+        assert_eq!(code(g.check(with(None))), tonic::Code::Unauthenticated);
+        g.admin_too = true;
+        let r = g.check(bearing(&admin)).unwrap();
+        assert_eq!(r.extensions().get::<Caller>(), Some(&Caller::Admin));
+        assert_eq!(
+            acting_as(&r, "s1").unwrap_err().code(),
+            tonic::Code::PermissionDenied
         );
     }
 

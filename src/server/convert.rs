@@ -362,8 +362,24 @@ fn log_position(p: &status::LogPosition) -> pb::LogPosition {
     }
 }
 
+/// The longest follower error a report may carry (a follower's own errors are far shorter).
+pub const MAX_REPORT_ERROR_BYTES: usize = 1024;
+
 fn log_position_from(p: Option<pb::LogPosition>) -> Result<status::LogPosition, Status> {
     let p = p.ok_or_else(|| Status::invalid_argument("a report needs both log positions"))?;
+    if !p.applied_hash.is_empty() && crate::objects::parse_sha256(&p.applied_hash).is_err() {
+        return Err(Status::invalid_argument(
+            "a report's applied_hash is empty or 64 lowercase hex digits",
+        ));
+    }
+    if let Some(f) = &p.follower {
+        if f.error.len() > MAX_REPORT_ERROR_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a report's follower error is {} bytes; the limit is {MAX_REPORT_ERROR_BYTES}",
+                f.error.len()
+            )));
+        }
+    }
     Ok(status::LogPosition {
         applied: p.applied,
         applied_hash: p.applied_hash,

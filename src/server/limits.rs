@@ -14,7 +14,7 @@ use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Status;
 
-use super::auth::Token;
+use super::auth::Sites;
 
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// A push sends 256 KiB chunks; a smaller limit would refuse every large push.
@@ -46,7 +46,7 @@ pub struct Limits {
     /// drain.
     pub stream_idle_timeout: Duration,
     /// Calls (unary or streaming) one client address may have open at once; calls with
-    /// the site token (other sites) are not counted.
+    /// a registered site's token (other sites) are not counted.
     pub max_streams_per_client: usize,
     /// The HTTP listener's own limits, apart from gRPC's, so a flood of one does not
     /// starve the other.
@@ -88,20 +88,28 @@ impl Default for Limits {
 }
 
 /// Counts the calls open per client address and refuses one over the limit. Calls with
-/// the site token are not counted: a secondary relays the pushes of all its users, and
-/// its log streams and sync workers, over one address.
+/// a registered site's token are not counted: a secondary relays the pushes of all its
+/// users, and its log streams and sync workers, over one address.
 #[derive(Clone)]
 pub struct PerClientLayer {
     calls: PerAddress,
-    site_token: Token,
+    sites: Arc<dyn Sites>,
 }
 
 impl PerClientLayer {
-    pub fn new(limit: usize, site_token: Token) -> PerClientLayer {
+    pub fn new(limit: usize, sites: Arc<dyn Sites>) -> PerClientLayer {
         PerClientLayer {
             calls: PerAddress::new(limit),
-            site_token,
+            sites,
         }
+    }
+
+    /// Whether the request carries a registered site's token.
+    fn is_a_site(&self, headers: &http::HeaderMap) -> bool {
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|presented| self.sites.site_with_token(presented).is_some())
     }
 }
 
@@ -200,7 +208,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let from_a_site = self.layer.site_token.is_presented_in(req.headers());
+        let from_a_site = self.layer.is_a_site(req.headers());
         let call = match peer_ip(&req).filter(|_| !from_a_site) {
             None => None,
             Some(ip) => match self.layer.calls.enter(ip) {

@@ -33,7 +33,7 @@ use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use auth::{EitherGuard, Guard};
+use auth::{AdminGuard, SiteGuard};
 pub use site::Site;
 
 /// The generated protobuf types and gRPC stubs of `proto/geo/v1`.
@@ -129,22 +129,22 @@ pub async fn serve(
     grpc: TcpListener,
     http: TcpListener,
 ) -> Result<(), ServeError> {
-    let admin_guard = Guard {
-        wanted: site.admin_token.clone(),
-        wanted_name: "admin token",
-        other: site.site_token.clone(),
+    let sites: Arc<dyn auth::Sites> = site.settings.clone();
+    let admin_guard = AdminGuard {
+        admin: site.admin_token.clone(),
+        sites: Arc::clone(&sites),
         service: "AdminService",
     };
-    let site_guard = Guard {
-        wanted: site.site_token.clone(),
-        wanted_name: "site token",
-        other: site.admin_token.clone(),
-        service: "ReplicationService",
-    };
-    let either_guard = EitherGuard {
+    let site_guard = SiteGuard {
         admin: site.admin_token.clone(),
-        site: site.site_token.clone(),
+        sites: Arc::clone(&sites),
+        service: "ReplicationService",
+        admin_too: false,
+    };
+    let either_guard = SiteGuard {
         service: "ObjectService",
+        admin_too: true,
+        ..site_guard.clone()
     };
     let limits = site.limits;
     // Every geo.v1 service decodes and sends messages of at most max_message_bytes.
@@ -176,7 +176,7 @@ pub async fn serve(
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .layer(limits::PerClientLayer::new(
             limits.max_streams_per_client,
-            site.site_token.clone(),
+            Arc::clone(&sites),
         ))
         .add_service(tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(site.health.reporter.clone()),

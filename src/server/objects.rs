@@ -77,16 +77,23 @@ fn name(raw: &str) -> Result<ObjectName, Status> {
     ObjectName::parse(raw).map_err(Status::invalid_argument)
 }
 
-/// The forwarding site, which only a caller with the site token may claim to be.
-fn proxied(p: Option<pb::ProxiedBy>, caller: Option<Caller>) -> Result<Option<Proxied>, Status> {
+/// The forwarding site, which only that site (with its registered token) may claim to be.
+fn proxied(p: Option<pb::ProxiedBy>, caller: Option<&Caller>) -> Result<Option<Proxied>, Status> {
     match p {
         None => Ok(None),
-        Some(_) if caller != Some(Caller::Site) => Err(Status::permission_denied(
-            "only a site (with the site token) can forward a write",
+        Some(_) if caller.and_then(Caller::site).is_none() => Err(Status::permission_denied(
+            "only a site (with its registered token) can forward a write",
         )),
         Some(p) if validate_site_id(&p.site_id).is_err() => Err(Status::invalid_argument(
             "proxied_by names no valid site id: 1-64 letters, digits, '_', '.', '-'",
         )),
+        Some(p) if caller.and_then(Caller::site) != Some(p.site_id.as_str()) => {
+            Err(Status::permission_denied(format!(
+                "this token is site {}'s; it cannot forward a write as site {:?}",
+                caller.and_then(Caller::site).unwrap_or_default(),
+                p.site_id
+            )))
+        }
         Some(p) => Ok(Some(Proxied {
             site_id: p.site_id,
             epoch: p.epoch,
@@ -99,14 +106,14 @@ fn proxied(p: Option<pb::ProxiedBy>, caller: Option<Caller>) -> Result<Option<Pr
 fn author(
     actor: &str,
     proxied: Option<&Proxied>,
-    caller: Option<Caller>,
+    caller: Option<&Caller>,
 ) -> Result<String, Status> {
     if !actor.is_empty() {
         validate_actor(actor).map_err(Status::invalid_argument)?;
     }
     let who = if actor.is_empty() {
         match caller {
-            Some(Caller::Site) => "site",
+            Some(Caller::Site(_)) => "site",
             _ => "admin",
         }
     } else {
@@ -124,7 +131,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
         &self,
         req: Request<Streaming<pb::PushRequest>>,
     ) -> Result<Response<pb::PushResponse>, Status> {
-        let caller = req.extensions().get::<Caller>().copied();
+        let caller = req.extensions().get::<Caller>().cloned();
         let peer = req
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
@@ -145,8 +152,8 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             "" => None,
             s => Some(parse_sha256(s).map_err(Status::invalid_argument)?),
         };
-        let proxied = proxied(header.proxied_by.clone(), caller)?;
-        let who = author(&header.actor, proxied.as_ref(), caller)?;
+        let proxied = proxied(header.proxied_by.clone(), caller.as_ref())?;
+        let who = author(&header.actor, proxied.as_ref(), caller.as_ref())?;
         let from = match &proxied {
             Some(p) => format!("{} (forwarded)", p.site_id),
             None => peer,
@@ -326,14 +333,14 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let caller = req.extensions().get::<Caller>().copied();
+        let caller = req.extensions().get::<Caller>().cloned();
         let peer = req
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let req = req.into_inner();
         let object = name(&req.name)?;
-        let proxied = proxied(req.proxied_by.clone(), caller)?;
-        let who = author(&req.actor, proxied.as_ref(), caller)?;
+        let proxied = proxied(req.proxied_by.clone(), caller.as_ref())?;
+        let who = author(&req.actor, proxied.as_ref(), caller.as_ref())?;
         let from = proxied
             .as_ref()
             .map_or(peer, |p| format!("{} (forwarded)", p.site_id));

@@ -1,5 +1,6 @@
-//! `ReplicationService`: what sites serve each other. The site token is checked before a
-//! call reaches this file.
+//! `ReplicationService`: what sites serve each other. The caller's token is checked before
+//! a call reaches this file and names one registered site (`auth::Caller`); a request that
+//! names another site is refused here (`auth::acting_as`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn, Instrument};
 
+use super::auth::acting_as;
 use super::convert;
 use super::error;
 use super::objects::{local_stream, PullStream};
@@ -109,6 +111,7 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         &self,
         req: Request<pb::StreamLogRequest>,
     ) -> Result<Response<LogStream>, Status> {
+        acting_as(&req, &req.get_ref().site_id)?;
         let log = Arc::clone(self.site.settings.log());
         self.stream_log(log, req.into_inner())
             .await
@@ -121,6 +124,7 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         &self,
         req: Request<pb::StreamLogRequest>,
     ) -> Result<Response<LogStream>, Status> {
+        acting_as(&req, &req.get_ref().site_id)?;
         let log = Arc::clone(self.site.objects.log());
         self.stream_log(log, req.into_inner())
             .await
@@ -131,6 +135,7 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         &self,
         req: Request<pb::SiteReport>,
     ) -> Result<Response<pb::ReportStatusResponse>, Status> {
+        acting_as(&req, &req.get_ref().site_id)?;
         let report = convert::site_report_from(req.into_inner())?;
         let settings = &self.site.settings;
         if settings.role() != Role::Primary {
@@ -147,7 +152,10 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
             .await
             .map_err(error::status)?;
         debug!(site = %report.site_id, "status report");
-        self.site.reports.record(report, now_ms());
+        // Only registered sites are kept: one report each, and none of a removed site.
+        self.site
+            .reports
+            .record(report, now_ms(), |id| settings.is_site(id));
         Ok(Response::new(pb::ReportStatusResponse {
             epoch: settings.epoch(),
         }))
@@ -157,6 +165,7 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         &self,
         req: Request<pb::FenceRequest>,
     ) -> Result<Response<pb::FenceResponse>, Status> {
+        acting_as(&req, &req.get_ref().site_id)?;
         let req = req.into_inner();
         crate::types::validate_site_id(&req.site_id).map_err(Status::invalid_argument)?;
         let site = &self.site;
@@ -173,6 +182,7 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         &self,
         req: Request<pb::FetchObjectRequest>,
     ) -> Result<Response<PullStream>, Status> {
+        acting_as(&req, &req.get_ref().site_id)?;
         let req = req.into_inner();
         let object = ObjectName::parse(&req.name).map_err(Status::invalid_argument)?;
         if !req.sha256.is_empty() {

@@ -6,6 +6,7 @@
 //! [`ModeView`] read from a `watch` channel — no database read — because every gate check
 //! and every `GetMode` asks for it.
 
+mod sites;
 mod state;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -19,6 +20,7 @@ use crate::log::{Entry, Hash, Log, LogError, Machine, Published};
 use crate::store::{Store, StoreError};
 use crate::types::{Classify, ErrorKind, Role};
 
+pub use sites::{check_sha256, is_reserved, site_key, token_sha256, SiteRecord, SITES_PREFIX};
 pub use state::{
     validate_actor, validate_key, validate_message, Change, Maintenance, SettingsState,
     MAX_MESSAGE_CHARS, MESSAGE_KEY, MODE_KEY,
@@ -40,6 +42,11 @@ pub enum SettingsError {
     /// A former primary, read-only until repointed.
     #[error("{0}")]
     Fenced(String),
+    /// A site registration that clashes with another (its id or its token).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Superseded(#[from] Superseded),
     #[error(transparent)]
@@ -64,6 +71,8 @@ impl Classify for SettingsError {
     fn kind(&self) -> ErrorKind {
         match self {
             SettingsError::Invalid(_) => ErrorKind::Invalid,
+            SettingsError::Conflict(_) => ErrorKind::Conflict,
+            SettingsError::NotFound(_) => ErrorKind::NotFound,
             SettingsError::NotPrimary { .. } => ErrorKind::NotPrimary,
             SettingsError::Fenced(_) | SettingsError::Superseded(_) => ErrorKind::Refused,
             SettingsError::Log(e) => e.kind(),
@@ -281,6 +290,11 @@ impl Settings {
         unset: Vec<String>,
         actor: &str,
     ) -> Result<(u64, Arc<SettingsState>), SettingsError> {
+        if let Some(key) = set.keys().chain(&unset).find(|k| is_reserved(k)) {
+            return Err(SettingsError::Invalid(format!(
+                "setting {key:?} is under {SITES_PREFIX:?}, which holds the site registry: use `geo-agent sites add|remove` (AdminService.AddSite, RemoveSite)"
+            )));
+        }
         let mut change = Change {
             set: BTreeMap::new(),
             unset,
@@ -294,6 +308,92 @@ impl Settings {
         }
         self.change(change, actor).await?;
         Ok(self.current())
+    }
+
+    /// Registers `site_id` with the sha256 (lowercase hex) of its token. Registering a site
+    /// again with the same token changes nothing; another token for a registered site, or a
+    /// token another site has, is a conflict. Returns the record and whether it is new.
+    pub async fn add_site(
+        &self,
+        site_id: &str,
+        token_sha256: &str,
+        actor: &str,
+    ) -> Result<(SiteRecord, bool), SettingsError> {
+        self.writable()?;
+        crate::types::validate_site_id(site_id).map_err(SettingsError::Invalid)?;
+        check_sha256(token_sha256).map_err(SettingsError::Invalid)?;
+        let view = self.log.view();
+        if let Some((_, record)) = view.sites().into_iter().find(|(id, _)| id == site_id) {
+            if record.token_sha256 == token_sha256 {
+                return Ok((record, false));
+            }
+            return Err(SettingsError::Conflict(format!(
+                "site {site_id} is already registered with another token; remove it first (geo-agent sites remove {site_id})"
+            )));
+        }
+        if let Some(other) = view.site_with_token_sha256(token_sha256) {
+            return Err(SettingsError::Conflict(format!(
+                "that token is already registered for site {other}: give each site its own token"
+            )));
+        }
+        validate_actor(actor).map_err(SettingsError::Invalid)?;
+        let record = SiteRecord {
+            token_sha256: token_sha256.to_string(),
+            added_by: actor.to_string(),
+            added_at_ms: crate::log::now_ms(),
+        };
+        let value = serde_json::to_value(&record)
+            .map_err(|e| SettingsError::Invalid(format!("cannot encode the record: {e}")))?;
+        let mut change = Change::default();
+        change.set.insert(site_key(site_id), value);
+        self.change(change, actor).await?;
+        Ok((record, true))
+    }
+
+    /// Removes `site_id` from the registry: its token is refused from then on.
+    pub async fn remove_site(&self, site_id: &str, actor: &str) -> Result<(), SettingsError> {
+        self.writable()?;
+        crate::types::validate_site_id(site_id).map_err(SettingsError::Invalid)?;
+        if !self.log.view().is_site(site_id) {
+            return Err(SettingsError::NotFound(format!(
+                "site {site_id} is not registered (see geo-agent sites list)"
+            )));
+        }
+        let mut change = Change::default();
+        change.unset.push(site_key(site_id));
+        self.change(change, actor).await.map(drop)
+    }
+
+    /// Every registered site, by id.
+    pub fn sites(&self) -> Vec<(String, SiteRecord)> {
+        self.log.view().sites()
+    }
+
+    /// The registered site a presented token identifies: a `watch` borrow, no I/O.
+    pub fn site_with_token(&self, token: &[u8]) -> Option<String> {
+        self.log.view().site_with_token(token)
+    }
+
+    /// Whether `site_id` is registered now.
+    pub fn is_site(&self, site_id: &str) -> bool {
+        self.log.view().is_site(site_id)
+    }
+
+    /// Refuses a change at a fenced site or a secondary (naming the primary).
+    fn writable(&self) -> Result<(), SettingsError> {
+        if let Some(reason) = self.fenced() {
+            return Err(SettingsError::Fenced(reason));
+        }
+        if self.role != Role::Primary {
+            return Err(SettingsError::NotPrimary {
+                site_id: self.site_id.to_string(),
+                primary: self
+                    .primary
+                    .clone()
+                    .unwrap_or_else(|| "(unknown)".to_string()),
+            });
+        }
+        Ok(())
     }
 
     async fn change(&self, change: Change, actor: &str) -> Result<Entry, SettingsError> {
@@ -548,6 +648,49 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("256 characters"), "{err}");
         assert_eq!(s.log().head().index, 0);
+    }
+
+    #[tokio::test]
+    async fn the_site_registry_is_written_only_through_its_own_calls() {
+        let (_d, s) = site(Role::Primary).await;
+        let err = s
+            .update([("geo.sites.s1".into(), "1".into())].into(), vec![], "a")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("site registry"), "{err}");
+        let err = s
+            .update(BTreeMap::new(), vec!["geo.sites.s1".into()], "a")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("site registry"), "{err}");
+        let hash = token_sha256(b"token-of-s1-0123456789");
+        assert!(s.add_site("s1", &hash, "alice").await.unwrap().1);
+        assert!(
+            !s.add_site("s1", &hash, "alice").await.unwrap().1,
+            "again: no change"
+        );
+        assert_eq!(s.log().head().index, 1);
+        let err = s.add_site("s2", &hash, "alice").await.unwrap_err();
+        assert!(matches!(err, SettingsError::Conflict(_)), "{err}");
+        let other = token_sha256(b"another-token-0123456789");
+        let err = s.add_site("s1", &other, "alice").await.unwrap_err();
+        assert!(matches!(err, SettingsError::Conflict(_)), "{err}");
+        assert_eq!(
+            s.site_with_token(b"token-of-s1-0123456789").as_deref(),
+            Some("s1")
+        );
+        assert_eq!(s.sites()[0].1.added_by, "alice");
+        s.remove_site("s1", "alice").await.unwrap();
+        assert_eq!(s.site_with_token(b"token-of-s1-0123456789"), None);
+        let err = s.remove_site("s1", "alice").await.unwrap_err();
+        assert!(matches!(err, SettingsError::NotFound(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_secondary_refuses_to_register_sites() {
+        let (_d, s) = site(Role::Secondary).await;
+        let err = s.add_site("s1", &"a".repeat(64), "a").await.unwrap_err();
+        assert!(matches!(err, SettingsError::NotPrimary { .. }), "{err}");
     }
 
     #[tokio::test]

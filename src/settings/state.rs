@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::sites::{check_record, is_reserved, token_sha256, Registry, SiteRecord};
 use crate::log::Entry;
 
 pub const MODE_KEY: &str = "maintenance_mode";
@@ -102,6 +103,11 @@ impl Change {
                 ));
             }
         }
+        for (key, value) in change.set.iter().filter(|(k, _)| is_reserved(k)) {
+            let record = check_record(key, value)?;
+            validate_actor(&record.added_by)
+                .map_err(|e| format!("setting {key:?}: added_by: {e}"))?;
+        }
         if let Some(v) = change.set.get(MODE_KEY) {
             if !v.is_boolean() {
                 return Err(format!("{MODE_KEY} must be true or false, not {v}"));
@@ -124,6 +130,26 @@ impl Change {
 }
 
 impl SettingsState {
+    /// Every registered site and its record, by site id.
+    pub fn sites(&self) -> Vec<(String, SiteRecord)> {
+        Registry(&self.values).sites()
+    }
+
+    /// Whether `site_id` is registered.
+    pub fn is_site(&self, site_id: &str) -> bool {
+        Registry(&self.values).is_site(site_id)
+    }
+
+    /// The site whose token hashes to `sha256` (lowercase hex).
+    pub fn site_with_token_sha256(&self, sha256: &str) -> Option<String> {
+        Registry(&self.values).site_with_token_sha256(sha256)
+    }
+
+    /// The site a presented token identifies.
+    pub fn site_with_token(&self, token: &[u8]) -> Option<String> {
+        self.site_with_token_sha256(&token_sha256(token))
+    }
+
     /// Checks `change` against SPEC §1 and this state; nothing is applied.
     pub fn validate(&self, change: &Change) -> Result<(), String> {
         change.check()?;
@@ -133,6 +159,18 @@ impl SettingsState {
             return Err(format!(
                 "{MESSAGE_KEY} can only be set while maintenance mode is enabled"
             ));
+        }
+        let mut hashes: Vec<_> = after
+            .sites()
+            .into_iter()
+            .map(|(_, r)| r.token_sha256)
+            .collect();
+        hashes.sort();
+        if hashes.windows(2).any(|w| w[0] == w[1]) {
+            return Err(
+                "that token is already registered for another site: give each site its own token"
+                    .into(),
+            );
         }
         if after.values.len() > MAX_KEYS {
             return Err(format!("at most {MAX_KEYS} settings can be stored"));

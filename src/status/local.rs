@@ -99,7 +99,8 @@ impl Local<'_> {
             primary_objects: own.objects.objects,
         };
         let mut out = vec![judge_for(&own).site(own.clone(), Some(now))];
-        for (report, received) in self.reports.all() {
+        let registered = self.reports.all().into_iter();
+        for (report, received) in registered.filter(|(r, _)| self.settings.is_site(&r.site_id)) {
             out.push(judge_for(&report).site(report, Some(received)));
         }
         Ok(out)

@@ -434,16 +434,22 @@ fn percent(part: u64, total: u64) -> String {
     }
 }
 
-/// The latest report of each secondary, as the primary received them.
+/// The latest report of each registered secondary, as the primary received them: one per
+/// site, so the table is as large as the site registry and no larger.
 #[derive(Default)]
 pub struct Reports {
     inner: Mutex<BTreeMap<String, (Report, i64)>>,
 }
 
 impl Reports {
-    pub fn record(&self, report: Report, received_ms: i64) {
+    /// Keeps `report` in place of its site's last one, and drops the reports of sites that
+    /// `registered` no longer names (nor this one, if it is not registered).
+    pub fn record(&self, report: Report, received_ms: i64, registered: impl Fn(&str) -> bool) {
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert(report.site_id.clone(), (report, received_ms));
+        m.retain(|id, _| registered(id));
+        if registered(&report.site_id) {
+            m.insert(report.site_id.clone(), (report, received_ms));
+        }
     }
 
     /// Every site's latest report and when it arrived, by site id.

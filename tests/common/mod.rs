@@ -130,7 +130,7 @@ pub async fn settings_log(site: &SiteProc, site_token: &str, to: u64) -> Vec<pb:
     let mut client = site.replication().await;
     let req = pb::StreamLogRequest {
         from_index: 1,
-        site_id: "test-reader".into(),
+        site_id: Cluster::TEST_SITE.into(),
         epoch: 0,
     };
     let mut stream = client

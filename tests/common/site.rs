@@ -16,10 +16,13 @@ use tonic::transport::Channel;
 
 use super::{channel_with, http_get_blocking, http_request, poll_until, BIN, DEADLINE};
 
-/// A deployment's shared files: the tokens, and a directory per site.
+/// A deployment's shared files: the admin token, a token per site (`NAME.site-token`,
+/// registered at the primary before the site starts), and a directory per site.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub admin_token: String,
+    /// The token of [`Cluster::TEST_SITE`], a site registered at every primary the cluster
+    /// starts, for tests that talk to `ReplicationService` themselves (in `site-token`).
     pub site_token: String,
 }
 
@@ -42,13 +45,26 @@ impl Cluster {
     fn create(dir: tempfile::TempDir) -> Cluster {
         let admin_token = format!("admin-{:032x}", rand_u128());
         let site_token = format!("site-{:032x}", rand_u128());
-        std::fs::write(dir.path().join("admin-token"), &admin_token).unwrap();
-        std::fs::write(dir.path().join("site-token"), &site_token).unwrap();
+        write_private(&dir.path().join("admin-token"), &admin_token);
+        write_private(&dir.path().join("site-token"), &site_token);
         Cluster {
             dir,
             admin_token,
             site_token,
         }
+    }
+
+    /// The id [`Cluster::site_token`] is registered under.
+    pub const TEST_SITE: &'static str = "test-reader";
+
+    /// Site `name`'s own token (created on first use, mode 0600).
+    pub fn token_of(&self, name: &str) -> String {
+        site_token(self.dir.path(), name)
+    }
+
+    /// Registers site `id` with `token` at `primary` (AddSite with the admin token).
+    pub fn register(&self, primary: &SiteProc, id: &str, token: &str) {
+        register(primary, &self.admin_token, id, token)
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -70,8 +86,13 @@ impl Cluster {
     }
 
     /// A primary with extra `run` flags.
+    /// It registers itself (so that, once replaced, it can follow the new primary) and
+    /// [`Cluster::TEST_SITE`].
     pub fn primary_with(&self, name: &str, extra: &[&str]) -> SiteProc {
-        self.site(name, &["--role", "primary"], extra)
+        let site = self.site(name, &["--role", "primary"], extra);
+        self.register(&site, name, &self.token_of(name));
+        self.register(&site, Cluster::TEST_SITE, &self.site_token);
+        site
     }
 
     pub fn secondary(&self, name: &str, primary: &SiteProc) -> SiteProc {
@@ -79,7 +100,9 @@ impl Cluster {
     }
 
     /// A secondary with extra `run` flags.
+    /// It is registered at `primary` first.
     pub fn secondary_with(&self, name: &str, primary: &SiteProc, extra: &[&str]) -> SiteProc {
+        self.register(primary, name, &self.token_of(name));
         let url = primary.url();
         self.site(
             name,
@@ -87,6 +110,83 @@ impl Cluster {
             extra,
         )
     }
+}
+
+/// Writes a token file only its owner may read (a site refuses any other).
+pub fn write_private(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("write a token file");
+    f.write_all(text.as_bytes()).expect("write a token file");
+}
+
+/// Site `name`'s token in `dir/NAME.site-token`, created (0600) on first use.
+pub fn site_token(dir: &Path, name: &str) -> String {
+    let path = dir.join(format!("{name}.site-token"));
+    match std::fs::read_to_string(&path) {
+        Ok(t) => t.trim().to_string(),
+        Err(_) => {
+            let token = format!("site-{name}-{:032x}", rand_u128());
+            write_private(&path, &token);
+            token
+        }
+    }
+}
+
+/// Registers site `id` with `token` at `primary`, with the admin token, as `sites add`
+/// does (only the sha256 is sent); on a thread of its own, so a test's runtime need not be
+/// entered.
+pub fn register(primary: &SiteProc, admin_token: &str, id: &str, token: &str) {
+    use sha2::Digest;
+    let (url, tls) = (primary.url(), registrar_tls(primary));
+    let req = pb::AddSiteRequest {
+        site_id: id.to_string(),
+        token_sha256: hex::encode(sha2::Sha256::digest(token.as_bytes())),
+        actor: "harness".into(),
+    };
+    let admin_token = admin_token.to_string();
+    let name = primary.name.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut client =
+                pb::admin_service_client::AdminServiceClient::new(channel_with(&url, &tls).await);
+            client
+                .add_site(super::bearer(req, &admin_token))
+                .await
+                .unwrap_or_else(|e| panic!("register a site at {name}: {e:?}"));
+        })
+    })
+    .join()
+    .expect("register a site");
+}
+
+/// How the harness reaches a site to register others at it: over TLS with the site's own
+/// certificate as the client's, trusting its `--tls-ca` (else the `ca.pem` beside its
+/// certificate, as [`super::new_ca`] names it).
+fn registrar_tls(site: &SiteProc) -> ClientTls {
+    let args = &site.spawn.args;
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+    };
+    let Some(cert) = flag("--tls-cert") else {
+        return site.client.clone();
+    };
+    let ca = flag("--tls-ca").unwrap_or_else(|| cert.with_file_name("ca.pem"));
+    let key = flag("--tls-key");
+    ClientTls::load(Some(&ca), Some(&cert), key.as_deref()).expect("the site's TLS files")
 }
 
 fn rand_u128() -> u128 {
@@ -113,7 +213,7 @@ pub struct Spawn {
 
 impl Spawn {
     /// Site `name` of the deployment in `dir`: [`BIN`] `run` with site id `name`, data
-    /// directory `dir/NAME`, the token files `dir/admin-token` and `dir/site-token`, stderr
+    /// directory `dir/NAME`, the token files `dir/admin-token` and `dir/NAME.site-token`, stderr
     /// appended to `dir/NAME.log`, `RUST_LOG=geo_agent=debug,info`, listening on port 0
     /// unless the flags say `--listen`.
     pub fn new(dir: &Path, name: &str) -> Spawn {
@@ -163,8 +263,9 @@ impl Spawn {
     }
 
     /// Starts the site and waits (with the deadline) for the line that says where it
-    /// serves.
+    /// serves. Its token is `dir/NAME.site-token` (created when missing).
     pub fn start(self) -> SiteProc {
+        site_token(&self.dir, &self.name);
         let (child, grpc, http) = self.spawn(None);
         let tls = self.args.iter().any(|a| a == "--tls-cert");
         SiteProc {
@@ -197,7 +298,7 @@ impl Spawn {
             "--admin-token-file".into(),
             path("admin-token"),
             "--site-token-file".into(),
-            path("site-token"),
+            path(&format!("{}.site-token", self.name)),
         ];
         args.extend(self.args.iter().cloned());
         let listen = match listen {
