@@ -120,6 +120,23 @@ async fn a_site_token_acts_as_its_own_site_and_no_other() {
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert_eq!(primary.get_mode().await.epoch, 1, "nothing was fenced");
 
+    // A site token writes only what its site forwards: not on its own account.
+    let e = push(&primary, &s1, "direct.bin", b"x")
+        .await
+        .expect_err("a direct push with a site token");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let delete = pb::DeleteRequest {
+        name: "direct.bin".into(),
+        ..Default::default()
+    };
+    let e = primary
+        .objects()
+        .await
+        .delete(bearer(delete, &s1))
+        .await
+        .expect_err("a direct delete with a site token");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
     // As itself, s1 is heard; its report is kept once, however often it reports.
     let mut stream = repl
         .stream_settings(bearer(stream_req("s1"), &s1))

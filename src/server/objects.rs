@@ -77,9 +77,15 @@ fn name(raw: &str) -> Result<ObjectName, Status> {
     ObjectName::parse(raw).map_err(Status::invalid_argument)
 }
 
-/// The forwarding site, which only that site (with its registered token) may claim to be.
+/// The forwarding site, which only that site (with its registered token) may claim to be;
+/// a site token writes nothing else.
 fn proxied(p: Option<pb::ProxiedBy>, caller: Option<&Caller>) -> Result<Option<Proxied>, Status> {
     match p {
+        // A site's credential is for its job: forwarding its users' writes, never writing
+        // on its own account.
+        None if caller.and_then(Caller::site).is_some() => Err(Status::permission_denied(
+            "a site token writes only what its site forwards (proxied_by); push with the admin token",
+        )),
         None => Ok(None),
         Some(_) if caller.and_then(Caller::site).is_none() => Err(Status::permission_denied(
             "only a site (with its registered token) can forward a write",
