@@ -131,7 +131,9 @@ pub async fn report_to_primary(site: &Arc<Site>) -> Result<(), String> {
         .await
         .map_err(|e| e.message().to_string())?;
     let mut client = pb::ReplicationClient::new(channel);
-    let req = authorized(convert::site_report(&report), &site.site_token)?;
+    let mut message = convert::site_report(&report);
+    message.proof = site.settings.proof().as_ref().map(convert::promotion);
+    let req = authorized(message, &site.site_token)?;
     client
         .report_status(req)
         .await
