@@ -599,4 +599,99 @@ mod tests {
         assert_eq!(store.primary_epoch().unwrap(), None);
         assert_eq!(store.highest_epoch().unwrap(), u64::MAX);
     }
+
+    #[tokio::test]
+    async fn an_unproven_fence_is_refused_and_stores_nothing() {
+        let (_dir, settings, store) = promoted().await;
+        for proof in [
+            None,
+            Some(Promotion {
+                site_id: "evil".into(),
+                epoch: u64::MAX,
+                signature: vec![0; 64],
+            }),
+        ] {
+            let err = fence(&settings, &store, u64::MAX, "evil", proof.as_ref())
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Refused);
+            assert!(err.to_string().contains("is not proven"), "{err}");
+        }
+        assert_eq!(store.highest_epoch().unwrap(), 2);
+        assert_eq!(settings.epoch(), 2);
+        assert!(settings.fenced().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unproven_fence_left_by_an_older_version_is_cleared_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        drop(Settings::open(store.clone(), "p", Role::Primary, None, None).await);
+        // What an older version stored on a bogus claim: the epoch and a fence naming it.
+        store.raise_epoch(u64::MAX).await.unwrap();
+        let fenced = Placement {
+            role: Role::Secondary,
+            primary: None,
+            fenced: Some("fenced by epoch u64::MAX".into()),
+            fence_target: None,
+            replaced_by: Some("evil".into()),
+        };
+        store.set_placement(&fenced).await.unwrap();
+        let settings = Settings::open(store.clone(), "p", Role::Secondary, None, fenced.fenced)
+            .await
+            .unwrap();
+        assert_eq!(
+            clear_fence(&settings, &store, "admin").await.unwrap(),
+            Next::Reopen
+        );
+        assert_eq!(store.highest_epoch().unwrap(), 1);
+        let placement = store.placement().unwrap().unwrap();
+        assert_eq!((placement.role, placement.fenced), (Role::Primary, None));
+        let settings = Settings::open(store.clone(), "p", Role::Primary, None, None)
+            .await
+            .unwrap();
+        assert!(settings.fenced().is_none());
+        let err = clear_fence(&settings, &store, "admin").await.unwrap_err();
+        assert!(
+            err.to_string().contains("nothing") || err.to_string().contains("no unproven"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_promotion_needs_a_proof_for_this_site_and_the_next_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = promotion::PrivateKey::generate().unwrap().0;
+        let settings = Settings::open(
+            store.clone(),
+            "s1",
+            Role::Secondary,
+            Some("http://127.0.0.1:7600".into()),
+            None,
+        )
+        .await
+        .unwrap()
+        .verifying(std::sync::Arc::new(key.public_key()));
+        let other = promotion::PrivateKey::generate().unwrap().0;
+        for (proof, why) in [
+            (None, "needs an admin's proof"),
+            (Some(other.sign("s1", 1)), "is refused"),
+            (Some(key.sign("s2", 1)), "names site s2"),
+            (Some(key.sign("s1", 2)), "run promote again"),
+        ] {
+            let err = promote(&settings, &store, &[], true, proof.as_ref())
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+            assert_eq!(store.primary_epoch().unwrap(), None);
+        }
+        let proof = key.sign("s1", 1);
+        let (epoch, next) = promote(&settings, &store, &[], true, Some(&proof))
+            .await
+            .unwrap();
+        assert_eq!((epoch, next), (1, Next::Reopen));
+        assert_eq!(store.lead_proof().unwrap(), Some(proof.clone()));
+        assert_eq!(store.proof().unwrap(), Some(proof));
+    }
 }
