@@ -695,6 +695,8 @@ mod tests {
         assert!(file.primary.is_some_and(|p| normalize_url(&p).is_ok()));
         assert!(file.max_message_bytes >= Some(limits::MIN_MAX_MESSAGE_BYTES));
         file.gate.into_config().expect("the [gate] table");
+        let key = file.promotion_public_key.expect("set in the sample");
+        PublicKey::parse(&key).expect("a public key");
     }
 
     fn args(dir: &Path) -> RunArgs {
