@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::failover::promotion::PublicKey;
 use crate::gate::{AllowRoute, Cidr, DenyMode, GateConfig};
 use crate::server::auth::Token;
 use crate::server::limits::{self, Limits};
@@ -116,6 +117,11 @@ pub struct RunArgs {
     /// HTTP connections one client address may have open at once [default: 256].
     #[arg(long, env = "GEO_AGENT_HTTP_MAX_CONNECTIONS_PER_CLIENT")]
     pub http_max_connections_per_client: Option<usize>,
+    /// The admins' promotion public key (64 hex digits, from `geo-agent promotion-key
+    /// generate`): checks the proofs without which no higher epoch is taken from another
+    /// site. Required by `run`.
+    #[arg(long, env = "GEO_AGENT_PROMOTION_PUBLIC_KEY")]
+    pub promotion_public_key: Option<String>,
 }
 
 /// The configuration file's shape. Every key is optional; unknown keys are errors.
@@ -146,6 +152,7 @@ pub struct FileConfig {
     pub http_request_timeout: Option<String>,
     pub http_max_connections: Option<usize>,
     pub http_max_connections_per_client: Option<usize>,
+    pub promotion_public_key: Option<String>,
     #[serde(default)]
     pub gate: GateFile,
 }
@@ -242,6 +249,8 @@ pub struct Config {
     pub allow_plaintext: bool,
     /// Token files this load generated, to tell the operator about.
     pub generated: Vec<(&'static str, PathBuf)>,
+    /// Checks admins' promotion proofs; `run` refuses to start without it.
+    pub promotion_key: Option<PublicKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -479,6 +488,13 @@ impl Config {
                 *into = n;
             }
         }
+        let promotion_key = args
+            .promotion_public_key
+            .clone()
+            .or(file.promotion_public_key)
+            .map(|k| PublicKey::parse(&k))
+            .transpose()
+            .map_err(|e| ConfigError::Invalid(format!("promotion_public_key: {e}")))?;
         let mut generated = Vec::new();
         let admin_token = token(
             args.admin_token_file.clone().or(file.admin_token_file),
@@ -524,6 +540,7 @@ impl Config {
             shutdown_timeout,
             allow_plaintext,
             generated,
+            promotion_key,
         })
     }
 
@@ -555,6 +572,7 @@ impl Config {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             allow_plaintext: false,
             generated: Vec::new(),
+            promotion_key: None,
         }
     }
 }
@@ -699,6 +717,8 @@ mod tests {
         assert!(file.primary.is_some_and(|p| normalize_url(&p).is_ok()));
         assert!(file.max_message_bytes >= Some(limits::MIN_MAX_MESSAGE_BYTES));
         file.gate.into_config().expect("the [gate] table");
+        let key = file.promotion_public_key.expect("set in the sample");
+        PublicKey::parse(&key).expect("a public key");
     }
 
     fn args(dir: &Path) -> RunArgs {

@@ -13,9 +13,16 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn env(cluster: &Cluster) -> (String, [(&'static str, String); 1]) {
+fn env(cluster: &Cluster) -> (String, [(&'static str, String); 2]) {
     let f = cluster.path("admin-token").display().to_string();
-    (f.clone(), [("GEO_AGENT_TOKEN_FILE", f)])
+    let key = cluster.promotion_key_file().display().to_string();
+    (
+        f.clone(),
+        [
+            ("GEO_AGENT_TOKEN_FILE", f),
+            ("GEO_AGENT_PROMOTION_KEY_FILE", key),
+        ],
+    )
 }
 
 fn run(args: &[&str], cluster: &Cluster) -> (i32, String, String) {

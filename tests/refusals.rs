@@ -132,6 +132,7 @@ async fn tokens_are_checked_and_never_logged() {
         from_index: 1,
         site_id: "x".into(),
         epoch: 0,
+        proof: None,
     };
     let err = primary
         .replication()

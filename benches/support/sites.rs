@@ -289,6 +289,7 @@ async fn watch_head(
         from_index: head,
         site_id: super::BENCH_SITE.into(),
         epoch: 0,
+        proof: None,
     };
     let mut stream = client
         .stream_events(bearer(req, &site_token))

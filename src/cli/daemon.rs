@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 
 use super::DevArgs;
 use crate::config::{read_token, write_token, Config, RunArgs, ADMIN_TOKEN_FILE, SITE_TOKEN_FILE};
+use crate::failover::promotion::{self, PrivateKey, PublicKey};
 use crate::runtime::{self, Opened};
 use crate::server::auth::Token;
 use crate::store::Store;
@@ -22,6 +23,10 @@ pub async fn run(args: RunArgs) -> u8 {
             return 2;
         }
     };
+    if config.promotion_key.is_none() {
+        eprintln!("error: {NO_PROMOTION_KEY}");
+        return 2;
+    }
     for (what, path) in &config.generated {
         println!(
             "geo-agent: generated a new {what} in {} (mode 0600)",
@@ -53,6 +58,11 @@ pub async fn run(args: RunArgs) -> u8 {
         }
     }
 }
+
+/// Why `run` refuses to start without the admins' public key: a site that cannot check
+/// promotion proofs can never be promoted nor follow a promoted primary, which it would
+/// only find out during a failover.
+const NO_PROMOTION_KEY: &str = "no promotion public key: every site needs the admins' public key (--promotion-public-key HEX, GEO_AGENT_PROMOTION_PUBLIC_KEY or promotion_public_key in the configuration file) to check promotions; without it this site could never be promoted nor follow a promoted primary. Create the key pair once per deployment with `geo-agent promotion-key generate --out FILE`, keep FILE with the admins and give every site the public key it prints";
 
 /// Opens the site (with its own shutdown token: a signal first drains it, see
 /// `site::run`) and binds its listeners.
@@ -109,6 +119,20 @@ fn dev_token(dir: &Path, name: &str) -> Result<Token, String> {
     Ok(token)
 }
 
+/// The promotion key file `dev` keeps in its directory.
+const DEV_PROMOTION_KEY: &str = "promotion-key";
+
+/// Reads `<dir>/promotion-key`, or generates it; returns the public key.
+fn dev_promotion_key(dir: &Path) -> Result<PublicKey, String> {
+    let path = dir.join(DEV_PROMOTION_KEY);
+    if path.exists() {
+        return promotion::read_key_file(&path).map(|k| k.public_key());
+    }
+    let (key, der) = PrivateKey::generate()?;
+    promotion::write_key_file(&path, &der)?;
+    Ok(key.public_key())
+}
+
 fn port(base: u16, site: usize, offset: u16) -> Result<u16, String> {
     if base == 0 {
         return Ok(0);
@@ -136,6 +160,7 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
     let admin_token = dev_token(&args.data_dir, ADMIN_TOKEN_FILE)?;
+    let promotion_key = dev_promotion_key(&args.data_dir)?;
     let shutdown = CancellationToken::new();
     let mut sites = Vec::new();
     let mut primary_url = None;
@@ -151,6 +176,7 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
             listen: SocketAddr::from(([127, 0, 0, 1], port(args.base_port, i, 0)?)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], port(args.base_port, i, 1)?)),
             primary: primary_url.clone(),
+            promotion_key: Some(promotion_key),
             ..Config::new(
                 &site_id,
                 role,
@@ -210,11 +236,12 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
         .map(|s| s.1.clone())
         .unwrap_or_else(|| primary.clone());
     println!(
-        "\nadmin token: {} (in {})\n\nTry, in another terminal:\n  export GEO_AGENT_TOKEN_FILE={} GEO_AGENT_ADDR={}\n  {exe} mode watch --addr {watch_addr}\n  {exe} maintenance enable --message \"Planned failover at 22:00 UTC\"\n  {exe} mode get --addr {watch_addr} --json\n  {exe} maintenance disable\n  {exe} settings set signup_enabled false\n  {exe} push demo/readme.md README.md --addr {watch_addr}\n  {exe} pull demo/readme.md --addr {watch_addr}\n\nCtrl-C stops all sites.",
+        "\nadmin token: {} (in {})\n\nTry, in another terminal:\n  export GEO_AGENT_TOKEN_FILE={} GEO_AGENT_ADDR={}\n  {exe} mode watch --addr {watch_addr}\n  {exe} maintenance enable --message \"Planned failover at 22:00 UTC\"\n  {exe} mode get --addr {watch_addr} --json\n  {exe} maintenance disable\n  {exe} settings set signup_enabled false\n  {exe} push demo/readme.md README.md --addr {watch_addr}\n  {exe} pull demo/readme.md --addr {watch_addr}\n\nA failover (promotions are signed with the key in {key_file}):\n  {exe} maintenance enable\n  {exe} promote --force --promotion-key-file {key_file} --addr {watch_addr}\n\nCtrl-C stops all sites.",
         admin_token.expose(),
         token_file.display(),
         token_file.display(),
         primary,
+        key_file = args.data_dir.join(DEV_PROMOTION_KEY).display(),
     );
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let mut tasks = tokio::task::JoinSet::new();

@@ -81,6 +81,29 @@ pub enum Command {
     /// admin token).
     #[command(subcommand)]
     Sites(sites::SitesCommand),
+    /// The admins' promotion key pair: promotions are signed with it.
+    #[command(subcommand)]
+    PromotionKey(PromotionKeyCommand),
+    /// A former primary's fence: show it, or clear one no admin's proof backs (needs the
+    /// admin token).
+    #[command(subcommand)]
+    Fence(FenceCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PromotionKeyCommand {
+    /// Create the deployment's key pair: writes the private key to --out, prints the
+    /// public key every site is configured with.
+    Generate(failover::GenerateKeyArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FenceCommand {
+    /// Whether the site is fenced, at which epoch, by whom, and the proof behind it.
+    Show(failover::FenceArgs),
+    /// Clear a fence no admin's proof backs (left by an unproven epoch claim); refused
+    /// when a valid proof of a higher epoch fences the site (repoint it instead).
+    Clear(failover::FenceArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -266,6 +289,9 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Promote(a) => failover::promote(a).await,
         Command::Demote(a) => failover::demote(a).await,
         Command::Repoint(a) => failover::repoint(a).await,
+        Command::PromotionKey(PromotionKeyCommand::Generate(a)) => failover::generate_key(a),
+        Command::Fence(FenceCommand::Show(a)) => failover::fence_show(a).await,
+        Command::Fence(FenceCommand::Clear(a)) => failover::fence_clear(a).await,
         Command::Pull(a) => objects::pull(a).await,
         Command::Sites(c) => sites::sites(c).await,
     }

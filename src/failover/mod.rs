@@ -12,6 +12,8 @@
 //! repointed site follows only a primary whose history extends its own: the follower's
 //! checks report anything else as divergence.
 
+pub mod promotion;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -19,10 +21,10 @@ use backoff::ExponentialBackoffBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::settings::Settings;
+use crate::settings::{Settings, SettingsError};
 use crate::status::Criterion;
 use crate::store::{Placement, Store, StoreError};
-use crate::types::{check_plaintext, normalize_url, Classify, ErrorKind, Role};
+use crate::types::{check_plaintext, normalize_url, Classify, ErrorKind, Promotion, Role};
 
 /// First retry of a fence that could not be delivered, and the longest wait between two.
 const FENCE_RETRY_INITIAL: Duration = Duration::from_millis(100);
@@ -42,6 +44,8 @@ pub enum FailoverError {
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -50,6 +54,7 @@ impl Classify for FailoverError {
         match self {
             FailoverError::Refused(_) | FailoverError::NotReady { .. } => ErrorKind::Refused,
             FailoverError::Invalid(_) => ErrorKind::Invalid,
+            FailoverError::Settings(e) => e.kind(),
             FailoverError::Store(_) => ErrorKind::Internal,
         }
     }
@@ -92,20 +97,23 @@ pub fn promotable(settings: &Settings) -> Result<(), FailoverError> {
 }
 
 /// Promotes this secondary given the readiness criteria the primary (or, failing that, the
-/// site itself) judged; returns the new epoch. Not ready refuses unless `force`.
+/// site itself) judged and an admin's `proof` that names this site and exactly the next
+/// epoch; returns the new epoch. Not ready refuses unless `force`.
 pub async fn promote(
     settings: &Settings,
     store: &Store,
     criteria: &[Criterion],
     force: bool,
+    proof: Option<&Promotion>,
 ) -> Result<(u64, Next), FailoverError> {
     promotable(settings)?;
     let me = settings.site_id().to_string();
+    let epoch = next_epoch(settings.epoch())?;
+    let proof = check_promotion(settings, proof, epoch)?;
     let failed: Vec<Criterion> = criteria.iter().filter(|c| !c.ok).cloned().collect();
     if !failed.is_empty() && !force {
         return Err(FailoverError::NotReady { site: me, failed });
     }
-    let epoch = next_epoch(settings.epoch())?;
     let placement = Placement {
         role: Role::Primary,
         primary: None,
@@ -113,13 +121,45 @@ pub async fn promote(
         fence_target: settings.primary().map(str::to_string),
         replaced_by: None,
     };
-    store.promote(epoch, &placement).await?;
+    store.promote(epoch, &placement, proof).await?;
     warn!(
         epoch,
         forced = !failed.is_empty(),
         "promoted to primary; opening again as the primary"
     );
     Ok((epoch, Next::Reopen))
+}
+
+/// The proof a promotion of this site to `epoch` needs: an admin's, for this site, for
+/// exactly that epoch.
+pub fn check_promotion<'p>(
+    settings: &Settings,
+    proof: Option<&'p Promotion>,
+    epoch: u64,
+) -> Result<&'p Promotion, FailoverError> {
+    let me = settings.site_id();
+    let Some(proof) = proof else {
+        return Err(FailoverError::Refused(format!(
+            "a promotion needs an admin's proof (geo-agent promote --promotion-key-file FILE): site {me} would lead at epoch {epoch}"
+        )));
+    };
+    settings.check_proof(proof).map_err(|e| {
+        warn!(error = %e, "refused a promotion whose proof is not an admin's");
+        FailoverError::Refused(format!("the promotion proof is refused: {e}"))
+    })?;
+    if proof.site_id != me {
+        return Err(FailoverError::Refused(format!(
+            "the promotion proof names site {}, but this is site {me}",
+            proof.site_id
+        )));
+    }
+    if proof.epoch != epoch {
+        return Err(FailoverError::Refused(format!(
+            "the promotion proof is for epoch {}, but site {me} would lead at epoch {epoch}: the site's epoch moved; run promote again",
+            proof.epoch
+        )));
+    }
+    Ok(proof)
 }
 
 /// The epoch a promotion leads at. Epochs never go back, so one that would wrap is refused
@@ -203,13 +243,16 @@ pub async fn repoint(
     Ok((url, Next::Reopen))
 }
 
-/// `by` is the primary at `epoch`: a primary that leads at a lower epoch fences itself —
-/// durably, and refusing writes from this moment, before it opens again read-only.
+/// `by` is the primary at `epoch`, as the admin's `proof` of its promotion shows: a primary
+/// that leads at a lower epoch fences itself — durably, and refusing writes from this
+/// moment, before it opens again read-only. Without a proof that names `by` and `epoch`,
+/// nothing is stored.
 pub async fn fence(
     settings: &Settings,
     store: &Store,
     epoch: u64,
     by: &str,
+    proof: Option<&Promotion>,
 ) -> Result<Next, FailoverError> {
     if settings.role() == Role::Primary && epoch <= settings.primary_epoch() {
         return Err(FailoverError::Refused(format!(
@@ -218,7 +261,20 @@ pub async fn fence(
             settings.primary_epoch()
         )));
     }
-    settings.observe_epoch(epoch).await?;
+    if let Some(p) = proof.filter(|p| p.site_id != by || p.epoch != epoch) {
+        let reason = format!(
+            "the fence's proof is of site {}'s promotion to epoch {}, not of {by}'s to {epoch}",
+            p.site_id, p.epoch
+        );
+        warn!(epoch, by, %reason, "refused a fence");
+        return Err(SettingsError::from(crate::settings::Unproven {
+            epoch,
+            from: by.to_string(),
+            reason,
+        })
+        .into());
+    }
+    settings.observe_epoch(epoch, proof, by).await?;
     if settings.role() != Role::Primary {
         return Ok(Next::Stay);
     }
@@ -241,6 +297,104 @@ pub async fn fence(
     Ok(Next::Reopen)
 }
 
+/// What a site knows of its fence (`geo-agent fence show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceState {
+    /// Why the site refuses writes as a former primary, when it does.
+    pub fenced: Option<String>,
+    /// The highest epoch the site has seen.
+    pub epoch: u64,
+    /// The epoch it leads (or led) at; 0 if it never was a primary.
+    pub lead_epoch: u64,
+    /// The site that replaced it, when a fence named one.
+    pub replaced_by: Option<String>,
+    /// The admin's proof of the highest epoch seen, and whether it checks out.
+    pub proof: Option<Promotion>,
+    pub proof_check: Result<(), String>,
+}
+
+pub fn fence_state(settings: &Settings, store: &Store) -> Result<FenceState, FailoverError> {
+    let proof = settings.proof();
+    let proof_check = match &proof {
+        Some(p) => settings.check_proof(p),
+        None => Err("no proof is held".into()),
+    };
+    Ok(FenceState {
+        fenced: settings.fenced(),
+        epoch: settings.epoch(),
+        lead_epoch: settings.primary_epoch(),
+        replaced_by: store.placement()?.and_then(|p| p.replaced_by),
+        proof,
+        proof_check,
+    })
+}
+
+/// Clears a fence no admin's proof backs — an epoch some site claimed without proof, as
+/// older versions stored it: the highest epoch seen goes back to the highest this site can
+/// justify, and a fenced former primary becomes the primary again. Refused when a valid
+/// proof of a higher epoch fences it: then the answer is to repoint it.
+pub async fn clear_fence(
+    settings: &Settings,
+    store: &Store,
+    actor: &str,
+) -> Result<Next, FailoverError> {
+    let me = settings.site_id();
+    let lead = settings.primary_epoch();
+    let proven = settings
+        .proof()
+        .filter(|p| settings.check_proof(p).is_ok())
+        .map_or(0, |p| p.epoch);
+    if lead > 0 && proven > lead {
+        return Err(FailoverError::Refused(format!(
+            "site {me} led at epoch {lead}, and an admin's signed promotion proves epoch {proven}: the fence stands; repoint this site at the current primary (geo-agent repoint)"
+        )));
+    }
+    let floor = lead
+        .max(proven)
+        .max(settings.log().head().epoch)
+        .max(settings.epoch().min(crate::types::UNPROVEN_EPOCHS));
+    let placement = store.placement()?;
+    let fenced_by_epoch = placement
+        .as_ref()
+        .is_some_and(|p| p.fenced.is_some() && p.replaced_by.is_some());
+    if !fenced_by_epoch && settings.epoch() <= floor {
+        return Err(FailoverError::Refused(format!(
+            "site {me} holds no unproven epoch and no fence to clear{}",
+            if settings.fenced().is_some() {
+                " (it was demoted by an admin: repoint it at the current primary)"
+            } else {
+                ""
+            }
+        )));
+    }
+    let placement = match placement {
+        Some(_) if fenced_by_epoch && lead > 0 => Placement {
+            role: Role::Primary,
+            primary: None,
+            fenced: None,
+            fence_target: None,
+            replaced_by: None,
+        },
+        Some(p) => p,
+        None => Placement {
+            role: settings.role(),
+            primary: settings.primary().map(str::to_string),
+            fenced: None,
+            fence_target: None,
+            replaced_by: None,
+        },
+    };
+    store.clear_fence(floor, &placement).await?;
+    warn!(
+        actor,
+        from = settings.epoch(),
+        to = floor,
+        role = %placement.role,
+        "an admin cleared an unproven fence; opening again"
+    );
+    Ok(Next::Reopen)
+}
+
 /// Why a fence was not delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -254,12 +408,14 @@ pub enum DeliveryError {
 
 /// How a new primary tells a former one its epoch (the gRPC client, in production).
 pub trait FenceSender: Send + Sync {
-    /// Tells the site at `target` that `site_id` is the primary at `epoch`.
+    /// Tells the site at `target` that `site_id` is the primary at `epoch`, as `proof` (the
+    /// admin's proof of its promotion) shows.
     fn send(
         &self,
         target: &str,
         site_id: &str,
         epoch: u64,
+        proof: Option<Promotion>,
     ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
 }
 
@@ -274,13 +430,17 @@ pub async fn deliver_fence(
     shutdown: &CancellationToken,
 ) -> Result<(), StoreError> {
     let epoch = settings.primary_epoch();
+    let proof = store.lead_proof()?;
     let backoff = ExponentialBackoffBuilder::new()
         .with_initial_interval(FENCE_RETRY_INITIAL)
         .with_max_interval(FENCE_RETRY_MAX)
         .with_max_elapsed_time(None)
         .build();
     let attempts = backoff::future::retry(backoff, || async {
-        match sender.send(target, settings.site_id(), epoch).await {
+        match sender
+            .send(target, settings.site_id(), epoch, proof.clone())
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e @ DeliveryError::Refused(_)) => Err(backoff::Error::permanent(e)),
             Err(e) => {
@@ -317,7 +477,13 @@ mod tests {
     }
 
     impl FenceSender for Scripted {
-        async fn send(&self, _: &str, _: &str, _: u64) -> Result<(), DeliveryError> {
+        async fn send(
+            &self,
+            _: &str,
+            _: &str,
+            _: u64,
+            _: Option<Promotion>,
+        ) -> Result<(), DeliveryError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             if n < self.failures {
                 Err(DeliveryError::Unreachable("connection refused".into()))
@@ -339,7 +505,12 @@ mod tests {
             fence_target: Some("http://127.0.0.1:1".into()),
             replaced_by: None,
         };
-        store.promote(2, &placement).await.unwrap();
+        let proof = Promotion {
+            site_id: "s1".into(),
+            epoch: 2,
+            signature: vec![0; 64],
+        };
+        store.promote(2, &placement, &proof).await.unwrap();
         let settings = Settings::open(store.clone(), "s1", Role::Primary, None, None)
             .await
             .unwrap();
@@ -411,6 +582,7 @@ mod tests {
     async fn a_promotion_past_the_last_epoch_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
+        store.raise_epoch(u64::MAX).await.unwrap();
         let settings = Settings::open(
             store.clone(),
             "s1",
@@ -420,10 +592,106 @@ mod tests {
         )
         .await
         .unwrap();
-        settings.observe_epoch(u64::MAX).await.unwrap();
-        let err = promote(&settings, &store, &[], true).await.unwrap_err();
+        let err = promote(&settings, &store, &[], true, None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FailoverError::Refused(_)), "{err}");
         assert_eq!(store.primary_epoch().unwrap(), None);
         assert_eq!(store.highest_epoch().unwrap(), u64::MAX);
+    }
+
+    #[tokio::test]
+    async fn an_unproven_fence_is_refused_and_stores_nothing() {
+        let (_dir, settings, store) = promoted().await;
+        for proof in [
+            None,
+            Some(Promotion {
+                site_id: "evil".into(),
+                epoch: u64::MAX,
+                signature: vec![0; 64],
+            }),
+        ] {
+            let err = fence(&settings, &store, u64::MAX, "evil", proof.as_ref())
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Refused);
+            assert!(err.to_string().contains("is not proven"), "{err}");
+        }
+        assert_eq!(store.highest_epoch().unwrap(), 2);
+        assert_eq!(settings.epoch(), 2);
+        assert!(settings.fenced().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unproven_fence_left_by_an_older_version_is_cleared_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        drop(Settings::open(store.clone(), "p", Role::Primary, None, None).await);
+        // What an older version stored on a bogus claim: the epoch and a fence naming it.
+        store.raise_epoch(u64::MAX).await.unwrap();
+        let fenced = Placement {
+            role: Role::Secondary,
+            primary: None,
+            fenced: Some("fenced by epoch u64::MAX".into()),
+            fence_target: None,
+            replaced_by: Some("evil".into()),
+        };
+        store.set_placement(&fenced).await.unwrap();
+        let settings = Settings::open(store.clone(), "p", Role::Secondary, None, fenced.fenced)
+            .await
+            .unwrap();
+        assert_eq!(
+            clear_fence(&settings, &store, "admin").await.unwrap(),
+            Next::Reopen
+        );
+        assert_eq!(store.highest_epoch().unwrap(), 1);
+        let placement = store.placement().unwrap().unwrap();
+        assert_eq!((placement.role, placement.fenced), (Role::Primary, None));
+        let settings = Settings::open(store.clone(), "p", Role::Primary, None, None)
+            .await
+            .unwrap();
+        assert!(settings.fenced().is_none());
+        let err = clear_fence(&settings, &store, "admin").await.unwrap_err();
+        assert!(
+            err.to_string().contains("nothing") || err.to_string().contains("no unproven"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_promotion_needs_a_proof_for_this_site_and_the_next_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let key = promotion::PrivateKey::generate().unwrap().0;
+        let settings = Settings::open(
+            store.clone(),
+            "s1",
+            Role::Secondary,
+            Some("http://127.0.0.1:7600".into()),
+            None,
+        )
+        .await
+        .unwrap()
+        .verifying(std::sync::Arc::new(key.public_key()));
+        let other = promotion::PrivateKey::generate().unwrap().0;
+        for (proof, why) in [
+            (None, "needs an admin's proof"),
+            (Some(other.sign("s1", 1)), "is refused"),
+            (Some(key.sign("s2", 1)), "names site s2"),
+            (Some(key.sign("s1", 2)), "run promote again"),
+        ] {
+            let err = promote(&settings, &store, &[], true, proof.as_ref())
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+            assert_eq!(store.primary_epoch().unwrap(), None);
+        }
+        let proof = key.sign("s1", 1);
+        let (epoch, next) = promote(&settings, &store, &[], true, Some(&proof))
+            .await
+            .unwrap();
+        assert_eq!((epoch, next), (1, Next::Reopen));
+        assert_eq!(store.lead_proof().unwrap(), Some(proof.clone()));
+        assert_eq!(store.proof().unwrap(), Some(proof));
     }
 }

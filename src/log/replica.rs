@@ -5,6 +5,7 @@
 use std::future::Future;
 
 use super::{Entry, Head, LogError};
+use crate::types::Promotion;
 
 /// Why a replica did not apply entries.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +13,10 @@ pub enum ReplicaError {
     /// The log refused them (a gap, a stale epoch, divergence): a fact about the stream.
     #[error(transparent)]
     Refused(#[from] LogError),
+    /// The primary claimed an epoch it sent no admin's proof of: nothing was stored; try
+    /// again later.
+    #[error("{0}")]
+    Unproven(String),
     /// This site cannot write: following must stop.
     #[error("{0}")]
     Fatal(String),
@@ -26,6 +31,13 @@ pub trait Replica: Send + Sync + 'static {
     fn epoch(&self) -> u64;
     /// Applies consecutive entries from the primary; those before a refused one are kept.
     fn apply(&self, entries: Vec<Entry>) -> impl Future<Output = Result<(), ReplicaError>> + Send;
-    /// Records the epoch the primary's heartbeat carries (never lowers it).
-    fn observe_epoch(&self, epoch: u64) -> impl Future<Output = Result<(), ReplicaError>> + Send;
+    /// The admin's proof of the highest epoch this site has seen, presented to the primary.
+    fn proof(&self) -> Option<Promotion>;
+    /// Records the epoch the primary's heartbeat carries (never lowers it), only with the
+    /// admin's proof of it (or of a higher one) when it is above the highest seen.
+    fn observe_epoch(
+        &self,
+        epoch: u64,
+        proof: Option<Promotion>,
+    ) -> impl Future<Output = Result<(), ReplicaError>> + Send;
 }

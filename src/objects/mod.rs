@@ -486,21 +486,32 @@ impl Replica for Objects {
         self.settings.epoch()
     }
 
-    async fn observe_epoch(&self, epoch: u64) -> Result<(), ReplicaError> {
+    fn proof(&self) -> Option<crate::types::Promotion> {
+        self.settings.proof()
+    }
+
+    async fn observe_epoch(
+        &self,
+        epoch: u64,
+        proof: Option<crate::types::Promotion>,
+    ) -> Result<(), ReplicaError> {
         self.settings
-            .observe_epoch(epoch)
+            .observe_epoch(epoch, proof.as_ref(), "the primary")
             .await
-            .map_err(|e| ReplicaError::Fatal(e.to_string()))
+            .map_err(crate::settings::replica_error)
     }
 
     async fn apply(&self, entries: Vec<Entry>) -> Result<(), ReplicaError> {
         self.settings.refuse_stale(LOG_NAME, &entries)?;
+        self.settings
+            .refuse_unproven(LOG_NAME, &entries)
+            .map_err(|e| ReplicaError::Unproven(e.to_string()))?;
         let applied = self.log.apply_batch(entries).await;
         // Entries before a refused one were applied: their epoch counts either way.
         self.settings
-            .observe_epoch(self.log.head().epoch)
+            .observe_epoch(self.log.head().epoch, None, "the primary")
             .await
-            .map_err(|e| ReplicaError::Fatal(e.to_string()))?;
+            .map_err(crate::settings::replica_error)?;
         match applied {
             Ok(_) => Ok(()),
             Err(e @ LogError::Storage { .. }) => Err(ReplicaError::Fatal(e.to_string())),

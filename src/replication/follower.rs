@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::log::{now_ms, Entry, Head, LogError, Replica, ReplicaError};
+use crate::types::Promotion;
 
 /// First retry after a lost stream.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
@@ -31,6 +32,8 @@ pub enum Received {
     Heartbeat {
         head: Head,
         primary_time_ms: i64,
+        /// The admin's proof of the primary's epoch (none while it needs none).
+        proof: Option<Promotion>,
     },
     /// A message that arrived but cannot be an entry (malformed, or larger than a stream
     /// message may be). The primary would send it again on every connection, so following
@@ -48,11 +51,12 @@ pub trait LogSource: Send + Sync + 'static {
     type Stream: Stream<Item = Result<Received, SourceError>> + Send + Unpin;
 
     /// Opens a stream of entries from `from_index` on, telling the primary the highest epoch
-    /// this site has seen.
+    /// this site has seen and presenting the admin's proof of it.
     fn open(
         &self,
         from_index: u64,
         epoch: u64,
+        proof: Option<Promotion>,
     ) -> impl Future<Output = Result<Self::Stream, SourceError>> + Send;
 }
 
@@ -193,7 +197,7 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
         let from = self.replica.head().index + 1;
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
-            r = self.source.open(from, self.replica.epoch()) => r,
+            r = self.source.open(from, self.replica.epoch(), self.replica.proof()) => r,
         };
         let mut stream = match opened {
             Ok(s) => s,
@@ -253,6 +257,9 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
                         Err(ReplicaError::Refused(e)) if e.is_inadmissible() => {
                             return Ok(Ended::Refused(e.to_string()))
                         }
+                        Err(ReplicaError::Unproven(e)) => {
+                            return Ok(Ended::Retry(e));
+                        }
                         Err(ReplicaError::Refused(
                             e @ (LogError::Gap { .. }
                             | LogError::StaleEpoch { .. }
@@ -270,18 +277,23 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
                     }
                 }
                 Received::Unreadable(reason) => return Ok(Ended::Refused(reason)),
-                Received::Heartbeat { head, .. } => {
+                Received::Heartbeat { head, proof, .. } => {
                     if let Some(reason) = self.check_heartbeat(head) {
                         return Ok(match reason {
                             HeartbeatVerdict::Diverged(r) => Ended::Diverged(r),
                             HeartbeatVerdict::Refused(r) => Ended::Retry(r),
                         });
                     }
-                    if let Err(e) = self.replica.observe_epoch(head.epoch).await {
-                        return Err(FollowerError {
-                            log: self.replica.log_name().to_string(),
-                            detail: e.to_string(),
-                        });
+                    match self.replica.observe_epoch(head.epoch, proof).await {
+                        Ok(()) => {}
+                        // Logged where it was refused; nothing was stored.
+                        Err(ReplicaError::Unproven(e)) => return Ok(Ended::Retry(e)),
+                        Err(e) => {
+                            return Err(FollowerError {
+                                log: self.replica.log_name().to_string(),
+                                detail: e.to_string(),
+                            })
+                        }
                     }
                     self.contact(head.index);
                 }
@@ -355,7 +367,12 @@ mod tests {
 
     impl LogSource for Script {
         type Stream = tokio_stream::Iter<std::vec::IntoIter<Result<Received, SourceError>>>;
-        async fn open(&self, _from: u64, _epoch: u64) -> Result<Self::Stream, SourceError> {
+        async fn open(
+            &self,
+            _from: u64,
+            _epoch: u64,
+            _proof: Option<Promotion>,
+        ) -> Result<Self::Stream, SourceError> {
             let mut scripts = self.0.lock().unwrap();
             if scripts.is_empty() {
                 return Err(SourceError("no more connections".into()));
@@ -381,7 +398,8 @@ mod tests {
         let settings = Arc::new(
             Settings::open(store, "s1", Role::Secondary, Some("p".into()), None)
                 .await
-                .unwrap(),
+                .unwrap()
+                .verifying(Arc::new(Trust)),
         );
         let (f, mut rx) = Follower::new(
             Arc::clone(&settings),
@@ -433,11 +451,42 @@ mod tests {
         assert!(!s.mode().maintenance.enabled);
     }
 
+    /// Takes the signature "admin" as an admin's.
+    struct Trust;
+
+    impl crate::settings::ProofCheck for Trust {
+        fn check(&self, proof: &Promotion) -> Result<(), String> {
+            (proof.signature == b"admin")
+                .then_some(())
+                .ok_or_else(|| "forged".to_string())
+        }
+    }
+
+    fn heartbeat(epoch: u64, signature: Option<&[u8]>) -> Received {
+        Received::Heartbeat {
+            head: Head {
+                index: 0,
+                hash: GENESIS,
+                epoch,
+            },
+            primary_time_ms: 0,
+            proof: signature.map(|s| Promotion {
+                site_id: "p".into(),
+                epoch,
+                signature: s.to_vec(),
+            }),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_lower_epoch_is_refused() {
         let one = first(2);
         let two = entry(&one, 1, false);
-        let (_d, s, status) = run(vec![vec![Received::Entry(one), Received::Entry(two)]]).await;
+        let (_d, s, status) = run(vec![
+            vec![heartbeat(2, Some(b"admin")), Received::Entry(one)],
+            vec![Received::Entry(two)],
+        ])
+        .await;
         assert_eq!(s.log().head().index, 1);
         assert_eq!(s.epoch(), 2);
         assert_ne!(status.state, FollowerState::Diverged);
@@ -495,6 +544,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_unproven_epoch_is_neither_stored_nor_applied() {
+        let (_d, s, status) = run(vec![
+            vec![heartbeat(u64::MAX, None)],
+            vec![heartbeat(u64::MAX, Some(b"forged"))],
+            vec![Received::Entry(first(7))],
+        ])
+        .await;
+        assert_eq!(s.epoch(), 0);
+        assert_eq!(s.proof(), None);
+        assert_eq!(s.log().head().index, 0);
+        assert_eq!(status.state, FollowerState::Connecting);
+        assert_eq!(
+            status.errors, 4,
+            "each refusal is retried, then the script ends"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_proven_epoch_is_kept_with_its_proof() {
+        let (_d, s, _) = run(vec![vec![
+            heartbeat(3, Some(b"admin")),
+            Received::Entry(first(3)),
+        ]])
+        .await;
+        assert_eq!(s.epoch(), 3);
+        assert_eq!(s.proof().unwrap().epoch, 3);
+        assert_eq!(s.log().head().index, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_primary_behind_us_is_divergence() {
         let one = first(1);
         let head = Head {
@@ -507,6 +586,7 @@ mod tests {
             Received::Heartbeat {
                 head,
                 primary_time_ms: 0,
+                proof: None,
             },
         ]])
         .await;

@@ -84,16 +84,18 @@ pub async fn open(
             (p.role, p.primary.clone(), p.fenced.clone())
         }
     };
-    let settings = Arc::new(
-        Settings::open(
-            store.clone(),
-            &config.site_id,
-            role,
-            primary.clone(),
-            fenced,
-        )
-        .await?,
-    );
+    let settings = Settings::open(
+        store.clone(),
+        &config.site_id,
+        role,
+        primary.clone(),
+        fenced,
+    )
+    .await?;
+    let settings = Arc::new(match config.promotion_key {
+        Some(key) => settings.verifying(Arc::new(key)),
+        None => settings,
+    });
     if role == Role::Primary
         && placement.is_some()
         && settings.log().head().epoch < settings.primary_epoch()

@@ -124,8 +124,13 @@ impl pb::admin_service_server::AdminService for AdminSvc {
     ) -> Result<Response<pb::PromoteResponse>, Status> {
         let req = req.into_inner();
         let site = &self.site;
-        // Answer before asking anyone when the site cannot be promoted at all.
+        // Answer before asking anyone when the site cannot be promoted at all, or not with
+        // this proof.
         failover::promotable(&site.settings).map_err(error::status)?;
+        let proof = req.proof.map(convert::promotion_from);
+        failover::next_epoch(site.settings.epoch())
+            .and_then(|epoch| failover::check_promotion(&site.settings, proof.as_ref(), epoch))
+            .map_err(error::status)?;
         let readiness = super::status::readiness_of(site, String::new()).await?;
         let criteria: Vec<_> = readiness
             .criteria
@@ -137,9 +142,15 @@ impl pb::admin_service_server::AdminService for AdminSvc {
             force = req.force,
             "promotion requested"
         );
-        let (epoch, next) = failover::promote(&site.settings, &site.store, &criteria, req.force)
-            .await
-            .map_err(error::status)?;
+        let (epoch, next) = failover::promote(
+            &site.settings,
+            &site.store,
+            &criteria,
+            req.force,
+            proof.as_ref(),
+        )
+        .await
+        .map_err(error::status)?;
         site.follow(next);
         let failed: Vec<_> = criteria
             .iter()
@@ -208,6 +219,28 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         Ok(Response::new(state))
     }
 
+    async fn get_fence(
+        &self,
+        _req: Request<pb::GetFenceRequest>,
+    ) -> Result<Response<pb::FenceState>, Status> {
+        let state =
+            failover::fence_state(&self.site.settings, &self.site.store).map_err(error::status)?;
+        Ok(Response::new(fence_state(state)))
+    }
+
+    async fn clear_fence(
+        &self,
+        req: Request<pb::ClearFenceRequest>,
+    ) -> Result<Response<pb::FenceState>, Status> {
+        let site = &self.site;
+        let state = failover::fence_state(&site.settings, &site.store).map_err(error::status)?;
+        let next = failover::clear_fence(&site.settings, &site.store, actor(&req.get_ref().actor))
+            .await
+            .map_err(error::status)?;
+        site.follow(next);
+        Ok(Response::new(fence_state(state)))
+    }
+
     async fn update_settings(
         &self,
         req: Request<pb::UpdateSettingsRequest>,
@@ -269,5 +302,17 @@ impl pb::admin_service_server::AdminService for AdminSvc {
                 .collect(),
             settings_index: index,
         }))
+    }
+}
+
+fn fence_state(s: failover::FenceState) -> pb::FenceState {
+    pb::FenceState {
+        fenced: s.fenced.unwrap_or_default(),
+        epoch: s.epoch,
+        lead_epoch: s.lead_epoch,
+        replaced_by: s.replaced_by.unwrap_or_default(),
+        proof: s.proof.as_ref().map(convert::promotion),
+        proof_valid: s.proof_check.is_ok(),
+        proof_error: s.proof_check.err().unwrap_or_default(),
     }
 }

@@ -13,7 +13,7 @@ use super::tls::ClientTls;
 use super::{convert, error, pb};
 use crate::failover::{DeliveryError, FenceSender};
 use crate::replication::{FetchError, LogSource, ObjectSource, Received, SourceError};
-use crate::types::{normalize_url, ErrorKind};
+use crate::types::{normalize_url, ErrorKind, Promotion};
 
 /// How long to wait for a TCP connection to a site.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -107,13 +107,19 @@ type BoxedReceived = Pin<Box<dyn Stream<Item = Result<Received, SourceError>> + 
 impl LogSource for GrpcLogSource {
     type Stream = BoxedReceived;
 
-    async fn open(&self, from_index: u64, epoch: u64) -> Result<BoxedReceived, SourceError> {
+    async fn open(
+        &self,
+        from_index: u64,
+        epoch: u64,
+        proof: Option<Promotion>,
+    ) -> Result<BoxedReceived, SourceError> {
         let mut client = pb::ReplicationClient::new(self.channel.clone());
         let req = authorized(
             pb::StreamLogRequest {
                 from_index,
                 site_id: self.site_id.clone(),
                 epoch,
+                proof: proof.as_ref().map(convert::promotion),
             },
             &self.token,
         )
@@ -151,7 +157,13 @@ pub struct GrpcFencer {
 }
 
 impl FenceSender for GrpcFencer {
-    async fn send(&self, target: &str, site_id: &str, epoch: u64) -> Result<(), DeliveryError> {
+    async fn send(
+        &self,
+        target: &str,
+        site_id: &str,
+        epoch: u64,
+        proof: Option<Promotion>,
+    ) -> Result<(), DeliveryError> {
         let channel = connect(target, &self.tls)
             .await
             .map_err(DeliveryError::Unreachable)?;
@@ -159,6 +171,7 @@ impl FenceSender for GrpcFencer {
             pb::FenceRequest {
                 epoch,
                 site_id: site_id.to_string(),
+                proof: proof.as_ref().map(convert::promotion),
             },
             &self.token,
         )

@@ -10,7 +10,7 @@ use crate::objects::{ObjectMeta, Row, SyncState, Verification};
 use crate::replication::{FollowerState, FollowerStatus, Received};
 use crate::settings::ModeView;
 use crate::status;
-use crate::types::Role;
+use crate::types::{Promotion, Role};
 
 pub fn timestamp(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -77,7 +77,24 @@ pub fn log_entry(e: &Entry) -> pb::LogEntry {
     }
 }
 
-pub fn heartbeat(head: Head, epoch: u64, now_ms: i64) -> pb::Heartbeat {
+pub fn promotion(p: &Promotion) -> pb::Promotion {
+    pb::Promotion {
+        site_id: p.site_id.clone(),
+        epoch: p.epoch,
+        signature: p.signature.clone(),
+    }
+}
+
+/// A proof from the wire, as is: whether it proves anything is checked where it is used.
+pub fn promotion_from(p: pb::Promotion) -> Promotion {
+    Promotion {
+        site_id: p.site_id,
+        epoch: p.epoch,
+        signature: p.signature,
+    }
+}
+
+pub fn heartbeat(head: Head, epoch: u64, now_ms: i64, proof: Option<&Promotion>) -> pb::Heartbeat {
     pb::Heartbeat {
         head_index: head.index,
         head_hash: if head.index == 0 {
@@ -87,6 +104,7 @@ pub fn heartbeat(head: Head, epoch: u64, now_ms: i64) -> pb::Heartbeat {
         },
         epoch,
         primary_time: Some(timestamp(now_ms)),
+        proof: proof.map(promotion),
     }
 }
 
@@ -116,6 +134,7 @@ pub fn received(m: pb::LogMessage) -> Result<Received, String> {
                     epoch: h.epoch,
                 },
                 primary_time_ms: h.primary_time.as_ref().map(millis).unwrap_or(0),
+                proof: h.proof.map(promotion_from),
             })
         }
         None => Err("a log message with neither entry nor heartbeat".into()),
@@ -414,6 +433,7 @@ pub fn site_report(r: &status::Report) -> pb::SiteReport {
         }),
         writes_in_flight: r.writes_in_flight,
         reported_at: Some(timestamp(r.at_ms)),
+        proof: None,
     }
 }
 

@@ -44,8 +44,9 @@ impl ReplicationSvc {
         req: pb::StreamLogRequest,
     ) -> Result<LogStream, Status> {
         let settings = Arc::clone(&self.site.settings);
+        let proof = req.proof.clone().map(convert::promotion_from);
         settings
-            .refuse_superseded("the caller", req.epoch)
+            .refuse_superseded("the caller", req.epoch, proof.as_ref())
             .await
             .map_err(error::status)?;
         let mut tail = log.tail(req.from_index);
@@ -57,12 +58,20 @@ impl ReplicationSvc {
         tokio::spawn(
             async move {
                 debug!("follower connected");
+                // A heartbeat first: the follower learns the proof of this site's epoch
+                // before any entry written at it.
+                heartbeat.tick().await;
+                let hb = convert::heartbeat(log.head(), settings.epoch(), now_ms(), settings.proof().as_ref());
+                let first = pb::LogMessage { kind: Some(pb::log_message::Kind::Heartbeat(hb)) };
+                if tx.send(Ok(first)).await.is_err() {
+                    return;
+                }
                 loop {
                     let message = tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tx.closed() => break,
                         _ = heartbeat.tick() => {
-                            let hb = convert::heartbeat(log.head(), settings.epoch(), now_ms());
+                            let hb = convert::heartbeat(log.head(), settings.epoch(), now_ms(), settings.proof().as_ref());
                             Ok(vec![pb::log_message::Kind::Heartbeat(hb)])
                         }
                         batch = tail.next_batch(BATCH) => match batch {
@@ -136,7 +145,9 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         req: Request<pb::SiteReport>,
     ) -> Result<Response<pb::ReportStatusResponse>, Status> {
         acting_as(&req, &req.get_ref().site_id)?;
-        let report = convert::site_report_from(req.into_inner())?;
+        let mut req = req.into_inner();
+        let proof = req.proof.take().map(convert::promotion_from);
+        let report = convert::site_report_from(req)?;
         let settings = &self.site.settings;
         if settings.role() != Role::Primary {
             return Err(error::plain(
@@ -148,7 +159,7 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
             ));
         }
         settings
-            .refuse_superseded(&report.site_id, report.epoch)
+            .refuse_superseded(&report.site_id, report.epoch, proof.as_ref())
             .await
             .map_err(error::status)?;
         debug!(site = %report.site_id, "status report");
@@ -169,9 +180,16 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         let req = req.into_inner();
         crate::types::validate_site_id(&req.site_id).map_err(Status::invalid_argument)?;
         let site = &self.site;
-        let next = crate::failover::fence(&site.settings, &site.store, req.epoch, &req.site_id)
-            .await
-            .map_err(error::status)?;
+        let proof = req.proof.map(convert::promotion_from);
+        let next = crate::failover::fence(
+            &site.settings,
+            &site.store,
+            req.epoch,
+            &req.site_id,
+            proof.as_ref(),
+        )
+        .await
+        .map_err(error::status)?;
         site.follow(next);
         Ok(Response::new(pb::FenceResponse {}))
     }

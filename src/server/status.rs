@@ -132,7 +132,9 @@ pub async fn report_to_primary(site: &Arc<Site>) -> Result<(), String> {
         .await
         .map_err(|e| e.message().to_string())?;
     let mut client = pb::ReplicationClient::new(channel);
-    let mut req = authorized(convert::site_report(&report), &site.site_token)?;
+    let mut message = convert::site_report(&report);
+    message.proof = site.settings.proof().as_ref().map(convert::promotion);
+    let mut req = authorized(message, &site.site_token)?;
     req.set_timeout(CALL_TIMEOUT);
     client
         .report_status(req)

@@ -11,14 +11,15 @@ mod state;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sled::transaction::TransactionalTree;
 use tokio::sync::watch;
+use tracing::warn;
 
 use crate::log::{Entry, Hash, Log, LogError, Machine, Published};
 use crate::store::{Store, StoreError};
-use crate::types::{Classify, ErrorKind, Role};
+use crate::types::{Classify, ErrorKind, Promotion, Role, UNPROVEN_EPOCHS};
 
 pub use sites::{check_sha256, is_reserved, site_key, token_sha256, SiteRecord, SITES_PREFIX};
 pub use state::{
@@ -50,6 +51,8 @@ pub enum SettingsError {
     #[error(transparent)]
     Superseded(#[from] Superseded),
     #[error(transparent)]
+    Unproven(#[from] Unproven),
+    #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -67,6 +70,23 @@ pub struct Superseded {
     pub seen: u64,
 }
 
+/// Another site claimed an epoch higher than this site's without an admin's proof of it:
+/// the claim is refused and nothing of it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("epoch {epoch} is not proven by an admin's promotion ({reason}); the claim of {from} is refused and not stored")]
+pub struct Unproven {
+    pub epoch: u64,
+    /// Who made the claim.
+    pub from: String,
+    pub reason: String,
+}
+
+/// Checks that an admin signed a promotion proof (the admins' public key, in production:
+/// `failover::promotion::PublicKey`).
+pub trait ProofCheck: Send + Sync {
+    fn check(&self, proof: &Promotion) -> Result<(), String>;
+}
+
 impl Classify for SettingsError {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -74,7 +94,9 @@ impl Classify for SettingsError {
             SettingsError::Conflict(_) => ErrorKind::Conflict,
             SettingsError::NotFound(_) => ErrorKind::NotFound,
             SettingsError::NotPrimary { .. } => ErrorKind::NotPrimary,
-            SettingsError::Fenced(_) | SettingsError::Superseded(_) => ErrorKind::Refused,
+            SettingsError::Fenced(_)
+            | SettingsError::Superseded(_)
+            | SettingsError::Unproven(_) => ErrorKind::Refused,
             SettingsError::Log(e) => e.kind(),
             SettingsError::Store(e) => e.kind(),
         }
@@ -148,6 +170,11 @@ pub struct Settings {
     primary_epoch: u64,
     /// Why this site is read-only (demoted or fenced), from its placement.
     fenced: Option<String>,
+    /// The admin's proof of the highest epoch seen, once this site holds one.
+    proof: Mutex<Option<Promotion>>,
+    /// Checks proofs; without one, no epoch above [`UNPROVEN_EPOCHS`] is ever taken from
+    /// another site.
+    checker: Option<Arc<dyn ProofCheck>>,
 }
 
 impl Settings {
@@ -165,6 +192,7 @@ impl Settings {
         if role == Role::Primary && epoch == 0 {
             epoch = store.raise_epoch(1).await?;
         }
+        let proof = Mutex::new(store.proof()?);
         let primary_epoch = match (role, store.primary_epoch()?) {
             (_, Some(e)) => e,
             (Role::Primary, None) => {
@@ -182,7 +210,29 @@ impl Settings {
             epoch: AtomicU64::new(epoch),
             primary_epoch,
             fenced,
+            proof,
+            checker: None,
         })
+    }
+
+    /// Checks promotion proofs with `checker` (the admins' public key).
+    pub fn verifying(mut self, checker: Arc<dyn ProofCheck>) -> Settings {
+        self.checker = Some(checker);
+        self
+    }
+
+    /// The admin's proof of the highest epoch this site has seen, which it presents to
+    /// other sites (none while that epoch needs none).
+    pub fn proof(&self) -> Option<Promotion> {
+        self.proof.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether an admin signed `proof` (not whether it names what the caller wants).
+    pub fn check_proof(&self, proof: &Promotion) -> Result<(), String> {
+        match &self.checker {
+            Some(c) => c.check(proof),
+            None => Err("this site has no promotion public key to check proofs with".into()),
+        }
     }
 
     /// The epoch this site leads at (0 if it never was a primary).
@@ -276,10 +326,12 @@ impl Settings {
             set: BTreeMap::new(),
             unset: Vec::new(),
         };
-        change.set.insert(
-            PRIMARY_KEY.to_string(),
-            serde_json::json!({"site_id": &*self.site_id, "epoch": self.primary_epoch}),
-        );
+        let mut value = serde_json::json!({"site_id": &*self.site_id, "epoch": self.primary_epoch});
+        if let Some(proof) = self.store.lead_proof()? {
+            value["proof"] = serde_json::to_value(&proof)
+                .map_err(|e| SettingsError::Invalid(format!("cannot encode the proof: {e}")))?;
+        }
+        change.set.insert(PRIMARY_KEY.to_string(), value);
         self.change(change, actor).await.map(drop)
     }
 
@@ -420,12 +472,14 @@ impl Settings {
     }
 
     /// Applies entries streamed from the primary (secondary), refusing an epoch lower than
-    /// the highest this site has seen.
+    /// the highest this site has seen, or higher than any it holds proof of.
     pub async fn apply_replicated(&self, entries: Vec<Entry>) -> Result<usize, SettingsError> {
         self.refuse_stale(LOG_NAME, &entries)?;
+        self.refuse_unproven(LOG_NAME, &entries)?;
         let applied = self.log.apply_batch(entries).await;
         // Entries before a refused one were applied: their epoch counts either way.
-        self.observe_epoch(self.log.head().epoch).await?;
+        self.observe_epoch(self.log.head().epoch, None, "the primary")
+            .await?;
         Ok(applied?)
     }
 
@@ -443,23 +497,94 @@ impl Settings {
         }
     }
 
-    /// Records that `epoch` exists (durably, before anything relies on it).
-    pub async fn observe_epoch(&self, epoch: u64) -> Result<(), StoreError> {
-        if epoch > self.epoch() {
-            let raised = self.store.raise_epoch(epoch).await?;
-            self.epoch.fetch_max(raised, Ordering::AcqRel);
+    /// Refuses entries of `log` written at an epoch above the highest this site has seen
+    /// (and proven): the primary's heartbeat, which comes first on every stream, carries
+    /// the proof of its epoch.
+    pub fn refuse_unproven(&self, log: &str, entries: &[Entry]) -> Result<(), Unproven> {
+        let seen = self.epoch().max(UNPROVEN_EPOCHS);
+        match entries.iter().find(|e| e.epoch > seen) {
+            None => Ok(()),
+            Some(e) => {
+                let reason = format!(
+                    "{log} log entry {} was written at it before any proof of it arrived",
+                    e.index
+                );
+                warn!(epoch = e.epoch, %reason, "refused entries at an unproven epoch");
+                Err(Unproven {
+                    epoch: e.epoch,
+                    from: "the primary".into(),
+                    reason,
+                })
+            }
         }
+    }
+
+    /// Records that `epoch` exists (durably, before anything relies on it), on the word of
+    /// `from`. An epoch above [`UNPROVEN_EPOCHS`] and above the highest seen is taken only
+    /// with an admin's proof of it or of a higher one; without, nothing is stored.
+    pub async fn observe_epoch(
+        &self,
+        epoch: u64,
+        proof: Option<&Promotion>,
+        from: &str,
+    ) -> Result<(), SettingsError> {
+        if epoch <= self.epoch() {
+            return Ok(());
+        }
+        let raised = if epoch <= UNPROVEN_EPOCHS {
+            self.store.raise_epoch(epoch).await?
+        } else {
+            let proof = self.proven(epoch, proof, from)?;
+            let raised = self.store.raise_epoch_proven(epoch, proof).await?;
+            let mut kept = self.proof.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.as_ref().is_none_or(|k| k.epoch < proof.epoch) {
+                *kept = Some(proof.clone());
+            }
+            raised
+        };
+        self.epoch.fetch_max(raised, Ordering::AcqRel);
         Ok(())
     }
 
+    /// `proof` if it is an admin's and covers `epoch`; else the refusal, logged.
+    fn proven<'p>(
+        &self,
+        epoch: u64,
+        proof: Option<&'p Promotion>,
+        from: &str,
+    ) -> Result<&'p Promotion, Unproven> {
+        let reason = match proof {
+            None => "no proof was given".to_string(),
+            Some(p) if p.epoch < epoch => {
+                format!("the proof given is for epoch {}, a lower one", p.epoch)
+            }
+            Some(p) => match self.check_proof(p) {
+                Ok(()) => return Ok(p),
+                Err(e) => e,
+            },
+        };
+        warn!(epoch, from, %reason, "refused an epoch no admin's promotion proves");
+        Err(Unproven {
+            epoch,
+            from: from.to_string(),
+            reason,
+        })
+    }
+
     /// Refuses a caller that has seen a higher epoch than this site, after learning that
-    /// epoch (durably; a primary that learns it is fenced from then on).
-    pub async fn refuse_superseded(&self, caller: &str, seen: u64) -> Result<(), SettingsError> {
+    /// epoch (durably; a primary that learns it is fenced from then on) — which it does
+    /// only with an admin's proof: an unproven higher claim is refused as such.
+    pub async fn refuse_superseded(
+        &self,
+        caller: &str,
+        seen: u64,
+        proof: Option<&Promotion>,
+    ) -> Result<(), SettingsError> {
         let epoch = self.epoch();
         if seen <= epoch {
             return Ok(());
         }
-        self.observe_epoch(seen).await?;
+        self.observe_epoch(seen, proof, caller).await?;
         Err(self.superseded(epoch, caller, seen).into())
     }
 
@@ -502,10 +627,18 @@ impl crate::log::Replica for Settings {
         Settings::epoch(self)
     }
 
-    async fn observe_epoch(&self, epoch: u64) -> Result<(), crate::log::ReplicaError> {
-        Settings::observe_epoch(self, epoch)
+    fn proof(&self) -> Option<Promotion> {
+        Settings::proof(self)
+    }
+
+    async fn observe_epoch(
+        &self,
+        epoch: u64,
+        proof: Option<Promotion>,
+    ) -> Result<(), crate::log::ReplicaError> {
+        Settings::observe_epoch(self, epoch, proof.as_ref(), "the primary")
             .await
-            .map_err(|e| crate::log::ReplicaError::Fatal(e.to_string()))
+            .map_err(replica_error)
     }
 
     async fn apply(&self, entries: Vec<Entry>) -> Result<(), crate::log::ReplicaError> {
@@ -516,8 +649,17 @@ impl crate::log::Replica for Settings {
                 Err(ReplicaError::Fatal(e.to_string()))
             }
             Err(SettingsError::Log(e)) => Err(ReplicaError::Refused(e)),
-            Err(e) => Err(ReplicaError::Fatal(e.to_string())),
+            Err(e) => Err(replica_error(e)),
         }
+    }
+}
+
+/// How a follower hears a settings error: an unproven epoch is a fact about the stream
+/// (try again later), anything else means this site cannot go on.
+pub fn replica_error(e: SettingsError) -> crate::log::ReplicaError {
+    match e {
+        SettingsError::Unproven(e) => crate::log::ReplicaError::Unproven(e.to_string()),
+        e => crate::log::ReplicaError::Fatal(e.to_string()),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::types::Role;
+use crate::types::{Promotion, Role};
 
 /// Version of the on-disk layout. Bump with an upgrade step when the layout changes.
 pub const FORMAT_VERSION: u64 = 1;
@@ -17,6 +17,10 @@ const FORMAT_KEY: &[u8] = b"format_version";
 const EPOCH_KEY: &[u8] = b"highest_epoch";
 const PRIMARY_EPOCH_KEY: &[u8] = b"primary_epoch";
 const PLACEMENT_KEY: &[u8] = b"placement";
+/// The admin's proof of the highest epoch this site has seen (it presents it onward).
+const PROOF_KEY: &[u8] = b"epoch_proof";
+/// The proof of this site's own promotion (it fences its former primary with it).
+const LEAD_PROOF_KEY: &[u8] = b"primary_proof";
 
 /// Where a site stands, once promote, demote, repoint or a fence has decided it: this
 /// overrides the role and primary of the configuration, which only give the initial one.
@@ -166,21 +170,83 @@ impl Store {
     }
 
     /// Makes this site the primary at `epoch` in one atomic, durable write: the highest
-    /// epoch seen, the epoch it leads at and its placement change together, so a crash can
-    /// never leave a primary at an old epoch or a promoted site that still follows.
-    pub async fn promote(&self, epoch: u64, placement: &Placement) -> Result<(), StoreError> {
-        let raw = serde_json::to_vec(placement).map_err(|e| StoreError::Corrupt {
-            what: "placement".into(),
-            detail: e.to_string(),
-        })?;
+    /// epoch seen, the epoch it leads at, the admin's proof of it and its placement change
+    /// together, so a crash can never leave a primary at an old epoch, a promoted site that
+    /// still follows, or a promotion without its proof.
+    pub async fn promote(
+        &self,
+        epoch: u64,
+        placement: &Placement,
+        proof: &Promotion,
+    ) -> Result<(), StoreError> {
+        let raw = json(placement, "placement")?;
+        let proof = json(proof, "promotion proof")?;
         let mut batch = sled::Batch::default();
         let highest = self.highest_epoch()?.max(epoch);
         batch.insert(EPOCH_KEY, &highest.to_be_bytes());
         batch.insert(PRIMARY_EPOCH_KEY, &epoch.to_be_bytes());
         batch.insert(PLACEMENT_KEY, raw);
+        batch.insert(PROOF_KEY, proof.clone());
+        batch.insert(LEAD_PROOF_KEY, proof);
         self.meta.apply_batch(batch)?;
         self.db.flush_async().await?;
         Ok(())
+    }
+
+    /// The proof of the highest epoch this site has seen, if it holds one.
+    pub fn proof(&self) -> Result<Option<Promotion>, StoreError> {
+        self.read_json(PROOF_KEY, "epoch proof")
+    }
+
+    /// The proof of this site's own promotion, if it was promoted.
+    pub fn lead_proof(&self) -> Result<Option<Promotion>, StoreError> {
+        self.read_json(LEAD_PROOF_KEY, "promotion proof")
+    }
+
+    /// Raises the highest epoch seen to `epoch` and keeps `proof` (which proves it) in one
+    /// durable batch; a proof of a lower epoch than the one kept is not kept.
+    pub async fn raise_epoch_proven(
+        &self,
+        epoch: u64,
+        proof: &Promotion,
+    ) -> Result<u64, StoreError> {
+        let highest = self.highest_epoch()?.max(epoch);
+        let mut batch = sled::Batch::default();
+        batch.insert(EPOCH_KEY, &highest.to_be_bytes());
+        let kept = self.proof()?.map_or(0, |p| p.epoch);
+        if proof.epoch > kept {
+            batch.insert(PROOF_KEY, json(proof, "epoch proof")?);
+        }
+        self.meta.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        Ok(highest)
+    }
+
+    /// Puts the highest epoch seen back to `epoch` and records `placement`, in one durable
+    /// batch: only for an admin clearing a fence no proof backs (`geo-agent fence clear`).
+    pub async fn clear_fence(&self, epoch: u64, placement: &Placement) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(EPOCH_KEY, &epoch.to_be_bytes());
+        batch.insert(PLACEMENT_KEY, json(placement, "placement")?);
+        self.meta.apply_batch(batch)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.meta.get(key)? {
+            None => Ok(None),
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    what: what.into(),
+                    detail: e.to_string(),
+                }),
+        }
     }
 
     /// Flushes everything written so far to disk.
@@ -188,6 +254,13 @@ impl Store {
         self.db.flush_async().await?;
         Ok(())
     }
+}
+
+fn json<T: serde::Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+        what: what.into(),
+        detail: e.to_string(),
+    })
 }
 
 /// Decodes a big-endian u64 record, naming `what` if it is malformed.

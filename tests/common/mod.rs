@@ -132,6 +132,7 @@ pub async fn settings_log(site: &SiteProc, site_token: &str, to: u64) -> Vec<pb:
         from_index: 1,
         site_id: Cluster::TEST_SITE.into(),
         epoch: 0,
+        proof: None,
     };
     let mut stream = client
         .stream_settings(bearer(req, site_token))

@@ -47,6 +47,7 @@ impl Cluster {
         let site_token = format!("site-{:032x}", rand_u128());
         write_private(&dir.path().join("admin-token"), &admin_token);
         write_private(&dir.path().join("site-token"), &site_token);
+        promotion_public_key(dir.path());
         Cluster {
             dir,
             admin_token,
@@ -69,6 +70,16 @@ impl Cluster {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// The deployment's promotion private key (what `promote --promotion-key-file` reads).
+    pub fn promotion_key_file(&self) -> PathBuf {
+        self.path(PROMOTION_KEY)
+    }
+
+    /// The public key every site of the deployment is given.
+    pub fn promotion_public_key(&self) -> String {
+        promotion_public_key(self.dir.path())
     }
 
     /// Site `name` as the tests run it: [`Spawn::new`]'s defaults, a heartbeat every
@@ -189,6 +200,31 @@ fn registrar_tls(site: &SiteProc) -> ClientTls {
     ClientTls::load(Some(&ca), Some(&cert), key.as_deref()).expect("the site's TLS files")
 }
 
+const PROMOTION_KEY: &str = "promotion-key";
+const PROMOTION_PUBLIC_KEY: &str = "promotion-public-key";
+
+/// The promotion key pair of the deployment in `dir` (one per deployment, made on first
+/// use with `geo-agent promotion-key generate`): returns the public key.
+pub fn promotion_public_key(dir: &Path) -> String {
+    let public = dir.join(PROMOTION_PUBLIC_KEY);
+    if let Ok(key) = std::fs::read_to_string(&public) {
+        return key.trim().to_string();
+    }
+    let out = Command::new(BIN)
+        .args(["promotion-key", "generate", "--out"])
+        .arg(dir.join(PROMOTION_KEY))
+        .output()
+        .expect("run geo-agent promotion-key generate");
+    assert!(
+        out.status.success(),
+        "promotion-key generate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    std::fs::write(&public, &key).unwrap();
+    key
+}
+
 fn rand_u128() -> u128 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -300,6 +336,12 @@ impl Spawn {
             "--site-token-file".into(),
             path(&format!("{}.site-token", self.name)),
         ];
+        if !self.args.iter().any(|a| a == "--promotion-public-key") {
+            args.extend([
+                "--promotion-public-key".into(),
+                promotion_public_key(&self.dir),
+            ]);
+        }
         args.extend(self.args.iter().cloned());
         let listen = match listen {
             Some((grpc, http)) => Some((grpc.to_string(), http.to_string())),
