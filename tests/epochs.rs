@@ -86,7 +86,8 @@ async fn an_unproven_epoch_claim_is_refused_stored_nowhere_and_not_passed_on() {
     let cluster = Cluster::new();
     let mut primary = cluster.primary("primary");
     let s1 = cluster.secondary("s1", &primary);
-    let token = &cluster.site_token;
+    // s1's own credential: a compromised secondary claims epochs as itself.
+    let token = &cluster.token_of("s1");
 
     claim_everything(&primary, token, u64::MAX).await;
     for forged in forgeries("s1", u64::MAX) {
@@ -110,8 +111,8 @@ async fn an_unproven_epoch_claim_is_refused_stored_nowhere_and_not_passed_on() {
     // A fence whose proof is of another site's promotion is refused too.
     let fence = pb::FenceRequest {
         epoch: 5,
-        site_id: "evil".into(),
-        proof: proof("s1", 5, vec![0; 64]),
+        site_id: "s1".into(),
+        proof: proof("s2", 5, vec![0; 64]),
     };
     refused_as_unproven(r.fence(bearer(fence, token)).await.unwrap_err());
     assert!(primary
