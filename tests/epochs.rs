@@ -148,19 +148,6 @@ async fn an_unproven_epoch_claim_is_refused_stored_nowhere_and_not_passed_on() {
         .unwrap();
 }
 
-fn cli_env(cluster: &Cluster) -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "GEO_AGENT_TOKEN_FILE",
-            cluster.path("admin-token").display().to_string(),
-        ),
-        (
-            "GEO_AGENT_PROMOTION_KEY_FILE",
-            cluster.promotion_key_file().display().to_string(),
-        ),
-    ]
-}
-
 fn run(args: &[&str], env: &[(&'static str, String)]) -> (i32, String, String) {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     cli(args, &env)
@@ -171,7 +158,7 @@ async fn only_a_promotion_signed_with_the_admins_key_raises_the_epoch_and_fences
     let cluster = Cluster::new();
     let primary = cluster.primary("primary");
     let s1 = cluster.secondary("s1", &primary);
-    let env = cli_env(&cluster);
+    let env = cluster.admin_env();
 
     // A key that is not the deployment's: refused, nothing changes.
     let other = cluster.path("other-key");

@@ -13,22 +13,8 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn env(cluster: &Cluster) -> (String, [(&'static str, String); 2]) {
-    let f = cluster.path("admin-token").display().to_string();
-    let key = cluster.promotion_key_file().display().to_string();
-    (
-        f.clone(),
-        [
-            ("GEO_AGENT_TOKEN_FILE", f),
-            ("GEO_AGENT_PROMOTION_KEY_FILE", key),
-        ],
-    )
-}
-
 fn run(args: &[&str], cluster: &Cluster) -> (i32, String, String) {
-    let (_, env) = env(cluster);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    cli(args, &env)
+    cluster.admin_cli(args)
 }
 
 /// Replaces a site's temporary directory by a file: every sync there fails until undone.

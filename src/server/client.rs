@@ -20,7 +20,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a unary call to another site (a report, a readiness question, a fence) may
 /// take: a primary whose traffic is silently dropped must not hold a promotion or a stop
 /// until HTTP/2 keepalive gives up.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// An endpoint for `url` with the timeouts sites use; `https://` connects with `tls`.
 pub fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint, String> {
@@ -167,7 +167,7 @@ impl FenceSender for GrpcFencer {
         let channel = connect(target, &self.tls)
             .await
             .map_err(DeliveryError::Unreachable)?;
-        let req = authorized(
+        let mut req = authorized(
             pb::FenceRequest {
                 epoch,
                 site_id: site_id.to_string(),
@@ -176,6 +176,7 @@ impl FenceSender for GrpcFencer {
             &self.token,
         )
         .map_err(DeliveryError::Refused)?;
+        req.set_timeout(CALL_TIMEOUT);
         let mut client = pb::ReplicationClient::new(channel);
         match client.fence(req).await {
             Ok(_) => Ok(()),

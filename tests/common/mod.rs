@@ -8,6 +8,7 @@
 
 mod http;
 mod pki;
+mod proxy;
 mod site;
 mod wait;
 
@@ -21,7 +22,7 @@ use tonic::transport::Channel;
 
 // Not every test or bench uses every part.
 #[allow(unused_imports)]
-pub use {http::*, pki::*, site::*, wait::*};
+pub use {http::*, pki::*, proxy::*, site::*, wait::*};
 
 /// The `geo-agent` this build made.
 pub const BIN: &str = env!("CARGO_BIN_EXE_geo-agent");

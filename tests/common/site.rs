@@ -77,6 +77,27 @@ impl Cluster {
         self.path(PROMOTION_KEY)
     }
 
+    /// The environment of an admin's CLI here: the admin token file and the promotion key.
+    pub fn admin_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "GEO_AGENT_TOKEN_FILE",
+                self.path("admin-token").display().to_string(),
+            ),
+            (
+                "GEO_AGENT_PROMOTION_KEY_FILE",
+                self.promotion_key_file().display().to_string(),
+            ),
+        ]
+    }
+
+    /// Runs `geo-agent ARGS` as an admin of this deployment: (exit code, stdout, stderr).
+    pub fn admin_cli(&self, args: &[&str]) -> (i32, String, String) {
+        let env = self.admin_env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        super::cli(args, &env)
+    }
+
     /// The public key every site of the deployment is given.
     pub fn promotion_public_key(&self) -> String {
         promotion_public_key(self.dir.path())
@@ -113,13 +134,20 @@ impl Cluster {
     /// A secondary with extra `run` flags.
     /// It is registered at `primary` first.
     pub fn secondary_with(&self, name: &str, primary: &SiteProc, extra: &[&str]) -> SiteProc {
+        self.secondary_via(name, primary, &primary.url(), extra)
+    }
+
+    /// A secondary registered at `primary` that reaches it at `url` (a [`super::FaultProxy`]
+    /// in front of it, say).
+    pub fn secondary_via(
+        &self,
+        name: &str,
+        primary: &SiteProc,
+        url: &str,
+        extra: &[&str],
+    ) -> SiteProc {
         self.register(primary, name, &self.token_of(name));
-        let url = primary.url();
-        self.site(
-            name,
-            &["--role", "secondary", "--primary", url.as_str()],
-            extra,
-        )
+        self.site(name, &["--role", "secondary", "--primary", url], extra)
     }
 }
 
