@@ -159,6 +159,7 @@ fn status_json(status: &pb::ReplicationStatus) -> serde_json::Value {
                     Ok(pb::FollowerState::Following) => "following",
                     Ok(pb::FollowerState::Diverged) => "diverged",
                     Ok(pb::FollowerState::Refused) => "refused",
+                    Ok(pb::FollowerState::PrimaryFenced) => "primary fenced",
                     _ => "connecting",
                 },
                 "error": f.error,

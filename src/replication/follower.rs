@@ -46,6 +46,18 @@ pub enum Received {
 #[error("{0}")]
 pub struct SourceError(pub String);
 
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OpenError {
+    /// Not now (unreachable, refused for now): try again after a backoff.
+    #[error(transparent)]
+    Failed(#[from] SourceError),
+    /// The site followed was replaced as the primary and serves nothing: only repointing
+    /// this site helps. The message says at which epoch and by whom, when it knows.
+    #[error("{0}")]
+    Fenced(String),
+}
+
 /// Where the follower reads the primary's log from (the gRPC client, in production).
 pub trait LogSource: Send + Sync + 'static {
     type Stream: Stream<Item = Result<Received, SourceError>> + Send + Unpin;
@@ -57,7 +69,7 @@ pub trait LogSource: Send + Sync + 'static {
         from_index: u64,
         epoch: u64,
         proof: Option<Promotion>,
-    ) -> impl Future<Output = Result<Self::Stream, SourceError>> + Send;
+    ) -> impl Future<Output = Result<Self::Stream, OpenError>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -70,6 +82,9 @@ pub enum FollowerState {
     /// Stopped: the primary sent an entry this site cannot take (too large, malformed, or
     /// breaking the rules the primary itself should have applied). Needs an operator.
     Refused,
+    /// The site followed was replaced as the primary (it is fenced) and serves nothing;
+    /// this site keeps asking, but needs to be repointed at the current primary.
+    PrimaryFenced,
 }
 
 /// What the follower is doing, for `GetMode` and status.
@@ -101,6 +116,8 @@ enum Ended {
     /// The primary sent an entry no log may hold; it would send it again on every retry.
     Refused(String),
     Shutdown,
+    /// The site followed is fenced: nothing to apply until this site is repointed.
+    Fenced(String),
 }
 
 pub struct Follower<S: LogSource, R: Replica> {
@@ -172,6 +189,20 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
                     shutdown.cancelled().await;
                     return Ok(());
                 }
+                Ended::Fenced(reason) => {
+                    // Nothing from a fenced site is applied; ask again slowly, in case it
+                    // is not fenced any more (an admin cleared an unproven fence).
+                    warn!(%log, %reason, "the site followed is fenced; repoint this site at the current primary");
+                    self.status.send_modify(|s| {
+                        s.state = FollowerState::PrimaryFenced;
+                        s.errors += 1;
+                        s.error = Some(reason);
+                    });
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(BACKOFF_MAX) => {}
+                    }
+                }
                 Ended::Retry(reason) => {
                     let delay = backoff.next_backoff().unwrap_or(BACKOFF_MAX);
                     warn!(%log, %reason, retry_in_ms = delay.as_millis() as u64, "log stream lost");
@@ -201,7 +232,8 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
         };
         let mut stream = match opened {
             Ok(s) => s,
-            Err(e) => return Ok(Ended::Retry(e.0)),
+            Err(OpenError::Failed(e)) => return Ok(Ended::Retry(e.0)),
+            Err(OpenError::Fenced(why)) => return Ok(Ended::Fenced(why)),
         };
         info!(
             log = self.replica.log_name(),
@@ -372,10 +404,10 @@ mod tests {
             _from: u64,
             _epoch: u64,
             _proof: Option<Promotion>,
-        ) -> Result<Self::Stream, SourceError> {
+        ) -> Result<Self::Stream, OpenError> {
             let mut scripts = self.0.lock().unwrap();
             if scripts.is_empty() {
-                return Err(SourceError("no more connections".into()));
+                return Err(SourceError("no more connections".into()).into());
             }
             let msgs: Vec<_> = scripts.remove(0).into_iter().map(Ok).collect();
             Ok(tokio_stream::iter(msgs))

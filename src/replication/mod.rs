@@ -12,7 +12,7 @@ pub mod sync;
 pub mod verify;
 
 pub use follower::{
-    Follower, FollowerError, FollowerState, FollowerStatus, LogSource, Received, SourceError,
-    BACKOFF_MAX,
+    Follower, FollowerError, FollowerState, FollowerStatus, LogSource, OpenError, Received,
+    SourceError, BACKOFF_MAX,
 };
 pub use sync::{FetchError, ObjectSource};

@@ -12,7 +12,7 @@ use super::auth::Token;
 use super::tls::ClientTls;
 use super::{convert, error, pb};
 use crate::failover::{DeliveryError, FenceSender};
-use crate::replication::{FetchError, LogSource, ObjectSource, Received, SourceError};
+use crate::replication::{FetchError, LogSource, ObjectSource, OpenError, Received, SourceError};
 use crate::types::{normalize_url, ErrorKind, Promotion};
 
 /// How long to wait for a TCP connection to a site.
@@ -112,7 +112,7 @@ impl LogSource for GrpcLogSource {
         from_index: u64,
         epoch: u64,
         proof: Option<Promotion>,
-    ) -> Result<BoxedReceived, SourceError> {
+    ) -> Result<BoxedReceived, OpenError> {
         let mut client = pb::ReplicationClient::new(self.channel.clone());
         let req = authorized(
             pb::StreamLogRequest {
@@ -123,15 +123,22 @@ impl LogSource for GrpcLogSource {
             },
             &self.token,
         )
-        .map_err(SourceError)?;
+        .map_err(|e| OpenError::from(SourceError(e)))?;
         let primary = self.primary.clone();
         let opened = match self.log {
             LogKind::Settings => client.stream_settings(req).await,
             LogKind::Events => client.stream_events(req).await,
         };
-        let stream = opened
-            .map_err(|s| SourceError(format!("{primary} refused the stream: {}", s.message())))?
-            .into_inner();
+        let stream = match opened {
+            Ok(s) => s.into_inner(),
+            Err(s) if error::is_fenced(&s) => {
+                return Err(OpenError::Fenced(format!("{primary}: {}", s.message())))
+            }
+            Err(s) => {
+                let refused = format!("{primary} refused the stream: {}", s.message());
+                return Err(SourceError(refused).into());
+            }
+        };
         Ok(Box::pin(stream.map(move |item| {
             match item {
                 // The primary would send the same message again on every connection.

@@ -51,14 +51,19 @@ pub fn mode_state(view: &ModeView, follower: Option<&FollowerStatus>) -> pb::Mod
     }
 }
 
+fn follower_state(s: FollowerState) -> pb::FollowerState {
+    match s {
+        FollowerState::Connecting => pb::FollowerState::Connecting,
+        FollowerState::Following => pb::FollowerState::Following,
+        FollowerState::Diverged => pb::FollowerState::Diverged,
+        FollowerState::Refused => pb::FollowerState::Refused,
+        FollowerState::PrimaryFenced => pb::FollowerState::PrimaryFenced,
+    }
+}
+
 pub fn follower_status(f: &FollowerStatus) -> pb::FollowerStatus {
     pb::FollowerStatus {
-        state: match f.state {
-            FollowerState::Connecting => pb::FollowerState::Connecting,
-            FollowerState::Following => pb::FollowerState::Following,
-            FollowerState::Diverged => pb::FollowerState::Diverged,
-            FollowerState::Refused => pb::FollowerState::Refused,
-        } as i32,
+        state: follower_state(f.state) as i32,
         primary: f.primary.clone(),
         primary_head_index: f.primary_head,
         last_contact: f.last_contact_ms.map(timestamp),
@@ -180,6 +185,7 @@ pub fn mode_json(m: &pb::ModeState) -> serde_json::Value {
             Ok(pb::FollowerState::Following) => "following",
             Ok(pb::FollowerState::Diverged) => "diverged",
             Ok(pb::FollowerState::Refused) => "refused",
+            Ok(pb::FollowerState::PrimaryFenced) => "primary_fenced",
             _ => "unknown",
         };
         out["follower"] = serde_json::json!({
@@ -358,6 +364,7 @@ fn follower_state_from(raw: i32) -> Result<FollowerState, Status> {
         Ok(pb::FollowerState::Following) => Ok(FollowerState::Following),
         Ok(pb::FollowerState::Diverged) => Ok(FollowerState::Diverged),
         Ok(pb::FollowerState::Refused) => Ok(FollowerState::Refused),
+        Ok(pb::FollowerState::PrimaryFenced) => Ok(FollowerState::PrimaryFenced),
         _ => Err(Status::invalid_argument("unknown follower state")),
     }
 }
@@ -367,12 +374,7 @@ fn log_position(p: &status::LogPosition) -> pb::LogPosition {
         applied: p.applied,
         applied_hash: p.applied_hash.clone(),
         follower: p.follower.as_ref().map(|f| pb::FollowerStatus {
-            state: match f.state {
-                FollowerState::Connecting => pb::FollowerState::Connecting,
-                FollowerState::Following => pb::FollowerState::Following,
-                FollowerState::Diverged => pb::FollowerState::Diverged,
-                FollowerState::Refused => pb::FollowerState::Refused,
-            } as i32,
+            state: follower_state(f.state) as i32,
             primary: String::new(),
             primary_head_index: f.primary_head,
             last_contact: f.last_contact_ms.map(timestamp),

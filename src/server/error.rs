@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | refused (mode, role, fence, epoch) | FAILED_PRECONDITION | 409 |
 //! | not the primary | FAILED_PRECONDITION + `geo-primary` | 409 |
+//! | fenced (replaced as the primary) | FAILED_PRECONDITION + `geo-fenced` | 409 |
 //! | invalid | INVALID_ARGUMENT | 400 |
 //! | not found | NOT_FOUND | 404 |
 //! | conflict (superseded) | FAILED_PRECONDITION | 409 |
@@ -24,11 +25,13 @@ use crate::types::{Classify, ErrorKind};
 
 /// Metadata key that carries the primary's address on refusals from a secondary.
 pub const PRIMARY_METADATA: &str = "geo-primary";
+/// Metadata key present on refusals by a fenced site, so a follower knows to stop hoping.
+pub const FENCED_METADATA: &str = "geo-fenced";
 
 /// The gRPC code of a kind of failure.
 pub fn code(kind: ErrorKind) -> Code {
     match kind {
-        ErrorKind::Refused | ErrorKind::NotPrimary | ErrorKind::Conflict => {
+        ErrorKind::Refused | ErrorKind::NotPrimary | ErrorKind::Fenced | ErrorKind::Conflict => {
             Code::FailedPrecondition
         }
         ErrorKind::Invalid => Code::InvalidArgument,
@@ -43,9 +46,11 @@ pub fn code(kind: ErrorKind) -> Code {
 /// The HTTP status of a kind of failure.
 pub fn http_status(kind: ErrorKind) -> StatusCode {
     match kind {
-        ErrorKind::Refused | ErrorKind::NotPrimary | ErrorKind::Conflict | ErrorKind::Aborted => {
-            StatusCode::CONFLICT
-        }
+        ErrorKind::Refused
+        | ErrorKind::NotPrimary
+        | ErrorKind::Fenced
+        | ErrorKind::Conflict
+        | ErrorKind::Aborted => StatusCode::CONFLICT,
         ErrorKind::Invalid => StatusCode::BAD_REQUEST,
         ErrorKind::TimedOut => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -64,7 +69,18 @@ pub fn status(e: impl Classify) -> Status {
     if let Some(v) = e.primary().and_then(|p| p.parse().ok()) {
         s.metadata_mut().insert(PRIMARY_METADATA, v);
     }
+    if kind == ErrorKind::Fenced {
+        s.metadata_mut().insert(
+            FENCED_METADATA,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+    }
     s
+}
+
+/// Whether `s` is a fenced site's refusal.
+pub fn is_fenced(s: &Status) -> bool {
+    s.metadata().contains_key(FENCED_METADATA)
 }
 
 /// A domain error as an HTTP answer: its status and its message as plain text.

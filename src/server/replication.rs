@@ -49,6 +49,7 @@ impl ReplicationSvc {
             .refuse_superseded("the caller", req.epoch, proof.as_ref())
             .await
             .map_err(error::status)?;
+        settings.serving_as_primary().map_err(error::status)?;
         let mut tail = log.tail(req.from_index);
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let shutdown = self.site.shutdown.clone();
@@ -70,10 +71,14 @@ impl ReplicationSvc {
                     let message = tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tx.closed() => break,
-                        _ = heartbeat.tick() => {
-                            let hb = convert::heartbeat(log.head(), settings.epoch(), now_ms(), settings.proof().as_ref());
-                            Ok(vec![pb::log_message::Kind::Heartbeat(hb)])
-                        }
+                        _ = heartbeat.tick() => match settings.serving_as_primary() {
+                            // Fenced while streaming: the follower must not wait on it.
+                            Err(e) => Err(error::status(e)),
+                            Ok(()) => {
+                                let hb = convert::heartbeat(log.head(), settings.epoch(), now_ms(), settings.proof().as_ref());
+                                Ok(vec![pb::log_message::Kind::Heartbeat(hb)])
+                            }
+                        },
                         batch = tail.next_batch(BATCH) => match batch {
                             None => break,
                             Some(Ok(entries)) => Ok(entries
@@ -201,6 +206,11 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
         req: Request<pb::FetchObjectRequest>,
     ) -> Result<Response<PullStream>, Status> {
         acting_as(&req, &req.get_ref().site_id)?;
+        // A fenced site serves nothing to other sites, read-through included.
+        self.site
+            .settings
+            .serving_as_primary()
+            .map_err(error::status)?;
         let req = req.into_inner();
         let object = ObjectName::parse(&req.name).map_err(Status::invalid_argument)?;
         if !req.sha256.is_empty() {

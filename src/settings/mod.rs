@@ -94,9 +94,8 @@ impl Classify for SettingsError {
             SettingsError::Conflict(_) => ErrorKind::Conflict,
             SettingsError::NotFound(_) => ErrorKind::NotFound,
             SettingsError::NotPrimary { .. } => ErrorKind::NotPrimary,
-            SettingsError::Fenced(_)
-            | SettingsError::Superseded(_)
-            | SettingsError::Unproven(_) => ErrorKind::Refused,
+            SettingsError::Fenced(_) => ErrorKind::Fenced,
+            SettingsError::Superseded(_) | SettingsError::Unproven(_) => ErrorKind::Refused,
             SettingsError::Log(e) => e.kind(),
             SettingsError::Store(e) => e.kind(),
         }
@@ -248,8 +247,14 @@ impl Settings {
         }
         let seen = self.epoch();
         (self.role == Role::Primary && seen > self.primary_epoch).then(|| {
+            // The proof of the highest epoch names the site an admin promoted to it.
+            let by = self
+                .proof()
+                .filter(|p| p.epoch == seen)
+                .map(|p| format!("; {} is the primary at epoch {seen}", p.site_id))
+                .unwrap_or_default();
             format!(
-                "site {} was the primary at epoch {}, but epoch {seen} exists: it is fenced and refuses writes; repoint it at the current primary",
+                "site {} was the primary at epoch {}, but epoch {seen} exists{by}: it is fenced and refuses writes; repoint it at the current primary",
                 self.site_id, self.primary_epoch
             )
         })
@@ -569,6 +574,18 @@ impl Settings {
             from: from.to_string(),
             reason,
         })
+    }
+
+    /// Whether this site may serve other sites as a primary would (log streams, object
+    /// fetches, read-through): not once it is fenced. The refusal says at which epoch and by
+    /// whom, as the fence recorded it.
+    pub fn serving_as_primary(&self) -> Result<(), SettingsError> {
+        match self.fenced() {
+            None => Ok(()),
+            Some(reason) => Err(SettingsError::Fenced(format!(
+                "{reason}; it serves no log and no object to other sites: repoint them at the current primary"
+            ))),
+        }
     }
 
     /// Refuses a caller that has seen a higher epoch than this site, after learning that

@@ -203,6 +203,13 @@ fn log_channel(name: &'static str, pos: &LogPosition, lag: Lag) -> Channel {
                         .unwrap_or("the primary sent an entry this site refuses")
                 ),
             ),
+            FollowerState::PrimaryFenced => c.raise(
+                Health::Critical,
+                format!(
+                    "the site this one follows was replaced as the primary: {}; repoint this site at the current primary",
+                    f.error.as_deref().unwrap_or("it is fenced")
+                ),
+            ),
             FollowerState::Connecting => c.raise(
                 Health::Warning,
                 format!(

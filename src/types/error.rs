@@ -14,6 +14,10 @@ pub enum ErrorKind {
     Refused,
     /// Refused because this site is not the primary; the error may name the primary.
     NotPrimary,
+    /// Refused because this site was replaced as the primary (fenced): it takes no writes
+    /// and serves nothing to other sites as a primary. Callers that follow it must be
+    /// repointed.
+    Fenced,
     /// The request itself is malformed or out of bounds.
     Invalid,
     /// The thing asked for does not exist.
