@@ -16,30 +16,13 @@ async fn push_as(
     actor: &str,
     data: &[u8],
 ) -> Result<pb::PushResponse, tonic::Status> {
-    let msgs = vec![
-        pb::PushRequest {
-            part: Some(pb::push_request::Part::Header(pb::PushHeader {
-                name: name.into(),
-                kind: kind.into(),
-                actor: actor.into(),
-                ..Default::default()
-            })),
-        },
-        pb::PushRequest {
-            part: Some(pb::push_request::Part::Chunk(data.to_vec())),
-        },
-        pb::PushRequest {
-            part: Some(pb::push_request::Part::Trailer(pb::PushTrailer {
-                size: data.len() as u64,
-                sha256: sha256_hex(data),
-            })),
-        },
-    ];
-    site.objects()
-        .await
-        .push(bearer(tokio_stream::iter(msgs), token))
-        .await
-        .map(|r| r.into_inner())
+    let header = pb::PushHeader {
+        name: name.into(),
+        kind: kind.into(),
+        actor: actor.into(),
+        ..Default::default()
+    };
+    push_on(&mut site.objects().await, token, header, data).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,3 +214,127 @@ async fn split_brain(repoint_early: bool) {
     let (_, got) = pull(&s2, &admin, "shared").await.unwrap();
     assert_eq!(got, b"before the cut");
 }
+
+/// `kill -9` of the primary (then of the secondary) at random moments while pushes run:
+/// every acknowledged push is there afterwards, at the primary and at the secondary, with
+/// its bytes; a push that was not acknowledged is either whole or absent.
+async fn kill_trials(kills: usize, seed: u64) {
+    let cluster = Cluster::new();
+    let mut primary = cluster.primary("p");
+    let mut s1 = cluster.secondary("s1", &primary);
+    let admin = cluster.admin_token.clone();
+    let mut rng = seed;
+    let mut next = move || {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        rng >> 33
+    };
+    let mut acknowledged: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut unacknowledged: Vec<(String, Vec<u8>)> = Vec::new();
+    for kill in 0..kills {
+        // Pushes run on their own; the kill lands after a random number of them.
+        let burst = 5 + (next() % 20) as usize;
+        let pushes = {
+            let url = primary.url();
+            let admin = admin.clone();
+            let base = acknowledged.len() + unacknowledged.len();
+            tokio::spawn(async move {
+                let mut client = pb::ObjectClient::new(channel(&url).await);
+                let mut out = Vec::new();
+                // Enough to be under way when the kill lands, few enough to stay quick.
+                for i in 0..burst * 3 {
+                    let name = format!("k{kill}/o{}", base + i);
+                    let data = format!("{name} {}", "x".repeat(i * 37 % 4096)).into_bytes();
+                    let r = push_on(&mut client, &admin, upload(&name), &data).await;
+                    let ok = r.is_ok();
+                    out.push((name, data, ok));
+                    if !ok {
+                        break;
+                    }
+                }
+                out
+            })
+        };
+        // Kill the primary once `burst` pushes were acknowledged (polled, not slept).
+        eventually("pushes under way", || async {
+            let v = primary.object_counts().await;
+            (v["objects"].as_u64().unwrap_or(0) as usize >= acknowledged.len() + burst)
+                .then_some(())
+        })
+        .await;
+        let victim_is_primary = kill % 2 == 0;
+        if victim_is_primary {
+            primary.kill9();
+        } else {
+            s1.kill9();
+        }
+        if victim_is_primary {
+            for (name, data, ok) in pushes.await.expect("the pusher") {
+                if ok {
+                    acknowledged.push((name, data));
+                } else {
+                    unacknowledged.push((name, data));
+                }
+            }
+            primary.restart();
+        } else {
+            s1.restart();
+            for (name, data, ok) in pushes.await.expect("the pusher") {
+                if ok {
+                    acknowledged.push((name, data));
+                } else {
+                    unacknowledged.push((name, data));
+                }
+            }
+        }
+    }
+    // Every acknowledged push is at both sites, byte for byte.
+    for (name, data) in &acknowledged {
+        let (_, got) = pull(&primary, &admin, name)
+            .await
+            .expect("acknowledged at p");
+        assert_eq!(&got, data, "{name} at p (seed {seed})");
+        synced(&s1, &admin, name, &sha256_hex(data)).await;
+    }
+    // One cut short is whole or absent, everywhere.
+    for (name, data) in &unacknowledged {
+        for site in [&primary, &s1] {
+            if let Ok((_, got)) = pull(site, &admin, name).await {
+                assert_eq!(&got, data, "{name} at {} (seed {seed})", site.name);
+            }
+        }
+    }
+    eprintln!(
+        "RELIABILITY kill -9: {kills} kills (seed {seed}), {} acknowledged pushes, 0 lost",
+        acknowledged.len()
+    );
+}
+
+fn seed() -> u64 {
+    std::env::var("FAULTS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_pushes_loses_nothing_acknowledged() {
+    kill_trials(4, seed()).await;
+}
+
+/// The long version (`FAULTS_KILLS=50 cargo test --test faults -- --ignored`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn kill_9_many_times() {
+    let kills = std::env::var("FAULTS_KILLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50);
+    kill_trials(kills, seed()).await;
+}

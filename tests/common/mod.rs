@@ -173,19 +173,10 @@ pub async fn set_maintenance(
         .map(|r| r.into_inner())
 }
 
-/// Pushes `data` as `name` to `site` in chunks of `chunk` bytes, with a trailer.
-pub async fn push(
-    site: &SiteProc,
-    token: &str,
-    name: &str,
-    data: &[u8],
-) -> Result<pb::PushResponse, tonic::Status> {
+/// The messages of a push of `data` under `header`: the header, 64 KiB chunks, a trailer.
+pub fn push_messages(header: pb::PushHeader, data: &[u8]) -> Vec<pb::PushRequest> {
     let mut msgs = vec![pb::PushRequest {
-        part: Some(pb::push_request::Part::Header(pb::PushHeader {
-            name: name.into(),
-            kind: "upload".into(),
-            ..Default::default()
-        })),
+        part: Some(pb::push_request::Part::Header(header)),
     }];
     for c in data.chunks(64 * 1024) {
         msgs.push(pb::PushRequest {
@@ -198,11 +189,40 @@ pub async fn push(
             sha256: sha256_hex(data),
         })),
     });
-    site.objects()
-        .await
+    msgs
+}
+
+/// Pushes `data` under `header` on `client`.
+pub async fn push_on(
+    client: &mut pb::ObjectClient,
+    token: &str,
+    header: pb::PushHeader,
+    data: &[u8],
+) -> Result<pb::PushResponse, tonic::Status> {
+    let msgs = push_messages(header, data);
+    client
         .push(bearer(tokio_stream::iter(msgs), token))
         .await
         .map(|r| r.into_inner())
+}
+
+/// The header of an ordinary push of `name`.
+pub fn upload(name: &str) -> pb::PushHeader {
+    pb::PushHeader {
+        name: name.into(),
+        kind: "upload".into(),
+        ..Default::default()
+    }
+}
+
+/// Pushes `data` as `name` to `site` in 64 KiB chunks, with a trailer.
+pub async fn push(
+    site: &SiteProc,
+    token: &str,
+    name: &str,
+    data: &[u8],
+) -> Result<pb::PushResponse, tonic::Status> {
+    push_on(&mut site.objects().await, token, upload(name), data).await
 }
 
 /// Pulls `name` from `site`: its header and bytes.
