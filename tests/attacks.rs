@@ -96,6 +96,45 @@ async fn hostile_calls_get_clear_refusals_and_change_nothing() {
         );
     }
 
+    // A compromised secondary, with its own credential: it claims the last epoch (which
+    // once fenced every primary for good), impersonates another site, writes on its own.
+    let s1_token = cluster.token_of("s1");
+    let max = u64::MAX.to_string();
+    let report = |site: &str| {
+        json!({"site_id": site, "role": "ROLE_SECONDARY", "epoch": max,
+               "settings": {}, "events": {}, "objects": {}})
+    };
+    let calls = json!([
+        {"method": "geo.v1.ReplicationService/StreamSettings", "token": s1_token,
+         "request": {"from_index": 1, "site_id": "s1", "epoch": max}},
+        {"method": "geo.v1.ReplicationService/StreamEvents", "token": s1_token,
+         "request": {"from_index": 1, "site_id": "s1", "epoch": max}},
+        {"method": "geo.v1.ReplicationService/ReportStatus", "token": s1_token,
+         "request": report("s1")},
+        {"method": "geo.v1.ReplicationService/Fence", "token": s1_token,
+         "request": {"site_id": "s1", "epoch": max}},
+        {"method": "geo.v1.ReplicationService/ReportStatus", "token": s1_token,
+         "request": report("s2")},
+        {"method": "geo.v1.ObjectService/Push", "token": s1_token, "requests": [
+            {"header": {"name": "own-account"}}, {"chunk": b64(b"x")},
+        ]},
+    ]);
+    let answers = generic_calls(&primary, &calls);
+    for a in &answers[..4] {
+        assert_eq!(a["code"], "FAILED_PRECONDITION", "{a}");
+        assert!(
+            a["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not proven by an admin's promotion")),
+            "{a}"
+        );
+    }
+    for a in &answers[4..] {
+        assert_eq!(a["code"], "PERMISSION_DENIED", "{a}");
+    }
+    let m = primary.get_mode().await;
+    assert_eq!((m.epoch, m.fenced.as_str()), (1, ""), "{m:?}");
+
     // Nothing of the refused push was stored, and replication goes on: a later change
     // reaches the secondary.
     let err = stat(&primary, &admin, "big-actor").await.unwrap_err();

@@ -527,3 +527,85 @@ pub fn criterion_from(c: pb::Criterion) -> status::Criterion {
         detail: c.detail,
     }
 }
+
+/// Everything a peer or a client sends is decoded here first: whatever the bytes, decoding
+/// and the checks behind it answer with a value or an error, never a panic.
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use super::*;
+    use crate::objects::Event;
+    use crate::settings::Change;
+
+    fn view(maintenance: bool) -> gate::SiteView {
+        gate::SiteView {
+            role: gate::SiteRole::Primary,
+            maintenance,
+            message: None,
+            fenced: None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn log_messages_from_a_peer_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(m) = pb::LogMessage::decode(raw.as_slice()) {
+                if let Ok(Received::Entry(e)) = received(m) {
+                    // What a follower's checks then do with the payload.
+                    if let Ok(c) = Change::decode(&e.payload) {
+                        let _ = c.check();
+                    }
+                    if let Ok(ev) = Event::decode(&e.payload) {
+                        let _ = ev.check();
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn entry_payloads_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(c) = Change::decode(&payload) {
+                let _ = c.check();
+            }
+            if let Ok(ev) = Event::decode(&payload) {
+                let _ = ev.check();
+            }
+        }
+
+        #[test]
+        fn reports_from_a_peer_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(r) = pb::SiteReport::decode(raw.as_slice()) {
+                let _ = site_report_from(r);
+            }
+        }
+
+        #[test]
+        fn gate_questions_never_panic_and_a_write_needs_a_rule(
+            raw in proptest::collection::vec(any::<u8>(), 0..512)
+        ) {
+            if let Ok(q) = pb::CheckRequest::decode(raw.as_slice()) {
+                if let Ok(req) = gate_request(q) {
+                    if let Ok(d) = gate::decide(&req, &view(true), &gate::GateConfig::default()) {
+                        if let gate::Request::Http(h) = &req {
+                            let read = ["GET", "HEAD", "OPTIONS"].contains(&h.method.to_ascii_uppercase().as_str());
+                            // In maintenance a write passes only under an allowlist row (or
+                            // a body-less GraphQL or LFS request, judged by its URL).
+                            if d.verdict == gate::Verdict::Allow && !read {
+                                prop_assert!(
+                                    d.rule.starts_with("allow.")
+                                        || d.rule == "graphql.no_body"
+                                        || d.rule == "lfs.no_body",
+                                    "{d:?}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
