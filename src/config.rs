@@ -56,6 +56,11 @@ pub struct RunArgs {
     /// The primary's gRPC address (secondaries only), e.g. http://primary.example:7600.
     #[arg(long, env = "GEO_AGENT_PRIMARY")]
     pub primary: Option<String>,
+    /// Where other sites reach this site's gRPC port, e.g. https://geo2.example:7600 (with
+    /// TLS: a name in its certificate). A secondary reports it to the primary, which then
+    /// repairs a damaged copy of its own from this site's verified copy [default: none].
+    #[arg(long, env = "GEO_AGENT_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// File holding the admin token [default: generated into <data dir>/admin-token].
     #[arg(long, env = "GEO_AGENT_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -134,6 +139,7 @@ pub struct FileConfig {
     pub http_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub primary: Option<String>,
+    pub advertise_url: Option<String>,
     pub admin_token_file: Option<PathBuf>,
     pub site_token_file: Option<PathBuf>,
     pub heartbeat_interval: Option<String>,
@@ -228,6 +234,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// URL of the primary (secondaries only).
     pub primary: Option<String>,
+    /// Where other sites reach this one (reported to the primary for repairs).
+    pub advertise_url: Option<String>,
     pub admin_token: Token,
     pub site_token: Token,
     pub heartbeat: Duration,
@@ -404,6 +412,18 @@ impl Config {
             check_plaintext(p, tls.is_some(), allow_plaintext)
                 .map_err(|e| ConfigError::Invalid(format!("primary: {e}")))?;
         }
+        let advertise_url = args
+            .advertise_url
+            .clone()
+            .or(file.advertise_url)
+            .map(|url| {
+                normalize_url(&url)
+                    .and_then(|url| {
+                        check_plaintext(&url, tls.is_some(), allow_plaintext).map(|()| url)
+                    })
+                    .map_err(|e| ConfigError::Invalid(format!("advertise_url: {e}")))
+            })
+            .transpose()?;
         // A site presents its own certificate to the sites it connects to.
         let client_tls =
             ClientTls::load(tls_ca.as_deref(), tls_cert.as_deref(), tls_key.as_deref())
@@ -528,6 +548,7 @@ impl Config {
             http_listen,
             data_dir,
             primary,
+            advertise_url,
             admin_token,
             site_token,
             heartbeat,
@@ -560,6 +581,7 @@ impl Config {
             http_listen: default_addr(DEFAULT_HTTP_LISTEN),
             data_dir,
             primary: None,
+            advertise_url: None,
             admin_token,
             site_token,
             heartbeat: DEFAULT_HEARTBEAT,

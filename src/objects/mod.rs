@@ -38,7 +38,7 @@ pub use catalog::{Event, EventsMachine, Local, ObjectMeta, Row, SyncState, Verif
 pub use files::{Digested, Files, Sink};
 pub use inflight::{Abort, InFlight, Write, WriteGuard};
 pub use name::{parse_kind, parse_sha256, ObjectName};
-pub use registry::{retry_delay, Counts, Due, SyncJob};
+pub use registry::{retry_delay, Counts, Due, SyncJob, REPAIR_RETRY};
 
 /// Name of the event log's sled trees.
 pub const LOG_NAME: &str = "events";

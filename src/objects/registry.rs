@@ -27,6 +27,9 @@ use crate::types::Role;
 pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
 /// Longest wait between retries of one object.
 pub const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How soon the primary verifies a damaged copy again (and tries to repair it), when the
+/// re-verification interval is longer.
+pub const REPAIR_RETRY: Duration = Duration::from_secs(60);
 
 /// The wait before retry number `retries` (1 = the first retry): doubling from
 /// [`RETRY_INITIAL`] up to [`RETRY_MAX`], scaled by `jitter` (0.5..1.5 spreads retries of
@@ -58,7 +61,14 @@ pub struct Counts {
     pub verification_failed: u64,
     /// Event-log index applied here.
     pub events_applied: u64,
+    /// Why copies failed verification: the first [`DAMAGED_LISTED`], as `name: failure`
+    /// (on the primary the failure says why no repair succeeded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<String>,
 }
+
+/// How many failed verifications [`Counts::damaged`] names.
+pub const DAMAGED_LISTED: usize = 5;
 
 /// What a sync worker has to do for one name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,7 +195,7 @@ impl Objects {
             ..Counts::default()
         };
         for item in state.scan_prefix([REGISTRY]) {
-            let (_, v) = item.map_err(|e| ObjectError::Corrupt(e.to_string()))?;
+            let (k, v) = item.map_err(|e| ObjectError::Corrupt(e.to_string()))?;
             let row: Row = decode(&v, "a registry row").map_err(ObjectError::Corrupt)?;
             match row.sync {
                 SyncState::Synced => c.synced += 1,
@@ -194,7 +204,14 @@ impl Objects {
             }
             match row.verification {
                 Verification::Succeeded if row.sync == SyncState::Synced => c.verified += 1,
-                Verification::Failed => c.verification_failed += 1,
+                Verification::Failed => {
+                    c.verification_failed += 1;
+                    if c.damaged.len() < DAMAGED_LISTED {
+                        let name = key_name(&k).map_err(ObjectError::Corrupt)?;
+                        let why = row.verification_failure.as_deref().unwrap_or("failed");
+                        c.damaged.push(format!("{name}: {why}"));
+                    }
+                }
                 _ => {}
             }
         }
@@ -391,6 +408,12 @@ impl Objects {
         interval: Duration,
         limit: usize,
     ) -> Result<Due<(String, Local)>, ObjectError> {
+        // A damaged copy on the primary is looked at again sooner: a secondary that holds a
+        // verified copy may have appeared (or an operator put the file back).
+        let retry = match self.settings.role() {
+            Role::Primary => interval.min(REPAIR_RETRY).as_millis() as i64,
+            Role::Secondary => interval.as_millis() as i64,
+        };
         let interval = interval.as_millis() as i64;
         let mut due = Vec::new();
         let mut next: Option<i64> = None;
@@ -402,6 +425,7 @@ impl Objects {
             };
             let at = match (row.verification, row.verified_at_ms) {
                 (Verification::Pending, _) | (_, None) => 0,
+                (Verification::Failed, Some(v)) => v.saturating_add(retry),
                 (_, Some(v)) => v.saturating_add(interval),
             };
             if at <= now_ms && due.len() < limit {
@@ -415,6 +439,87 @@ impl Objects {
             now: due,
             next_ms: next,
         })
+    }
+
+    /// Whether this site holds `name`'s current version with checksum `sha256`, synced and
+    /// verified: the only copies a secondary serves other sites (a primary repairing its own).
+    pub fn holds_verified(&self, name: &str, sha256: &str) -> Result<bool, ObjectError> {
+        let (Some(meta), Some(row)) = (self.meta(name)?, self.row(name)?) else {
+            return Ok(false);
+        };
+        Ok(meta.sha256 == sha256
+            && row.sync == SyncState::Synced
+            && row.verification == Verification::Succeeded
+            && row.local.is_some_and(|l| l.sha256 == sha256))
+    }
+
+    /// Puts checked, fsynced bytes (`temp`) back in place of the damaged copy `local`
+    /// (primary), durably (rename over it, directory fsync), and records the copy verified.
+    /// Returns false, and installs nothing, when `name` moved on meanwhile (replaced,
+    /// deleted or already repaired): the caller had nothing left to repair.
+    pub async fn restore(
+        &self,
+        name: &str,
+        local: &Local,
+        temp: PathBuf,
+        digest: Digested,
+        now_ms: i64,
+    ) -> Result<bool, ObjectError> {
+        let discard = |temp: PathBuf| {
+            let _ = std::fs::remove_file(temp);
+        };
+        if digest.hex() != local.sha256 || digest.size != local.size {
+            discard(temp);
+            return Err(ObjectError::Mismatch(format!(
+                "{name}: {} bytes with sha256 {} are not the copy recorded ({} bytes, sha256 {})",
+                digest.size,
+                digest.hex(),
+                local.size,
+                local.sha256
+            )));
+        }
+        // Under the commit lock: a push or delete of the same name cannot interleave, so the
+        // file is never put back after its version was replaced and its file removed.
+        let _commit = match self.lock_commit().await {
+            Ok(guard) => guard,
+            Err(e) => {
+                discard(temp);
+                return Err(e);
+            }
+        };
+        let current = self.row(name)?;
+        let damaged = current.as_ref().is_some_and(|r| {
+            r.local.as_ref() == Some(local) && r.verification != Verification::Succeeded
+        });
+        if !damaged || self.meta(name)?.is_none_or(|m| m.sha256 != local.sha256) {
+            discard(temp);
+            return Ok(false);
+        }
+        let files = self.files.clone();
+        let (n, s) = (name.to_string(), local.sha256.clone());
+        blocking(move || files.install(&temp, &n, &s).map(drop))
+            .await
+            .map_err(ObjectError::io(format!("cannot put back {name}")))?;
+        let recorded = self
+            .log
+            .state()
+            .transaction(|t| {
+                let Some(mut row) = get::<Row>(t, &key(REGISTRY, name), "a registry row")? else {
+                    return Ok(false);
+                };
+                if row.local.as_ref() != Some(local) {
+                    return Ok(false);
+                }
+                row.verification = Verification::Succeeded;
+                row.verified_at_ms = Some(now_ms);
+                row.checksum_mismatch = false;
+                row.verification_failure = None;
+                put(t, &key(REGISTRY, name), &row)?;
+                Ok(true)
+            })
+            .map_err(corrupt)
+            .inspect(|_| self.transitioned())?;
+        Ok(recorded)
     }
 
     /// Records the outcome of re-hashing `local`. A mismatch on a secondary drops the copy

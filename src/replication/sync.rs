@@ -171,20 +171,48 @@ async fn fetch_into<C>(objects: &Objects, chunks: &mut C, meta: &ObjectMeta) -> 
 where
     C: Stream<Item = Result<Vec<u8>, SourceError>> + Unpin,
 {
+    let (temp, digest) = receive(
+        objects,
+        chunks,
+        meta.size,
+        &meta.sha256,
+        "the primary",
+        "its event",
+    )
+    .await?;
+    objects
+        .finish_fetch(meta, temp, digest, now_ms())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Streams `chunks` into a fsynced temporary file that holds exactly `size` bytes with
+/// checksum `sha256`, or nothing (`from` names the sender, `announced` what announced the
+/// size, in the error).
+pub(crate) async fn receive<C>(
+    objects: &Objects,
+    chunks: &mut C,
+    size: u64,
+    sha256: &str,
+    from: &str,
+    announced: &str,
+) -> Result<(std::path::PathBuf, crate::objects::Digested), String>
+where
+    C: Stream<Item = Result<Vec<u8>, SourceError>> + Unpin,
+{
     let mut sink = objects
         .files()
         .sink()
         .map_err(|e| format!("cannot create a temporary file: {e}"))?;
-    // Never trust the source for size: stop as soon as it sends more than the event says,
+    // Never trust the source for size: stop as soon as it sends more than announced,
     // before those bytes reach the disk (dropping the sink removes the temporary file).
     let mut received = 0u64;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| e.0)?;
         received = received.saturating_add(chunk.len() as u64);
-        if received > meta.size {
+        if received > size {
             return Err(format!(
-                "the primary sent more than the {} bytes its event announced; the copy was dropped",
-                meta.size
+                "{from} sent more than the {size} bytes {announced} announced; the copy was dropped"
             ));
         }
         sink.write(chunk)
@@ -195,20 +223,15 @@ where
         .finish()
         .await
         .map_err(|e| format!("cannot write: {e}"))?;
-    if digest.hex() != meta.sha256 || digest.size != meta.size {
+    if digest.hex() != sha256 || digest.size != size {
         let _ = std::fs::remove_file(&temp);
         return Err(format!(
-            "the bytes received ({} bytes, sha256 {}) do not match the primary's event ({} bytes, sha256 {})",
+            "the bytes received from {from} ({} bytes, sha256 {}) do not match {announced} ({size} bytes, sha256 {sha256})",
             digest.size,
             digest.hex(),
-            meta.size,
-            meta.sha256
         ));
     }
-    objects
-        .finish_fetch(meta, temp, digest, now_ms())
-        .await
-        .map_err(|e| e.to_string())
+    Ok((temp, digest))
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! The verifier (every site): re-hashes local copies on an interval and compares them with
 //! the checksum the primary recorded in the event log. One copy at a time, on a blocking
 //! thread: verification is meant to use one core, not to compete with serving.
+//!
+//! On the primary a copy that fails is repaired at once from a secondary's verified copy
+//! ([`super::repair`]); one that cannot be stays failed (CRITICAL, with the reason) and is
+//! looked at again within [`crate::objects::REPAIR_RETRY`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::repair::{self, Outcome, Peers};
 use crate::log::now_ms;
 use crate::objects::{files::digest_file, ObjectError, Objects};
 use crate::types::Role;
@@ -22,13 +27,15 @@ pub const MISMATCH: &str = "checksum does not match the primary";
 pub const MISMATCH_PRIMARY: &str = "checksum does not match the one recorded at push";
 
 /// Runs until shutdown. Errors only when this site's storage fails.
-pub async fn run(
+pub async fn run<P: Peers>(
     objects: Arc<Objects>,
+    peers: Arc<P>,
     interval: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), ObjectError> {
     info!(interval_s = interval.as_secs_f64(), "verifier started");
-    let mismatch = match objects.settings().role() {
+    let role = objects.settings().role();
+    let mismatch = match role {
         Role::Primary => MISMATCH_PRIMARY,
         Role::Secondary => MISMATCH,
     };
@@ -54,9 +61,21 @@ pub async fn run(
                 Err(e) => Err(format!("cannot read the local copy: {e}")),
             };
             debug!(object = %name, ok = outcome.is_ok(), "verified");
+            let failure = outcome.as_ref().err().cloned();
+            // Recorded first: the copy shows as damaged (CRITICAL) while it is repaired.
             objects
                 .record_verification(name, local, outcome, now_ms())
                 .await?;
+            let (Some(failure), Role::Primary) = (failure, role) else {
+                continue;
+            };
+            if let Outcome::Failed(reason) =
+                repair::repair(&objects, peers.as_ref(), name, local).await?
+            {
+                objects
+                    .record_verification(name, local, Err(format!("{failure}; {reason}")), now_ms())
+                    .await?;
+            }
         }
         if !due.now.is_empty() {
             continue;

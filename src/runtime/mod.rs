@@ -17,7 +17,9 @@ use crate::config::Config;
 use crate::failover;
 use crate::objects::{ObjectError, Objects};
 use crate::replication::{sync, verify, Follower, FollowerError};
-use crate::server::client::{lazy_channel, GrpcFencer, GrpcLogSource, GrpcObjectSource, LogKind};
+use crate::server::client::{
+    lazy_channel, GrpcFencer, GrpcLogSource, GrpcObjectSource, GrpcPeers, LogKind,
+};
 use crate::server::{self, status, Health, ServeError, Site};
 use crate::settings::{Settings, SettingsError};
 use crate::status::metrics::Counters;
@@ -173,6 +175,7 @@ pub async fn open(
         allow_plaintext: config.allow_plaintext,
         counters: Counters::default(),
         reports: Reports::default(),
+        advertise_url: config.advertise_url.clone(),
         fence_target: placement.as_ref().and_then(|p| p.fence_target.clone()),
         replaced_by: placement.and_then(|p| p.replaced_by),
         reopen: AtomicBool::new(false),
@@ -209,8 +212,12 @@ impl Opened {
             let child = tracing::info_span!(parent: &span, "task", name);
             tasks.spawn(name, task.instrument(child));
         };
+        // On the primary the verifier repairs a damaged copy from a secondary's verified one.
         let verifier = verify::run(
             Arc::clone(&site.objects),
+            Arc::new(GrpcPeers {
+                site: Arc::clone(&site),
+            }),
             self.reverify_interval,
             shutdown.clone(),
         );

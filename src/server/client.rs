@@ -2,6 +2,7 @@
 //! sources the followers and sync workers read the primary through.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_stream::{Stream, StreamExt};
@@ -10,10 +11,12 @@ use tonic::Request;
 
 use super::auth::Token;
 use super::tls::ClientTls;
-use super::{convert, error, pb};
+use super::{convert, error, pb, Site};
 use crate::failover::{DeliveryError, FenceSender};
-use crate::replication::{FetchError, LogSource, ObjectSource, OpenError, Received, SourceError};
-use crate::types::{normalize_url, ErrorKind, Promotion};
+use crate::replication::{
+    FetchError, LogSource, ObjectSource, OpenError, Outcome, Peers, Received, SourceError,
+};
+use crate::types::{check_plaintext, normalize_url, ErrorKind, Promotion, Role};
 
 /// How long to wait for a TCP connection to a site.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -257,14 +260,95 @@ impl ObjectSource for GrpcObjectSource {
             Some(pb::PullResponse {
                 part: Some(pb::pull_response::Part::Header(_)),
             }) => {}
-            _ => return Err(SourceError("the primary sent no header".into()).into()),
+            _ => {
+                let site = &self.primary;
+                return Err(SourceError(format!("{site} sent no header")).into());
+            }
         }
         Ok(Box::pin(stream.map(move |item| match item {
             Ok(pb::PullResponse {
                 part: Some(pb::pull_response::Part::Chunk(c)),
             }) => Ok(c),
-            Ok(_) => Err(SourceError("the primary sent a second header".into())),
+            Ok(_) => Err(SourceError("a second header came".into())),
             Err(s) => Err(failed(s)),
         })))
+    }
+}
+
+/// The secondaries a primary repairs a damaged copy from: those whose latest report carries
+/// an `advertise_url`, most recently heard first, asked with `FetchObject` as this site
+/// (its own token; every site is registered in the settings log, so a secondary knows it).
+/// A secondary answers only with a copy it verified; the bytes are checked here anyway.
+pub struct GrpcPeers {
+    pub site: Arc<Site>,
+}
+
+impl GrpcPeers {
+    fn url_of(&self, peer: &str) -> Result<String, SourceError> {
+        let (report, _) = self
+            .site
+            .reports
+            .get(peer)
+            .ok_or_else(|| SourceError(format!("no report from {peer}")))?;
+        let url = report
+            .advertise_url
+            .ok_or_else(|| SourceError(format!("{peer} reports no advertise_url")))?;
+        // This site's token goes there: the same plaintext rule as for any site it calls.
+        check_plaintext(
+            &url,
+            self.site.server_tls.is_some(),
+            self.site.allow_plaintext,
+        )
+        .map_err(SourceError)?;
+        Ok(url)
+    }
+}
+
+impl Peers for GrpcPeers {
+    type Chunks = BoxedChunks;
+
+    fn peers(&self) -> Vec<String> {
+        let settings = &self.site.settings;
+        let own = settings.site_id();
+        let mut reports: Vec<_> = self
+            .site
+            .reports
+            .all()
+            .into_iter()
+            .filter(|(r, _)| {
+                r.site_id != own
+                    && r.role == Role::Secondary
+                    && r.advertise_url.is_some()
+                    && settings.is_site(&r.site_id)
+            })
+            .collect();
+        reports.sort_by_key(|(_, received)| std::cmp::Reverse(*received));
+        reports.into_iter().map(|(r, _)| r.site_id).collect()
+    }
+
+    async fn fetch_from(
+        &self,
+        peer: &str,
+        name: &str,
+        sha256: &str,
+    ) -> Result<BoxedChunks, SourceError> {
+        let url = self.url_of(peer)?;
+        let channel = connect(&url, &self.site.client_tls)
+            .await
+            .map_err(SourceError)?;
+        let source = GrpcObjectSource {
+            primary: format!("{peer} at {url}"),
+            channel,
+            token: self.site.site_token.clone(),
+            site_id: self.site.settings.site_id().to_string(),
+        };
+        source.fetch(name, sha256).await.map_err(|e| match e {
+            FetchError::Superseded(m) => SourceError(format!("{peer} at {url}: {m}")),
+            FetchError::Failed(e) => e,
+        })
+    }
+
+    fn counted(&self, outcome: Outcome) {
+        self.site.counters.repair(outcome.label());
     }
 }

@@ -436,6 +436,7 @@ pub fn site_report(r: &status::Report) -> pb::SiteReport {
         writes_in_flight: r.writes_in_flight,
         reported_at: Some(timestamp(r.at_ms)),
         proof: None,
+        advertise_url: r.advertise_url.clone().unwrap_or_default(),
     }
 }
 
@@ -463,11 +464,32 @@ pub fn site_report_from(r: pb::SiteReport) -> Result<status::Report, Status> {
             verified: o.verified,
             verification_failed: o.verification_failed,
             events_applied: events.applied,
+            damaged: Vec::new(),
         },
         events,
         writes_in_flight: r.writes_in_flight,
         at_ms: r.reported_at.as_ref().map_or(0, millis),
+        advertise_url: advertise_url_from(r.advertise_url)?,
     })
+}
+
+/// The longest `advertise_url` a report may carry.
+pub const MAX_ADVERTISE_URL_BYTES: usize = 2048;
+
+/// A report's `advertise_url`: empty is none; anything else must be a site address.
+fn advertise_url_from(url: String) -> Result<Option<String>, Status> {
+    if url.is_empty() {
+        return Ok(None);
+    }
+    if url.len() > MAX_ADVERTISE_URL_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "a report's advertise_url is {} bytes; the limit is {MAX_ADVERTISE_URL_BYTES}",
+            url.len()
+        )));
+    }
+    crate::types::normalize_url(&url)
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(format!("a report's advertise_url: {e}")))
 }
 
 fn health(h: status::Health) -> i32 {

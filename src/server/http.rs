@@ -115,6 +115,7 @@ async fn metrics(State(site): State<Arc<Site>>) -> Response {
         statuses: &statuses,
         gate_decisions: site.counters.gate_decisions(),
         replication_errors: errors,
+        repairs: site.counters.repairs(),
     });
     (
         [(

@@ -217,6 +217,27 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
             parse_sha256(&req.sha256).map_err(Status::invalid_argument)?;
         }
         let sha = Some(req.sha256.as_str()).filter(|s| !s.is_empty());
+        if self.site.settings.role() == Role::Secondary {
+            // A secondary serves other sites (a primary repairing its copy) only what it
+            // verified, with exactly the sha256 asked for.
+            let objects = &self.site.objects;
+            let held = match sha {
+                Some(sha) => objects
+                    .holds_verified(&req.name, sha)
+                    .map_err(error::status)?,
+                None => false,
+            };
+            if !held {
+                return Err(error::plain(
+                    ErrorKind::NotFound,
+                    format!(
+                        "site {} holds no verified copy of {object} with sha256 {}",
+                        self.site.settings.site_id(),
+                        sha.unwrap_or("(none asked)")
+                    ),
+                ));
+            }
+        }
         match local_stream(&self.site, &object, sha)? {
             Some(stream) => Ok(Response::new(stream)),
             None => Err(error::status(ObjectError::NotFound(object.to_string()))),

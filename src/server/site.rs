@@ -59,6 +59,8 @@ pub struct Site {
     pub counters: Counters,
     /// The latest report of each secondary (on the primary).
     pub reports: Reports,
+    /// Where this site serves other sites, as its reports say (`advertise_url`).
+    pub advertise_url: Option<String>,
     /// A former primary to tell of this site's epoch (after a promotion).
     pub fence_target: Option<String>,
     /// The site that replaced this one as the primary, when known (a fenced site).
@@ -97,6 +99,7 @@ impl Site {
             settings_follower: self.follower_status(),
             events_follower: self.events_follower.as_ref().map(|rx| rx.borrow().clone()),
             reports: &self.reports,
+            advertise_url: self.advertise_url.as_deref(),
         }
     }
 

@@ -17,6 +17,8 @@ pub struct Local<'a> {
     pub settings_follower: Option<FollowerStatus>,
     pub events_follower: Option<FollowerStatus>,
     pub reports: &'a Reports,
+    /// Where this site serves other sites (`advertise_url`), when configured.
+    pub advertise_url: Option<&'a str>,
 }
 
 fn position(head: Head, follower: Option<FollowerStatus>) -> LogPosition {
@@ -58,6 +60,7 @@ impl Local<'_> {
             objects: self.objects.counts()?,
             writes_in_flight: self.objects.inflight().list().len() as u64,
             at_ms: now_ms(),
+            advertise_url: self.advertise_url.map(str::to_string),
         })
     }
 

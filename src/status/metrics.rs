@@ -15,6 +15,7 @@ use crate::types::Role;
 pub struct Counters {
     gate: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    repairs: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Counters {
@@ -28,6 +29,19 @@ impl Counters {
     pub fn replication_error(&self, kind: &'static str) {
         let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         *errors.entry(kind).or_insert(0) += 1;
+    }
+
+    /// One repair of a damaged copy (primary) that ended with `result`.
+    pub fn repair(&self, result: &'static str) {
+        let mut repairs = self.repairs.lock().unwrap_or_else(|p| p.into_inner());
+        *repairs.entry(result).or_insert(0) += 1;
+    }
+
+    pub fn repairs(&self) -> BTreeMap<&'static str, u64> {
+        self.repairs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn gate_decisions(&self) -> Vec<(&'static str, &'static str, u64)> {
@@ -55,7 +69,13 @@ pub struct Scrape<'a> {
     /// Replication failures by kind: settings, events (log streams lost), sync (fetches
     /// failed), report (status reports not delivered).
     pub replication_errors: BTreeMap<&'static str, u64>,
+    /// Repairs of damaged copies by result: repaired, failed (no site sent the bytes), moot
+    /// (replaced or deleted meanwhile).
+    pub repairs: BTreeMap<&'static str, u64>,
 }
+
+/// Repair results always shown, at 0 until one happens.
+pub const REPAIR_RESULTS: [&str; 3] = ["repaired", "failed", "moot"];
 
 /// Replication error kinds always shown, at 0 until one happens, so an alert on
 /// `increase(...)` has a series to watch from the start.
@@ -327,6 +347,15 @@ pub fn render(s: &Scrape<'_>) -> String {
         let n = s.replication_errors.get(kind).copied().unwrap_or(0);
         o.sample("geo_replication_errors_total", &[("kind", kind)], n);
     }
+    o.family(
+        "geo_repairs_total",
+        "counter",
+        "Repairs of a damaged copy on the primary from a secondary's verified copy, by result: repaired, failed (no site sent the recorded bytes), moot (replaced or deleted meanwhile).",
+    );
+    for result in REPAIR_RESULTS {
+        let n = s.repairs.get(result).copied().unwrap_or(0);
+        o.sample("geo_repairs_total", &[("result", result)], n);
+    }
     o.0
 }
 
@@ -354,6 +383,7 @@ mod tests {
             objects: Default::default(),
             writes_in_flight: 0,
             at_ms: 10_000,
+            advertise_url: None,
         };
         Judge {
             now_ms: 10_000,
@@ -379,6 +409,7 @@ mod tests {
             statuses: &statuses,
             gate_decisions: counters.gate_decisions(),
             replication_errors: counters.replication_errors(),
+            repairs: counters.repairs(),
         });
         assert!(text.contains("geo_maintenance_mode 1\n"), "{text}");
         assert!(text.contains("geo_primary 1\n"), "{text}");
@@ -387,6 +418,10 @@ mod tests {
         ));
         assert!(text.contains("geo_replication_errors_total{kind=\"sync\"} 1\n"));
         assert!(text.contains("geo_replication_errors_total{kind=\"report\"} 0\n"));
+        assert!(
+            text.contains("geo_repairs_total{result=\"repaired\"} 0\n"),
+            "{text}"
+        );
         assert!(text.contains("site=\"s\\\"1\""), "{text}");
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
         let mut names: Vec<&str> = text
@@ -409,6 +444,7 @@ mod tests {
             statuses: &statuses,
             gate_decisions: Vec::new(),
             replication_errors: BTreeMap::new(),
+            repairs: BTreeMap::new(),
         });
         assert!(text.contains("geo_primary 0\n"), "{text}");
         assert!(text.contains("geo_fenced 1\n"), "{text}");

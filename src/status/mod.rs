@@ -55,6 +55,10 @@ pub struct Report {
     pub writes_in_flight: u64,
     /// When the site made the report (its clock).
     pub at_ms: i64,
+    /// Where the site serves gRPC to other sites (`advertise_url`), when it says: the
+    /// primary repairs a damaged copy of its own from there.
+    #[serde(default)]
+    pub advertise_url: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -238,10 +242,14 @@ fn verification(report: &Report) -> Channel {
     let failed = report.objects.verification_failed;
     if failed > 0 {
         match report.role {
-            Role::Primary => c.raise(
-                Health::Critical,
-                format!("{failed} objects do not match the checksum recorded at push"),
-            ),
+            Role::Primary => {
+                c.raise(
+                    Health::Critical,
+                    format!("{failed} objects do not match the checksum recorded at push"),
+                );
+                // Why each one (the first few) is not repaired yet.
+                c.reasons.extend(report.objects.damaged.iter().cloned());
+            }
             Role::Secondary => c.raise(
                 Health::Warning,
                 format!("{failed} copies did not match the primary's checksum (re-syncing)"),

@@ -26,6 +26,7 @@ fn counts(objects: u64, synced: u64, failed: u64, verified: u64, vfailed: u64) -
         verified,
         verification_failed: vfailed,
         events_applied: 0,
+        damaged: Vec::new(),
     }
 }
 
@@ -40,6 +41,7 @@ fn secondary(applied: (u64, u64), objects: Counts, maintenance: bool) -> Report 
         objects,
         writes_in_flight: 0,
         at_ms: NOW,
+        advertise_url: None,
     }
 }
 
@@ -60,6 +62,7 @@ fn primary(objects: u64, maintenance: bool) -> Report {
         objects: counts(objects, objects, 0, objects, 0),
         writes_in_flight: 0,
         at_ms: NOW,
+        advertise_url: None,
     }
 }
 
