@@ -164,3 +164,43 @@ async fn with_every_copy_damaged_the_primary_stays_critical_and_says_why() {
     let (_, got) = pull(&primary, token, "uploads/a").await.unwrap();
     assert_ne!(got, bytes, "nothing was put back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_finds_the_file_gone_has_it_repaired_at_once() {
+    let cluster = Cluster::new();
+    let token = &cluster.admin_token;
+    // The verifier alone would not look for an hour.
+    let primary = cluster.primary_with("primary", &["--reverify-interval", "1h"]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let advertise = format!("http://{listen}");
+    let s1 = cluster.secondary_with(
+        "s1",
+        &primary,
+        &[
+            "--listen",
+            &listen,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--advertise-url",
+            &advertise,
+        ],
+    );
+    let bytes = data(11, 100_000);
+    push(&primary, token, "uploads/b", &bytes).await.unwrap();
+    synced(&s1, token, "uploads/b", &sha256_hex(&bytes)).await;
+    eventually("the primary knows where s1 is", || async {
+        let (_, body) = primary.http_get("/metrics").await;
+        // Any report from s1 carries its address; its figures show once one arrived.
+        body.contains("site=\"s1\"").then_some(())
+    })
+    .await;
+    std::fs::remove_file(primary_file(&primary)).unwrap();
+    let at = Instant::now();
+    assert!(
+        pull(&primary, token, "uploads/b").await.is_err(),
+        "the file is gone"
+    );
+    let ms = repaired(&primary, token, "uploads/b", &bytes, at).await;
+    eprintln!("RELIABILITY a deleted file on the primary, found by a read: repaired in {ms} ms");
+}

@@ -157,6 +157,8 @@ pub struct Objects {
     closed: AtomicBool,
     /// Failed syncs since the site opened (for metrics).
     sync_failures: AtomicU64,
+    /// Wakes the verifier when a read found a copy's file missing ([`Objects::suspect`]).
+    suspects: tokio::sync::Notify,
 }
 
 impl Objects {
@@ -186,6 +188,7 @@ impl Objects {
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             sync_failures: AtomicU64::new(0),
+            suspects: tokio::sync::Notify::new(),
         };
         let mut keep = HashSet::new();
         for item in objects.log.state().scan_prefix([REGISTRY]) {

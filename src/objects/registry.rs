@@ -441,6 +441,31 @@ impl Objects {
         })
     }
 
+    /// Makes `name`'s copy due for verification now and wakes the verifier: a read found its
+    /// file missing (on the primary the verifier then repairs it).
+    pub fn suspect(&self, name: &str) -> Result<(), ObjectError> {
+        self.log
+            .state()
+            .transaction(|t| {
+                let Some(mut row) = get::<Row>(t, &key(REGISTRY, name), "a registry row")? else {
+                    return Ok(());
+                };
+                if row.sync == SyncState::Synced && row.verified_at_ms.is_some() {
+                    row.verified_at_ms = Some(0);
+                    put(t, &key(REGISTRY, name), &row)?;
+                }
+                Ok(())
+            })
+            .map_err(corrupt)?;
+        self.suspects.notify_one();
+        Ok(())
+    }
+
+    /// Resolves when a read asked for a verification ([`Objects::suspect`]).
+    pub async fn suspected(&self) {
+        self.suspects.notified().await
+    }
+
     /// Whether this site holds `name`'s current version with checksum `sha256`, synced and
     /// verified: the only copies a secondary serves other sites (a primary repairing its own).
     pub fn holds_verified(&self, name: &str, sha256: &str) -> Result<bool, ObjectError> {

@@ -87,6 +87,7 @@ pub async fn run<P: Peers>(
         });
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = objects.suspected() => {}
             _ = tokio::time::sleep(wait.min(interval).max(Duration::from_millis(10))) => {}
         }
     }

@@ -554,5 +554,10 @@ pub fn local_stream(
             }
         }
     }
+    // Still missing while the registry names it: likely damage rather than a replacement.
+    // The verifier looks at it now (and on the primary puts it back from a secondary).
+    if let Err(e) = site.objects.suspect(object.as_str()) {
+        tracing::warn!(object = %object, error = %e, "cannot queue the verification of a missing copy");
+    }
     Err(error::status(ObjectError::Replacing(object.to_string())))
 }
