@@ -819,6 +819,17 @@ mod tests {
         a.site_token_file = Some(token);
         let c = Config::load(&a).unwrap();
         assert_eq!(c.primary.as_deref(), Some("http://127.0.0.1:7600"));
+        assert_eq!(c.advertise_url, None, "none unless configured");
+        // Where the primary fetches repairs: normalized, and the plaintext rule applies.
+        a.advertise_url = Some("127.0.0.1:7700".into());
+        let c = Config::load(&a).unwrap();
+        assert_eq!(c.advertise_url.as_deref(), Some("http://127.0.0.1:7700"));
+        a.advertise_url = Some("http://eu-1.example.com:7600".into());
+        let err = Config::load(&a).unwrap_err().to_string();
+        assert!(
+            err.contains("advertise_url") && err.contains("clear text"),
+            "{err}"
+        );
     }
 
     fn private(path: &Path) {

@@ -195,6 +195,32 @@ async fn a_read_that_finds_the_file_gone_has_it_repaired_at_once() {
         body.contains("site=\"s1\"").then_some(())
     })
     .await;
+    // A secondary serves other sites only a verified copy with the sha256 they ask for.
+    let fetch = |sha: String| {
+        let s1 = &s1;
+        let token = cluster.site_token.clone();
+        async move {
+            let req = pb::FetchObjectRequest {
+                name: "uploads/b".into(),
+                sha256: sha,
+                site_id: Cluster::TEST_SITE.into(),
+            };
+            s1.replication()
+                .await
+                .fetch_object(bearer(req, &token))
+                .await
+        }
+    };
+    let Err(refused) = fetch("0".repeat(64)).await else {
+        panic!("another sha256 must be refused");
+    };
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    assert!(
+        refused.message().contains("holds no verified copy"),
+        "{refused:?}"
+    );
+    assert!(fetch(sha256_hex(&bytes)).await.is_ok());
+
     std::fs::remove_file(primary_file(&primary)).unwrap();
     let at = Instant::now();
     assert!(
