@@ -161,8 +161,14 @@ async fn with_every_copy_damaged_the_primary_stays_critical_and_says_why() {
         !metrics.contains("geo_repairs_total{result=\"failed\"} 0\n"),
         "{metrics}"
     );
-    let (_, got) = pull(&primary, token, "uploads/a").await.unwrap();
-    assert_ne!(got, bytes, "nothing was put back");
+    // Nothing was put back, and the damaged bytes are handed to no one.
+    let err = pull(&primary, token, "uploads/a").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("failed verification"), "{err:?}");
+    let on_disk = object_files(&cluster.path("primary"));
+    assert!(on_disk
+        .iter()
+        .all(|f| std::fs::read(f).map_or(true, |b| b != bytes)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,6 +79,9 @@ pub enum ObjectError {
     /// The client sent nothing for too long.
     #[error("the client sent nothing for {0:.1}s (stream_idle_timeout); the push was abandoned and nothing was stored")]
     Idle(f64),
+    /// This site's copy failed verification and waits for its repair.
+    #[error("the copy of {0} here failed verification and is being repaired from another site; try again later")]
+    Damaged(String),
     /// The version was replaced while it was being opened, more than once in a row.
     #[error("{0} is being replaced; try again")]
     Replacing(String),
@@ -97,7 +100,9 @@ impl Classify for ObjectError {
             } => ErrorKind::NotPrimary,
             ObjectError::Refused { primary: None, .. } => ErrorKind::Refused,
             ObjectError::Superseded(_) => ErrorKind::Conflict,
-            ObjectError::Stopping(_) | ObjectError::Replacing(_) => ErrorKind::Unavailable,
+            ObjectError::Stopping(_) | ObjectError::Replacing(_) | ObjectError::Damaged(_) => {
+                ErrorKind::Unavailable
+            }
             ObjectError::Aborted(_) => ErrorKind::Aborted,
             ObjectError::Idle(_) => ErrorKind::TimedOut,
             ObjectError::Log(e) => e.kind(),
@@ -465,7 +470,15 @@ impl Objects {
         let Some(meta) = self.meta(name)? else {
             return Ok(None);
         };
-        let held = self.row(name)?.and_then(|r| match r.local {
+        let row = self.row(name)?;
+        // A copy found damaged is not handed out while it waits for its repair: a client
+        // would get bytes that do not match the recorded sha256.
+        if let Some(r) = &row {
+            if r.verification == Verification::Failed && r.local.is_some() {
+                return Err(ObjectError::Damaged(name.to_string()));
+            }
+        }
+        let held = row.and_then(|r| match r.local {
             Some(l) if l.sha256 == meta.sha256 && r.sync == SyncState::Synced => Some(l),
             _ => None,
         });
