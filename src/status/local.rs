@@ -58,6 +58,7 @@ impl Local<'_> {
             objects: self.objects.counts()?,
             writes_in_flight: self.objects.inflight().list().len() as u64,
             at_ms: now_ms(),
+            disk: Some(self.objects.disk().state().into()),
         })
     }
 

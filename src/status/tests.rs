@@ -40,6 +40,7 @@ fn secondary(applied: (u64, u64), objects: Counts, maintenance: bool) -> Report 
         objects,
         writes_in_flight: 0,
         at_ms: NOW,
+        disk: None,
     }
 }
 
@@ -60,6 +61,7 @@ fn primary(objects: u64, maintenance: bool) -> Report {
         objects: counts(objects, objects, 0, objects, 0),
         writes_in_flight: 0,
         at_ms: NOW,
+        disk: None,
     }
 }
 
