@@ -262,3 +262,77 @@ async fn a_full_disk_is_a_state_the_site_serves_through_and_recovers_from() {
     writes_resume(&p1, &admin, "after/restart").await;
     assert!(p1.running());
 }
+
+/// The database itself meets the full disk (the reserve already given up): sled keeps that
+/// write error, so the site must open its database again once space is back. It stays up
+/// meanwhile, and settings changes work again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_met_the_full_disk_is_opened_again_in_process() {
+    let cluster = Cluster::new();
+    let data = cluster.path("p1");
+    let Some(_mount) = Mount::tmpfs(&data) else {
+        return;
+    };
+    let admin = cluster.admin_token.clone();
+    let p1 = cluster.primary("p1");
+    let (first, second) = (data.join("filler"), data.join("filler-2"));
+    fill(&first);
+    eventually("the reserve to be given up", || async {
+        (!data.join("reserve").exists()).then_some(())
+    })
+    .await;
+    fill(&second);
+
+    // Settings changes until the database cannot write one.
+    let mut changes = 0;
+    let failed = loop {
+        match set_maintenance(&p1, &admin, changes % 2 == 0, "").await {
+            Ok(_) => changes += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            changes < 2000,
+            "{changes} settings changes on a full disk all succeeded"
+        );
+    };
+    eprintln!("RELIABILITY disk full: the database failed to write after {changes} settings changes on a full disk");
+    assert_eq!(failed.code(), tonic::Code::ResourceExhausted, "{failed:?}");
+    eventually("health to say the disk is full", || {
+        healthz_says(&p1, "critical: disk full at ")
+    })
+    .await;
+    assert!(p1.running());
+    p1.get_mode().await;
+
+    std::fs::remove_file(&first).unwrap();
+    std::fs::remove_file(&second).unwrap();
+    let started = Instant::now();
+    let want = changes % 2 == 0;
+    let mode = eventually("settings changes to work again", || async {
+        set_maintenance(&p1, &admin, want, "").await.ok()
+    })
+    .await;
+    eprintln!(
+        "RELIABILITY disk full: settings changes worked again {:?} after space was freed",
+        started.elapsed()
+    );
+    assert_eq!(mode.maintenance_mode, want);
+    eventually("GetMode to show the change", || async {
+        p1.try_get_mode()
+            .await
+            .filter(|m| m.maintenance_mode == want)
+    })
+    .await;
+    if want {
+        set_maintenance(&p1, &admin, false, "")
+            .await
+            .expect("maintenance off");
+    }
+    writes_resume(&p1, &admin, "after/reopen").await;
+    assert!(
+        p1.logs()
+            .contains("opening the site again now that the disk has space"),
+        "the database was opened again"
+    );
+    assert!(p1.running(), "{}", p1.logs());
+}
