@@ -68,13 +68,40 @@ const NO_PROMOTION_KEY: &str = "no promotion public key: every site needs the ad
 /// `site::run`) and binds its listeners.
 async fn open_and_bind(config: &Config) -> Result<(Opened, TcpListener, TcpListener), String> {
     let failed = |e: &dyn std::fmt::Display| format!("cannot open site {}: {e}", config.site_id);
-    let store = Store::open(&config.data_dir).map_err(|e| failed(&e))?;
+    let store = open_store(config).await.map_err(|e| failed(&e))?;
     let opened = runtime::open(config, store, CancellationToken::new())
         .await
         .map_err(|e| failed(&e))?;
     let grpc = bind(config.listen, "gRPC")?;
     let http = bind(config.http_listen, "HTTP")?;
     Ok((opened, grpc, http))
+}
+
+/// How often a site that cannot open its database on a full disk tries again.
+const FULL_DISK_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the database. On a full disk (after `Store::open` has given up the reserve) it
+/// waits and tries again instead of exiting, since a supervisor restarting it could do no
+/// better; the process stays up, saying why, until space is freed or it is stopped.
+async fn open_store(config: &Config) -> Result<Store, crate::store::StoreError> {
+    let mut logged = false;
+    loop {
+        match Store::open(&config.data_dir) {
+            Err(e) if e.is_disk_full() => {
+                if !logged {
+                    eprintln!(
+                        "geo-agent: CRITICAL: disk full at {}: {e}; retrying every {}s until space is freed",
+                        config.data_dir.display(),
+                        FULL_DISK_RETRY.as_secs()
+                    );
+                    logged = true;
+                }
+                error!(error = %e, "cannot open the database: the disk is full; retrying");
+                tokio::time::sleep(FULL_DISK_RETRY).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A std listener: the site serves it again after a promotion or repoint.

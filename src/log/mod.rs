@@ -198,6 +198,9 @@ impl crate::types::Classify for LogError {
             | LogError::StaleEpoch { .. } => ErrorKind::Refused,
             // Entries no log may hold, whoever offers them.
             LogError::TooLarge { .. } | LogError::Invalid { .. } => ErrorKind::Invalid,
+            LogError::Storage { source, .. } if crate::store::disk::sled_is_full(source) => {
+                ErrorKind::Exhausted
+            }
             LogError::Storage { .. } | LogError::Corrupt { .. } | LogError::Apply { .. } => {
                 ErrorKind::Internal
             }

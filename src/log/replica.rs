@@ -20,6 +20,21 @@ pub enum ReplicaError {
     /// This site cannot write: following must stop.
     #[error("{0}")]
     Fatal(String),
+    /// The disk is full: nothing was stored; try again once space is freed (the site stays
+    /// up, see `store::disk`).
+    #[error("{0}")]
+    DiskFull(String),
+}
+
+impl ReplicaError {
+    /// A failure of this site's storage: a full disk is waited out, anything else is fatal.
+    pub fn storage(e: impl crate::types::Classify) -> ReplicaError {
+        if e.kind() == crate::types::ErrorKind::Exhausted {
+            ReplicaError::DiskFull(e.to_string())
+        } else {
+            ReplicaError::Fatal(e.to_string())
+        }
+    }
 }
 
 /// The log a follower writes into: the settings or the event log of this site.

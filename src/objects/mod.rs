@@ -85,6 +85,9 @@ pub enum ObjectError {
     /// The version was replaced while it was being opened, more than once in a row.
     #[error("{0} is being replaced; try again")]
     Replacing(String),
+    /// The disk is full: the write is refused before a byte is stored.
+    #[error(transparent)]
+    DiskFull(#[from] crate::store::DiskFull),
     /// The site is stopping and takes no new writes.
     #[error("site {0} is shutting down: it takes no new writes, and a write it could not finish is not stored; try again when it is back")]
     Stopping(String),
@@ -106,6 +109,10 @@ impl Classify for ObjectError {
             ObjectError::Aborted(_) => ErrorKind::Aborted,
             ObjectError::Idle(_) => ErrorKind::TimedOut,
             ObjectError::Log(e) => e.kind(),
+            ObjectError::DiskFull(e) => e.kind(),
+            ObjectError::Io { source, .. } if crate::store::disk::is_full(source) => {
+                ErrorKind::Exhausted
+            }
             ObjectError::Io { .. } | ObjectError::Corrupt(_) => ErrorKind::Internal,
         }
     }
@@ -119,6 +126,11 @@ impl Classify for ObjectError {
 }
 
 impl ObjectError {
+    /// True when the failure is a full disk, which the site waits out.
+    pub fn is_disk_full(&self) -> bool {
+        self.kind() == ErrorKind::Exhausted
+    }
+
     pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> ObjectError {
         let what = what.into();
         move |source| ObjectError::Io { what, source }
@@ -164,6 +176,8 @@ pub struct Objects {
     sync_failures: AtomicU64,
     /// Wakes the verifier when a read found a copy's file missing ([`Objects::suspect`]).
     suspects: tokio::sync::Notify,
+    /// The data directory's disk: writes are refused while it is full.
+    disk: Arc<crate::store::Disk>,
 }
 
 impl Objects {
@@ -194,6 +208,7 @@ impl Objects {
             closed: AtomicBool::new(false),
             sync_failures: AtomicU64::new(0),
             suspects: tokio::sync::Notify::new(),
+            disk: Arc::clone(store.disk()),
         };
         let mut keep = HashSet::new();
         for item in objects.log.state().scan_prefix([REGISTRY]) {
@@ -224,6 +239,10 @@ impl Objects {
 
     pub fn inflight(&self) -> &InFlight {
         &self.inflight
+    }
+
+    pub fn disk(&self) -> &Arc<crate::store::Disk> {
+        &self.disk
     }
 
     pub fn settings(&self) -> &Arc<Settings> {
@@ -530,7 +549,7 @@ impl Replica for Objects {
             .map_err(crate::settings::replica_error)?;
         match applied {
             Ok(_) => Ok(()),
-            Err(e @ LogError::Storage { .. }) => Err(ReplicaError::Fatal(e.to_string())),
+            Err(e @ LogError::Storage { .. }) => Err(ReplicaError::storage(e)),
             Err(e) => Err(ReplicaError::Refused(e)),
         }
     }

@@ -292,6 +292,9 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
                         Err(ReplicaError::Unproven(e)) => {
                             return Ok(Ended::Retry(e));
                         }
+                        // A full disk is a state the site waits out: nothing was stored,
+                        // so the same entries are asked for again after the backoff.
+                        Err(ReplicaError::DiskFull(e)) => return Ok(Ended::Retry(e)),
                         Err(ReplicaError::Refused(
                             e @ (LogError::Gap { .. }
                             | LogError::StaleEpoch { .. }
@@ -319,7 +322,9 @@ impl<S: LogSource, R: Replica> Follower<S, R> {
                     match self.replica.observe_epoch(head.epoch, proof).await {
                         Ok(()) => {}
                         // Logged where it was refused; nothing was stored.
-                        Err(ReplicaError::Unproven(e)) => return Ok(Ended::Retry(e)),
+                        Err(ReplicaError::Unproven(e) | ReplicaError::DiskFull(e)) => {
+                            return Ok(Ended::Retry(e))
+                        }
                         Err(e) => {
                             return Err(FollowerError {
                                 log: self.replica.log_name().to_string(),

@@ -69,8 +69,12 @@ pub async fn run<S: ObjectSource>(
         queued = objects.queued(),
         "sync workers started"
     );
+    let mut disk = objects.disk().watch();
     loop {
-        let free = concurrency - busy.len();
+        // A full disk: no new transfers (each would fail and fill the registry with
+        // failures) until space is freed; the ones running end as they can.
+        let full = disk.borrow_and_update().full;
+        let free = if full { 0 } else { concurrency - busy.len() };
         let due = if free > 0 {
             objects.sync_due(cursor.as_deref(), now_ms(), free, &busy)?
         } else {
@@ -97,15 +101,21 @@ pub async fn run<S: ObjectSource>(
             changed = events.changed() => {
                 if changed.is_err() { break; }
             }
+            _ = disk.changed() => {}
             Some(done) = workers.join_next(), if !workers.is_empty() => {
                 let (name, result) = done.map_err(|e| ObjectError::Corrupt(format!("a sync worker panicked: {e}")))?;
                 busy.remove(&name);
-                // Storage failures here are this site's, not the transfer's: stop.
-                if let Err(e @ (ObjectError::Corrupt(_) | ObjectError::Log(_))) = result {
-                    return Err(e);
+                // Storage failures here are this site's, not the transfer's: stop, unless
+                // the disk is full, which the site waits out (the object stays queued).
+                match result {
+                    Err(e) if e.is_disk_full() => {
+                        warn!(object = %name, error = %e, "sync waits: the disk is full");
+                    }
+                    Err(e @ (ObjectError::Corrupt(_) | ObjectError::Log(_))) => return Err(e),
+                    _ => {}
                 }
             }
-            _ = tokio::time::sleep(wait), if free > 0 || workers.is_empty() => {}
+            _ = tokio::time::sleep(wait), if (free > 0 || workers.is_empty()) && !full => {}
         }
     }
     // Let transfers in progress end; what they did not record stays queued.

@@ -48,6 +48,19 @@ pub enum SiteError {
     Panicked(String),
 }
 
+impl SiteError {
+    /// True when the failure is a full disk: the site stays up and waits for space.
+    pub fn is_disk_full(&self) -> bool {
+        use crate::types::{Classify, ErrorKind};
+        match self {
+            SiteError::Store(e) => e.is_disk_full(),
+            SiteError::Settings(e) => e.kind() == ErrorKind::Exhausted,
+            SiteError::Objects(e) => e.is_disk_full(),
+            _ => false,
+        }
+    }
+}
+
 /// The background work of a secondary.
 struct Secondary {
     settings: Follower<GrpcLogSource, Settings>,
@@ -222,6 +235,8 @@ impl Opened {
             shutdown.clone(),
         );
         spawn("verifier", Box::pin(async { Ok(verifier.await?) }));
+        let (watched, s) = (Arc::clone(&site), shutdown.clone());
+        spawn("disk monitor", Box::pin(watch_disk(watched, s)));
         if let (Some(target), Role::Primary) = (site.fence_target.clone(), site.settings.role()) {
             // Not critical: it ends once delivered, and failing to deliver it breaks nothing
             // here (the former primary also fences itself on meeting the epoch elsewhere).
@@ -268,11 +283,17 @@ impl Opened {
         site.health.set_serving(true).await;
         // After SERVING: a stop that is already due must be able to turn it off again.
         tokio::spawn(drain_on(stop, Arc::clone(&site)).instrument(span.clone()));
-        let result = supervise(servers, tasks, &shutdown).await;
+        let result = supervise(servers, tasks, &shutdown, site.store.disk()).await;
         // Also when the site stops to open again (promote, repoint): a push still running
         // in the old one must not commit beside the new one.
         site.objects.close().await;
-        site.store.flush().await?;
+        match site.store.flush().await {
+            // What did not reach the disk failed when it was written, and its callers heard.
+            Err(e) if e.is_disk_full() => {
+                warn!(error = %e, "the disk is full: the last flush failed")
+            }
+            other => other?,
+        }
         info!(site = %site.settings.site_id(), "site stopped");
         result
     }
@@ -304,10 +325,88 @@ pub async fn run(
         if stop.is_cancelled() || !site.reopening() {
             return Ok(());
         }
-        let store = site.store.clone();
+        let mut store = site.store.clone();
         drop(site);
-        info!("opening the site again with its new placement");
+        if store.disk().poisoned() {
+            // The database kept a write error from the full disk: open it afresh.
+            drop(store);
+            store = open_store_again(config, &stop).await?;
+            info!("opening the site again now that the disk has space");
+        } else {
+            info!("opening the site again with its new placement");
+        }
         opened = open(config, store, CancellationToken::new()).await?;
+    }
+}
+
+/// Opens the database again after a full disk made it fail: the last handles of the old one
+/// are being dropped (sled locks its files), so it retries until `stop`.
+async fn open_store_again(config: &Config, stop: &CancellationToken) -> Result<Store, SiteError> {
+    let mut attempt = 0u32;
+    loop {
+        match Store::open(&config.data_dir) {
+            Ok(store) => return Ok(store),
+            Err(e) if stop.is_cancelled() => return Err(e.into()),
+            Err(e) => {
+                attempt += 1;
+                if attempt == 1 || attempt.is_multiple_of(30) {
+                    warn!(error = %e, attempt, "cannot open the database again yet; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Watches the data directory's disk (see `store::disk`): checks free space every few
+/// seconds, keeps the reserve, publishes the state (writes refused while full), and once
+/// space is back after an `ENOSPC`, finds out whether the database still writes; if it
+/// does not, the site opens again (on the same listeners) with a fresh database handle.
+async fn watch_disk(site: Arc<Site>, shutdown: CancellationToken) -> Result<(), SiteError> {
+    use crate::store::disk;
+    let disk = Arc::clone(site.store.disk());
+    let mut seen = disk::enospc_seen();
+    // An episode starts with an ENOSPC or a full disk, and ends once the database writes.
+    let mut episode = disk.state().full;
+    let mut tick = tokio::time::interval(disk::CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let now_seen = disk::enospc_seen();
+        let enospc = now_seen != seen;
+        seen = now_seen;
+        let d = Arc::clone(&disk);
+        let state = tokio::task::spawn_blocking(move || d.check(enospc))
+            .await
+            .map_err(|e| SiteError::Panicked(format!("disk monitor: {e}")))?;
+        episode |= enospc || state.full;
+        if !episode || state.free < disk::LOW_WATER {
+            continue;
+        }
+        let store = site.store.clone();
+        let probed = tokio::task::spawn_blocking(move || store.probe())
+            .await
+            .map_err(|e| SiteError::Panicked(format!("disk monitor: {e}")))?;
+        match probed {
+            Ok(()) if !disk.poisoned() => {
+                episode = false;
+                info!(
+                    free = state.free,
+                    "the disk has space again and the database writes"
+                );
+            }
+            Ok(()) => {}
+            Err(e) if e.is_disk_full() => disk.poison(),
+            Err(e) => return Err(e.into()),
+        }
+        if disk.poisoned() {
+            warn!(free = state.free, "the disk has space again: opening the site again to reset its database after the write error");
+            site.reopen();
+            return Ok(());
+        }
     }
 }
 

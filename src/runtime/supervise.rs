@@ -9,6 +9,7 @@ use tracing::{error, warn};
 
 use super::SiteError;
 use crate::server::ServeError;
+use crate::store::Disk;
 
 /// How long the tasks of a stopping site have to end before they are aborted.
 const TASK_STOP_GRACE: Duration = Duration::from_secs(2);
@@ -52,11 +53,14 @@ impl Tasks {
 /// Runs until `servers` end. A task that fails, panics, or ends by itself before shutdown
 /// (a diverged follower waits instead) cancels `shutdown`, which stops the servers and the
 /// other tasks; the first such failure is the result, so the process exits non-zero rather
-/// than serve stale data.
+/// than serve stale data. A full disk is the exception: a task that fails of it is noted on
+/// `disk` and the site goes on serving reads, the mode and the gate; it opens again, with
+/// every task, once space is freed (see `store::disk`).
 pub(super) async fn supervise(
     servers: impl std::future::Future<Output = Result<(), ServeError>>,
     mut tasks: Tasks,
     shutdown: &CancellationToken,
+    disk: &Disk,
 ) -> Result<(), SiteError> {
     tokio::pin!(servers);
     let mut failure: Option<SiteError> = None;
@@ -73,6 +77,13 @@ pub(super) async fn supervise(
         tokio::select! {
             r = &mut servers => break r,
             Some((name, result)) = tasks.next(), if !tasks.set.is_empty() => {
+                if let Ok(Err(e)) = &result {
+                    if e.is_disk_full() && !shutdown.is_cancelled() {
+                        error!(task = name, error = %e, "task stopped: the disk is full; the site goes on serving and opens again once space is freed");
+                        disk.poison();
+                        continue;
+                    }
+                }
                 if result.as_ref().is_ok_and(|r| r.is_ok()) && !shutdown.is_cancelled() {
                     note(name, Ok(Err(SiteError::Panicked(format!("{name} stopped")))));
                 } else {
@@ -108,6 +119,10 @@ pub(super) async fn supervise(
 mod tests {
     use super::*;
 
+    fn disk() -> Disk {
+        Disk::new(&std::env::temp_dir())
+    }
+
     /// Servers that run until shutdown, as the real ones do.
     fn servers(
         shutdown: &CancellationToken,
@@ -136,7 +151,7 @@ mod tests {
         tasks.spawn("sync workers", async {
             Err(SiteError::Primary("the disk is gone".into()))
         });
-        let r = supervise(servers(&shutdown), tasks, &shutdown).await;
+        let r = supervise(servers(&shutdown), tasks, &shutdown, &disk()).await;
         assert!(shutdown.is_cancelled());
         assert!(matches!(r, Err(SiteError::Primary(m)) if m == "the disk is gone"));
     }
@@ -147,7 +162,7 @@ mod tests {
         let mut tasks = Tasks::default();
         patient(&mut tasks, &shutdown);
         tasks.spawn("verifier", async { panic!("boom") });
-        let r = supervise(servers(&shutdown), tasks, &shutdown).await;
+        let r = supervise(servers(&shutdown), tasks, &shutdown, &disk()).await;
         assert!(
             matches!(&r, Err(SiteError::Panicked(m)) if m.starts_with("verifier: ") && m.contains("panic")),
             "{r:?}"
@@ -156,7 +171,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let mut tasks = Tasks::default();
         tasks.spawn("events follower", async { Ok(()) });
-        let r = supervise(servers(&shutdown), tasks, &shutdown).await;
+        let r = supervise(servers(&shutdown), tasks, &shutdown, &disk()).await;
         assert!(
             matches!(&r, Err(SiteError::Panicked(m)) if m == "events follower stopped"),
             "{r:?}"
@@ -170,7 +185,7 @@ mod tests {
         patient(&mut tasks, &shutdown);
         patient(&mut tasks, &shutdown);
         shutdown.cancel();
-        supervise(servers(&shutdown), tasks, &shutdown)
+        supervise(servers(&shutdown), tasks, &shutdown, &disk())
             .await
             .expect("a clean stop");
     }
@@ -183,7 +198,7 @@ mod tests {
         tasks.spawn("status reporter", std::future::pending());
         shutdown.cancel();
         let started = tokio::time::Instant::now();
-        supervise(servers(&shutdown), tasks, &shutdown)
+        supervise(servers(&shutdown), tasks, &shutdown, &disk())
             .await
             .expect("a stop, not a failure");
         assert!(started.elapsed() >= TASK_STOP_GRACE);

@@ -470,6 +470,7 @@ pub fn site_report_from(r: pb::SiteReport) -> Result<status::Report, Status> {
         writes_in_flight: r.writes_in_flight,
         at_ms: r.reported_at.as_ref().map_or(0, millis),
         advertise_url: advertise_url_from(r.advertise_url)?,
+        disk: None,
     })
 }
 

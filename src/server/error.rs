@@ -14,9 +14,13 @@
 //! | aborted by an admin | ABORTED | 409 |
 //! | timed out (an idle client) | DEADLINE_EXCEEDED | 408 |
 //! | unavailable | UNAVAILABLE | 503 |
+//! | exhausted (disk full) | RESOURCE_EXHAUSTED | 507 |
 //! | internal | INTERNAL (logged) | 500 |
 //!
-//! Refusals are FAILED_PRECONDITION, not UNAVAILABLE, which clients retry blindly.
+//! Refusals are FAILED_PRECONDITION, not UNAVAILABLE, which clients retry blindly. A full
+//! disk is RESOURCE_EXHAUSTED, which gRPC defines for "the entire file system is out of
+//! space": neither a refusal in this site's state nor a fault to retry at once (see
+//! `store::disk::DiskFull`).
 
 use http::StatusCode;
 use tonic::{Code, Status};
@@ -39,6 +43,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::Aborted => Code::Aborted,
         ErrorKind::TimedOut => Code::DeadlineExceeded,
         ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Exhausted => Code::ResourceExhausted,
         ErrorKind::Internal => Code::Internal,
     }
 }
@@ -55,6 +60,7 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::TimedOut => StatusCode::REQUEST_TIMEOUT,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Exhausted => StatusCode::INSUFFICIENT_STORAGE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -177,6 +183,11 @@ mod tests {
             assert_eq!(code(kind), Code::FailedPrecondition);
         }
         assert_eq!(code(ErrorKind::Unavailable), Code::Unavailable);
+        assert_eq!(code(ErrorKind::Exhausted), Code::ResourceExhausted);
+        assert_eq!(
+            http_status(ErrorKind::Exhausted),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
         assert_eq!(code(ErrorKind::Internal), Code::Internal);
         assert_eq!(
             http_status(ErrorKind::Internal),

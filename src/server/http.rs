@@ -131,7 +131,15 @@ async fn metrics(State(site): State<Arc<Site>>) -> Response {
 /// (as `grpc.health.v1.Health` says).
 async fn healthz(State(site): State<Arc<Site>>) -> Response {
     if site.health.is_serving() {
-        "ok\n".into_response()
+        // A full disk is CRITICAL but still 200: the site serves reads, the mode and the
+        // gate, and a liveness probe that restarted it would only make it serve nothing.
+        match site.store.disk().state().reason() {
+            Some(reason) => format!(
+                "critical: {reason}; serving reads, the mode and the gate; writes are refused until space is freed\n"
+            )
+            .into_response(),
+            None => "ok\n".into_response(),
+        }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -177,6 +177,9 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                 Ok(Response::new(reply))
             }
             Route::Commit => {
+                // A full disk refuses pushes before a byte is stored; deletes go on, as
+                // they free space (a small event the disk reserve leaves room for).
+                objects.disk().check_writable().map_err(error::status)?;
                 let mut sink = objects.files().sink().map_err(|e| {
                     error::status(ObjectError::io("cannot create a temporary file")(e))
                 })?;

@@ -662,9 +662,7 @@ impl crate::log::Replica for Settings {
         use crate::log::ReplicaError;
         match self.apply_replicated(entries).await {
             Ok(_) => Ok(()),
-            Err(SettingsError::Log(e @ LogError::Storage { .. })) => {
-                Err(ReplicaError::Fatal(e.to_string()))
-            }
+            Err(SettingsError::Log(e @ LogError::Storage { .. })) => Err(ReplicaError::storage(e)),
             Err(SettingsError::Log(e)) => Err(ReplicaError::Refused(e)),
             Err(e) => Err(replica_error(e)),
         }
@@ -676,7 +674,7 @@ impl crate::log::Replica for Settings {
 pub fn replica_error(e: SettingsError) -> crate::log::ReplicaError {
     match e {
         SettingsError::Unproven(e) => crate::log::ReplicaError::Unproven(e.to_string()),
-        e => crate::log::ReplicaError::Fatal(e.to_string()),
+        e => crate::log::ReplicaError::storage(e),
     }
 }
 

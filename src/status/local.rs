@@ -61,6 +61,7 @@ impl Local<'_> {
             writes_in_flight: self.objects.inflight().list().len() as u64,
             at_ms: now_ms(),
             advertise_url: self.advertise_url.map(str::to_string),
+            disk: Some(self.objects.disk().state().into()),
         })
     }
 

@@ -276,6 +276,24 @@ pub fn render(s: &Scrape<'_>) -> String {
         }
     }
 
+    if let Some(d) = &own.report.disk {
+        o.family(
+            "geo_disk_free_bytes",
+            "gauge",
+            "Bytes free under this site's data directory (the disk reserve not counted).",
+        );
+        o.sample(
+            "geo_disk_free_bytes",
+            &[("path", d.path.as_str())],
+            d.free_bytes,
+        );
+        o.family(
+            "geo_disk_full",
+            "gauge",
+            "1 while this site's disk is full and writes are refused.",
+        );
+        o.sample("geo_disk_full", &[], flag(d.full));
+    }
     o.family(
         "geo_objects",
         "gauge",
@@ -384,6 +402,7 @@ mod tests {
             writes_in_flight: 0,
             at_ms: 10_000,
             advertise_url: None,
+            disk: None,
         };
         Judge {
             now_ms: 10_000,

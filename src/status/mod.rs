@@ -59,6 +59,32 @@ pub struct Report {
     /// primary repairs a damaged copy of its own from there.
     #[serde(default)]
     pub advertise_url: Option<String>,
+    /// The data directory's disk, when the site knows it (not carried in reports sent to
+    /// the primary yet).
+    #[serde(default)]
+    pub disk: Option<DiskView>,
+}
+
+/// Free space under a site's data directory (see `store::disk`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskView {
+    pub path: String,
+    pub free_bytes: u64,
+    /// Writes are refused until space is freed.
+    pub full: bool,
+    /// The reserve file is in place.
+    pub reserve: bool,
+}
+
+impl From<crate::store::DiskState> for DiskView {
+    fn from(s: crate::store::DiskState) -> DiskView {
+        DiskView {
+            path: s.path.display().to_string(),
+            free_bytes: s.free,
+            full: s.full,
+            reserve: s.reserve,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -130,6 +156,9 @@ impl Judge {
             self.objects(&report),
             verification(&report),
         ];
+        if let Some(d) = &report.disk {
+            channels.push(disk_channel(d));
+        }
         channels.retain(|c| !(c.name == "contact" && report.role == Role::Primary));
         let health = channels
             .iter()
@@ -185,6 +214,30 @@ impl Judge {
         }
         c
     }
+}
+
+/// CRITICAL while the disk is full: the site serves reads, the mode and the gate, and
+/// refuses writes until space is freed.
+fn disk_channel(d: &DiskView) -> Channel {
+    let mut c = Channel::ok("disk");
+    if d.full {
+        c.raise(
+            Health::Critical,
+            format!(
+                "disk full at {}: {} bytes free; writes are refused until space is freed",
+                d.path, d.free_bytes
+            ),
+        );
+    } else if !d.reserve {
+        c.raise(
+            Health::Warning,
+            format!(
+                "the disk reserve at {} is not in place ({} bytes free)",
+                d.path, d.free_bytes
+            ),
+        );
+    }
+    c
 }
 
 fn log_channel(name: &'static str, pos: &LogPosition, lag: Lag) -> Channel {

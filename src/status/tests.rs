@@ -42,6 +42,7 @@ fn secondary(applied: (u64, u64), objects: Counts, maintenance: bool) -> Report 
         writes_in_flight: 0,
         at_ms: NOW,
         advertise_url: None,
+        disk: None,
     }
 }
 
@@ -63,6 +64,7 @@ fn primary(objects: u64, maintenance: bool) -> Report {
         writes_in_flight: 0,
         at_ms: NOW,
         advertise_url: None,
+        disk: None,
     }
 }
 

@@ -5,7 +5,12 @@
 //! is versioned: a database written by a newer, incompatible format is refused rather than
 //! misread.
 
+pub mod disk;
+
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use disk::{Disk, DiskFull, DiskState};
 
 use crate::types::{Promotion, Role};
 
@@ -21,6 +26,8 @@ const PLACEMENT_KEY: &[u8] = b"placement";
 const PROOF_KEY: &[u8] = b"epoch_proof";
 /// The proof of this site's own promotion (it fences its former primary with it).
 const LEAD_PROOF_KEY: &[u8] = b"primary_proof";
+/// Written to find out whether the database still writes, after a full disk.
+const PROBE_KEY: &[u8] = b"disk_probe";
 
 /// Where a site stands, once promote, demote, repoint or a fence has decided it: this
 /// overrides the role and primary of the configuration, which only give the initial one.
@@ -60,7 +67,23 @@ pub enum StoreError {
 
 impl crate::types::Classify for StoreError {
     fn kind(&self) -> crate::types::ErrorKind {
+        if self.is_disk_full() {
+            return crate::types::ErrorKind::Exhausted;
+        }
         crate::types::ErrorKind::Internal
+    }
+}
+
+impl StoreError {
+    /// True when the failure is a full disk (a state the site waits out, not a fault).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::CreateDir { source, .. } => disk::is_full(source),
+            StoreError::Open { source, .. } | StoreError::Sled(source) => {
+                disk::sled_is_full(source)
+            }
+            StoreError::Format { .. } | StoreError::Corrupt { .. } => false,
+        }
     }
 }
 
@@ -69,15 +92,28 @@ impl crate::types::Classify for StoreError {
 pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
+    disk: Arc<Disk>,
 }
 
 impl Store {
-    /// Opens (or creates) the database under `data_dir`.
+    /// Opens (or creates) the database under `data_dir`. On a full disk it deletes the
+    /// reserve file (see [`disk`]) and tries once more, so a site restarted on a full disk
+    /// still opens its database and serves the mode and the gate.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
             path: data_dir.to_path_buf(),
             source,
         })?;
+        let disk = Arc::new(Disk::new(data_dir));
+        let store = match Store::open_db(data_dir, Arc::clone(&disk)) {
+            Err(e) if e.is_disk_full() && disk.release_reserve() => Store::open_db(data_dir, disk),
+            other => other,
+        }?;
+        store.disk.check(false);
+        Ok(store)
+    }
+
+    fn open_db(data_dir: &Path, disk: Arc<Disk>) -> Result<Store, StoreError> {
         let path = data_dir.join("db");
         let db = sled::Config::new()
             .path(&path)
@@ -99,7 +135,23 @@ impl Store {
                 }
             }
         }
-        Ok(Store { db, meta })
+        Ok(Store { db, meta, disk })
+    }
+
+    /// The data directory's disk: free space, the reserve, whether writes are refused.
+    pub fn disk(&self) -> &Arc<Disk> {
+        &self.disk
+    }
+
+    /// Writes and flushes a small record: fails when the database has kept an earlier
+    /// write error (sled does, until it is opened again).
+    pub fn probe(&self) -> Result<(), StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.meta.insert(PROBE_KEY, &now.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
     }
 
     pub fn db(&self) -> &sled::Db {

@@ -31,6 +31,9 @@ pub enum ErrorKind {
     /// Not now: the site is stopping, or a site it needs cannot be reached. Retrying later
     /// may help.
     Unavailable,
+    /// This site has run out of disk space: it refuses writes it would store until space is
+    /// freed, then takes them again by itself (reads, the mode and the gate go on).
+    Exhausted,
     /// This site is broken (storage, corruption): not the caller's fault.
     Internal,
 }
