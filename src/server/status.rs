@@ -113,8 +113,17 @@ pub async fn readiness_of(
                 Ok(r) => Ok(r),
                 Err(e) if site_id == own_id => {
                     let own = blocking(site, |s| s.local().statuses()).await?;
-                    let criteria =
-                        status::readiness_without_primary(&own[0], &primary, e.message());
+                    let why = if e.code() == tonic::Code::Cancelled
+                        || e.code() == tonic::Code::DeadlineExceeded
+                    {
+                        format!(
+                            "the primary did not answer within {:.1} s",
+                            CALL_TIMEOUT.as_secs_f64()
+                        )
+                    } else {
+                        format!("the primary did not answer: {}", e.message())
+                    };
+                    let criteria = status::readiness_without_primary(&own[0], &primary, &why);
                     Ok(reply(site_id, criteria, own_id))
                 }
                 Err(e) => Err(super::objects::forwarded_status(e, &primary)),
