@@ -176,6 +176,8 @@ pub struct Objects {
     sync_failures: AtomicU64,
     /// Wakes the verifier when a read found a copy's file missing ([`Objects::suspect`]).
     suspects: tokio::sync::Notify,
+    /// Wakes the sync workers when a failed verification queued a copy again.
+    requeued: tokio::sync::Notify,
     /// The data directory's disk: writes are refused while it is full.
     disk: Arc<crate::store::Disk>,
 }
@@ -208,6 +210,7 @@ impl Objects {
             closed: AtomicBool::new(false),
             sync_failures: AtomicU64::new(0),
             suspects: tokio::sync::Notify::new(),
+            requeued: tokio::sync::Notify::new(),
             disk: Arc::clone(store.disk()),
         };
         let mut keep = HashSet::new();

@@ -461,6 +461,12 @@ impl Objects {
         Ok(())
     }
 
+    /// Resolves when a copy was queued again outside the event log (a failed verification
+    /// dropped it), so the sync workers fetch it without waiting for their rescan.
+    pub async fn requeued(&self) {
+        self.requeued.notified().await
+    }
+
     /// Resolves when a read asked for a verification ([`Objects::suspect`]).
     pub async fn suspected(&self) {
         self.suspects.notified().await
@@ -597,6 +603,8 @@ impl Objects {
         }
         if dropped {
             self.remove_file(name, &local.sha256).await;
+            // Queued again: the sync workers need not wait for their idle rescan.
+            self.requeued.notify_one();
         }
         Ok(())
     }

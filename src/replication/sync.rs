@@ -101,6 +101,7 @@ pub async fn run<S: ObjectSource>(
             changed = events.changed() => {
                 if changed.is_err() { break; }
             }
+            _ = objects.requeued() => {}
             _ = disk.changed() => {}
             Some(done) = workers.join_next(), if !workers.is_empty() => {
                 let (name, result) = done.map_err(|e| ObjectError::Corrupt(format!("a sync worker panicked: {e}")))?;
