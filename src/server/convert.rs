@@ -437,6 +437,12 @@ pub fn site_report(r: &status::Report) -> pb::SiteReport {
         reported_at: Some(timestamp(r.at_ms)),
         proof: None,
         advertise_url: r.advertise_url.clone().unwrap_or_default(),
+        disk: r.disk.as_ref().map(|d| pb::DiskState {
+            path: d.path.clone(),
+            free_bytes: d.free_bytes,
+            full: d.full,
+            reserve: d.reserve,
+        }),
     }
 }
 
@@ -470,7 +476,20 @@ pub fn site_report_from(r: pb::SiteReport) -> Result<status::Report, Status> {
         writes_in_flight: r.writes_in_flight,
         at_ms: r.reported_at.as_ref().map_or(0, millis),
         advertise_url: advertise_url_from(r.advertise_url)?,
-        disk: None,
+        disk: match r.disk {
+            None => None,
+            Some(d) if d.path.len() > 4096 => {
+                return Err(Status::invalid_argument(
+                    "a report's disk path is over 4096 bytes",
+                ))
+            }
+            Some(d) => Some(status::DiskView {
+                path: d.path,
+                free_bytes: d.free_bytes,
+                full: d.full,
+                reserve: d.reserve,
+            }),
+        },
     })
 }
 
@@ -569,6 +588,30 @@ mod tests {
             message: None,
             fenced: None,
         }
+    }
+
+    #[test]
+    fn a_secondarys_disk_reaches_the_primary_in_its_report() {
+        let report = status::Report {
+            site_id: "s1".into(),
+            role: Role::Secondary,
+            epoch: 1,
+            maintenance: false,
+            settings: status::LogPosition::default(),
+            events: status::LogPosition::default(),
+            objects: Default::default(),
+            writes_in_flight: 0,
+            at_ms: 1,
+            advertise_url: None,
+            disk: Some(status::DiskView {
+                path: "/var/lib/geo-agent".into(),
+                free_bytes: 4096,
+                full: true,
+                reserve: false,
+            }),
+        };
+        let back = site_report_from(site_report(&report)).expect("a valid report");
+        assert_eq!(back.disk, report.disk);
     }
 
     proptest! {

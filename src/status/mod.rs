@@ -59,8 +59,8 @@ pub struct Report {
     /// primary repairs a damaged copy of its own from there.
     #[serde(default)]
     pub advertise_url: Option<String>,
-    /// The data directory's disk, when the site knows it (not carried in reports sent to
-    /// the primary yet).
+    /// The data directory's disk, when the site knows it (carried in reports, so the
+    /// primary's view shows a secondary's full disk).
     #[serde(default)]
     pub disk: Option<DiskView>,
 }
