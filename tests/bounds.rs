@@ -120,22 +120,9 @@ fn a_site_refuses_to_start_when_its_two_tokens_are_the_same() {
     let token = dir.path().join("token");
     write_private(&token, "0123456789abcdef0123");
     let token = token.display().to_string();
-    let data = dir.path().join("data").display().to_string();
-    let (code, _, err) = cli(
-        &[
-            "run",
-            "--data-dir",
-            &data,
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--admin-token-file",
-            &token,
-            "--site-token-file",
-            &token,
-        ],
-        &[],
+    let (code, err) = run_refused(
+        dir.path(),
+        &["--admin-token-file", &token, "--site-token-file", &token],
     );
     assert_eq!(code, 2, "{err}");
     assert!(

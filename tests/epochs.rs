@@ -236,23 +236,11 @@ async fn only_a_promotion_signed_with_the_admins_key_raises_the_epoch_and_fences
 #[test]
 fn run_refuses_to_start_without_a_valid_promotion_public_key() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("d").display().to_string();
-    let base = [
-        "run",
-        "--data-dir",
-        &data,
-        "--listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-    ];
-    let (code, _, err) = cli(&base, &[]);
+    let (code, err) = run_refused(dir.path(), &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no promotion public key"), "{err}");
     assert!(err.contains("promotion-key generate"), "{err}");
-    let mut bad = base.to_vec();
-    bad.extend(["--promotion-public-key", "not-hex"]);
-    let (code, _, err) = cli(&bad, &[]);
+    let (code, err) = run_refused(dir.path(), &["--promotion-public-key", "not-hex"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("promotion_public_key"), "{err}");
 }

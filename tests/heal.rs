@@ -19,7 +19,12 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
 /// A primary that re-verifies every second, and a secondary it can reach at the address the
 /// secondary advertises.
 fn deployment(cluster: &Cluster) -> (SiteProc, SiteProc) {
-    let primary = cluster.primary_with("primary", &["--reverify-interval", "1s"]);
+    deployment_verifying_every(cluster, "1s")
+}
+
+/// [`deployment`] with the primary re-verifying every `interval`.
+fn deployment_verifying_every(cluster: &Cluster, interval: &str) -> (SiteProc, SiteProc) {
+    let primary = cluster.primary_with("primary", &["--reverify-interval", interval]);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let advertise = format!("http://{listen}");
@@ -176,22 +181,7 @@ async fn a_read_that_finds_the_file_gone_has_it_repaired_at_once() {
     let cluster = Cluster::new();
     let token = &cluster.admin_token;
     // The verifier alone would not look for an hour.
-    let primary = cluster.primary_with("primary", &["--reverify-interval", "1h"]);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let advertise = format!("http://{listen}");
-    let s1 = cluster.secondary_with(
-        "s1",
-        &primary,
-        &[
-            "--listen",
-            &listen,
-            "--http-listen",
-            "127.0.0.1:0",
-            "--advertise-url",
-            &advertise,
-        ],
-    );
+    let (primary, s1) = deployment_verifying_every(&cluster, "1h");
     let bytes = data(11, 100_000);
     push(&primary, token, "uploads/b", &bytes).await.unwrap();
     synced(&s1, token, "uploads/b", &sha256_hex(&bytes)).await;

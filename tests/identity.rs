@@ -299,21 +299,7 @@ fn a_token_file_others_can_read_is_refused() {
     write_private(&token, "0123456789abcdef0123-admin");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
     let t = token.display().to_string();
-    let data = dir.path().join("data").display().to_string();
-    let (code, _, err) = cli(
-        &[
-            "run",
-            "--data-dir",
-            &data,
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--admin-token-file",
-            &t,
-        ],
-        &[],
-    );
+    let (code, err) = run_refused(dir.path(), &["--admin-token-file", &t]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains(&t) && err.contains("chmod 600"), "{err}");
     let (code, _, err) = cli(&["settings", "get", "--token-file", &t], &[]);

@@ -173,6 +173,24 @@ pub async fn set_maintenance(
         .map(|r| r.into_inner())
 }
 
+/// `geo-agent run` on a fresh data directory under `dir`, on ports the kernel picks, with
+/// `extra` flags: for a start that must be refused. (exit code, stderr)
+pub fn run_refused(dir: &Path, extra: &[&str]) -> (i32, String) {
+    let data = dir.join("data").display().to_string();
+    let mut args = vec![
+        "run",
+        "--data-dir",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend(extra);
+    let (code, _, err) = cli(&args, &[]);
+    (code, err)
+}
+
 /// The messages of a push of `data` under `header`: the header, 64 KiB chunks, a trailer.
 pub fn push_messages(header: pb::PushHeader, data: &[u8]) -> Vec<pb::PushRequest> {
     let mut msgs = vec![pb::PushRequest {
