@@ -454,18 +454,7 @@ impl Settings {
     }
 
     async fn change(&self, change: Change, actor: &str) -> Result<Entry, SettingsError> {
-        if let Some(reason) = self.fenced() {
-            return Err(SettingsError::Fenced(reason));
-        }
-        if self.role != Role::Primary {
-            return Err(SettingsError::NotPrimary {
-                site_id: self.site_id.to_string(),
-                primary: self
-                    .primary
-                    .clone()
-                    .unwrap_or_else(|| "(unknown)".to_string()),
-            });
-        }
+        self.writable()?;
         validate_actor(actor).map_err(SettingsError::Invalid)?;
         self.log
             .view()
