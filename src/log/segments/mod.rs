@@ -40,6 +40,8 @@
 //! Blocking I/O runs on tokio's blocking pool; the writer is one task per store.
 
 mod io;
+#[cfg(test)]
+mod power_loss;
 mod record;
 #[cfg(test)]
 mod sim;

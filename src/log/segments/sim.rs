@@ -93,6 +93,11 @@ impl SimIo {
         self.0.lock().unwrap().budget = Some(ops);
     }
 
+    /// Whether the power has failed.
+    pub fn dead(&self) -> bool {
+        self.0.lock().unwrap().dead
+    }
+
     /// File syncs so far.
     pub fn syncs(&self) -> u64 {
         self.0.lock().unwrap().syncs
