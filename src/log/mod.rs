@@ -12,6 +12,7 @@
 
 mod entry;
 mod replica;
+pub mod segments;
 
 use std::sync::Arc;
 
