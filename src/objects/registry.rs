@@ -554,8 +554,8 @@ impl Objects {
     }
 
     /// Records the outcome of re-hashing `local`. A mismatch on a secondary drops the copy
-    /// and queues a fresh sync; on the primary there is nothing to sync from, so the object
-    /// stays marked failed for an operator.
+    /// and queues a fresh sync; on the primary the copy stays marked failed (and is handed to
+    /// no one) until the verifier repairs it from a secondary's verified copy.
     pub async fn record_verification(
         &self,
         name: &str,
