@@ -119,7 +119,13 @@ async fn an_unproven_epoch_claim_is_refused_stored_nowhere_and_not_passed_on() {
         .logs()
         .contains("refused an epoch no admin's promotion proves"));
 
-    // The same claims sent to the secondary stop there.
+    // The same claims sent to the secondary stop there. (Once it has applied the sites'
+    // registrations: it authenticates callers by its own copy of the registry.)
+    let head = primary.get_mode().await.settings_index;
+    eventually("s1 has the registry", || async {
+        (s1.try_get_mode().await?.settings_index >= head).then_some(())
+    })
+    .await;
     claim_everything(&s1, token, u64::MAX).await;
 
     // The primary still leads at epoch 1 and takes changes; the secondary follows it (so

@@ -191,7 +191,13 @@ async fn a_read_that_finds_the_file_gone_has_it_repaired_at_once() {
         body.contains("site=\"s1\"").then_some(())
     })
     .await;
-    // A secondary serves other sites only a verified copy with the sha256 they ask for.
+    // A secondary serves other sites only a verified copy with the sha256 they ask for
+    // (to callers its own copy of the registry knows: wait until it has it).
+    let head = primary.get_mode().await.settings_index;
+    eventually("s1 has the registry", || async {
+        (s1.try_get_mode().await?.settings_index >= head).then_some(())
+    })
+    .await;
     let fetch = |sha: String| {
         let s1 = &s1;
         let token = cluster.site_token.clone();
