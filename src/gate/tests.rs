@@ -1984,6 +1984,19 @@ fn route_word(seg: &str) -> bool {
     )
 }
 
+/// Whether `segs` ends in a repository, `<namespace>/<project>.git`: groups may have any
+/// name but `-`, and the project's own name is not a word of a project route.
+fn repository(segs: &[&str]) -> bool {
+    let Some((repo, namespace)) = segs.split_last() else {
+        return false;
+    };
+    let name = repo.strip_suffix(".git").unwrap_or_default();
+    !namespace.is_empty()
+        && !name.is_empty()
+        && !route_word(name)
+        && namespace.iter().all(|s| !s.is_empty() && *s != "-")
+}
+
 /// Whether `path` (clean, below the root) is one that rule `rule` is about.
 fn belongs(rule: &str, path: &str, method: &str) -> bool {
     let segs: Vec<&str> = path.split('/').skip(1).collect();
@@ -2015,16 +2028,12 @@ fn belongs(rule: &str, path: &str, method: &str) -> bool {
         "allow.git_upload_pack" => {
             post && segs.len() > 2
                 && segs[segs.len() - 1] == "git-upload-pack"
-                && segs[segs.len() - 2].ends_with(".git")
-                && segs[segs.len() - 2] != ".git"
-                && !segs.iter().any(|s| route_word(s))
+                && repository(&segs[..segs.len() - 1])
         }
         "allow.lfs_batch" | "lfs.no_body" | "lfs.unparseable" => {
             post && segs.len() > 5
                 && segs.ends_with(&["info", "lfs", "objects", "batch"])
-                && segs[segs.len() - 5].ends_with(".git")
-                && segs[segs.len() - 5] != ".git"
-                && !segs.iter().any(|s| route_word(s))
+                && repository(&segs[..segs.len() - 4])
         }
         "allow.internal_api" => segs.len() > 3 && segs.starts_with(&["api", "v4", "internal"]),
         "allow.internal_api_v3" => segs.len() > 3 && segs.starts_with(&["api", "v3", "internal"]),
@@ -2253,8 +2262,16 @@ fn any_body() -> impl Strategy<Value = Option<Vec<u8>>> {
     ])
 }
 
+/// 512 cases per property, or `PROPTEST_CASES` for a long run.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(512)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn hostile_graphql_requests_never_pass_a_write_unnamed(
