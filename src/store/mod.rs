@@ -1,9 +1,12 @@
 //! The site's embedded database: one sled `Db` under `<data dir>/db`, opened once.
 //!
-//! Every durable thing a site knows lives here (the replicated logs, their materialised
-//! state, the highest epoch seen, the epoch it leads at, its placement), so one `flush` makes a change durable. The on-disk format
-//! is versioned: a database written by a newer, incompatible format is refused rather than
-//! misread.
+//! It holds the logs' materialised state (rebuilt from the logs, which live in their own
+//! log store under `<data dir>/logs/`, whenever it is missing or behind) and the site's own
+//! records: the highest epoch seen, the epoch it leads at, its placement and proofs. sled's
+//! `flush` is `sync_file_range`, which survives a crash of the process but not a loss of
+//! power, so every write of those records ends with [`Store::sync`]: sled's flush, then an
+//! `fsync` of its files and directory. The on-disk format is versioned: a database written
+//! by a newer, incompatible format is refused rather than misread.
 
 pub mod disk;
 
@@ -63,6 +66,11 @@ pub enum StoreError {
     Format { path: PathBuf, found: u64 },
     #[error("corrupt record {what}: {detail}")]
     Corrupt { what: String, detail: String },
+    #[error("cannot sync the database file {path}: {source}")]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl crate::types::Classify for StoreError {
@@ -78,7 +86,9 @@ impl StoreError {
     /// True when the failure is a full disk (a state the site waits out, not a fault).
     pub fn is_disk_full(&self) -> bool {
         match self {
-            StoreError::CreateDir { source, .. } => disk::is_full(source),
+            StoreError::CreateDir { source, .. } | StoreError::Sync { source, .. } => {
+                disk::is_full(source)
+            }
             StoreError::Open { source, .. } | StoreError::Sled(source) => {
                 disk::sled_is_full(source)
             }
@@ -90,6 +100,7 @@ impl StoreError {
 /// The site's database handle. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    dir: PathBuf,
     db: sled::Db,
     meta: sled::Tree,
     disk: Arc<Disk>,
@@ -135,7 +146,12 @@ impl Store {
                 }
             }
         }
-        Ok(Store { db, meta, disk })
+        Ok(Store {
+            dir: data_dir.to_path_buf(),
+            db,
+            meta,
+            disk,
+        })
     }
 
     /// The data directory's disk: free space, the reserve, whether writes are refused.
@@ -158,6 +174,11 @@ impl Store {
         &self.db
     }
 
+    /// Where the log store of the log `name` keeps its segment files.
+    pub fn log_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("logs").join(name)
+    }
+
     /// The highest epoch this site has seen (0 if none yet).
     pub fn highest_epoch(&self) -> Result<u64, StoreError> {
         match self.meta.get(EPOCH_KEY)? {
@@ -175,7 +196,7 @@ impl Store {
                 .unwrap_or(0);
             Some(old.max(epoch).to_be_bytes().to_vec())
         })?;
-        self.db.flush_async().await?;
+        self.sync().await?;
         match merged {
             Some(raw) => decode_u64(&raw, "highest epoch"),
             None => Ok(epoch),
@@ -193,7 +214,7 @@ impl Store {
     /// Records the epoch this site leads at, durably.
     pub async fn set_primary_epoch(&self, epoch: u64) -> Result<(), StoreError> {
         self.meta.insert(PRIMARY_EPOCH_KEY, &epoch.to_be_bytes())?;
-        self.db.flush_async().await?;
+        self.sync().await?;
         Ok(())
     }
 
@@ -217,7 +238,7 @@ impl Store {
             detail: e.to_string(),
         })?;
         self.meta.insert(PLACEMENT_KEY, raw)?;
-        self.db.flush_async().await?;
+        self.sync().await?;
         Ok(())
     }
 
@@ -241,7 +262,7 @@ impl Store {
         batch.insert(PROOF_KEY, proof.clone());
         batch.insert(LEAD_PROOF_KEY, proof);
         self.meta.apply_batch(batch)?;
-        self.db.flush_async().await?;
+        self.sync().await?;
         Ok(())
     }
 
@@ -270,7 +291,7 @@ impl Store {
             batch.insert(PROOF_KEY, json(proof, "epoch proof")?);
         }
         self.meta.apply_batch(batch)?;
-        self.db.flush_async().await?;
+        self.sync().await?;
         Ok(highest)
     }
 
@@ -281,7 +302,7 @@ impl Store {
         batch.insert(EPOCH_KEY, &epoch.to_be_bytes());
         batch.insert(PLACEMENT_KEY, json(placement, "placement")?);
         self.meta.apply_batch(batch)?;
-        self.db.flush_async().await?;
+        self.sync().await?;
         Ok(())
     }
 
@@ -301,11 +322,40 @@ impl Store {
         }
     }
 
-    /// Flushes everything written so far to disk.
-    pub async fn flush(&self) -> Result<(), StoreError> {
+    /// Makes everything written so far durable, also against a loss of power: sled's flush
+    /// (`sync_file_range`), then `fsync` of every file of the database and its directories.
+    pub async fn sync(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
-        Ok(())
+        let path = self.dir.join("db");
+        tokio::task::spawn_blocking(move || fsync_tree(&path))
+            .await
+            .map_err(|e| StoreError::Sync {
+                path: self.dir.join("db"),
+                source: std::io::Error::other(e.to_string()),
+            })?
     }
+}
+
+/// `fsync`s `dir`, the files in it and in its subdirectories (sled's `blobs`), and the
+/// subdirectories themselves.
+fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Sync { path, source }
+    };
+    for item in std::fs::read_dir(dir).map_err(failed(dir))? {
+        let path = item.map_err(failed(dir))?.path();
+        if path.is_dir() {
+            fsync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(failed(&path))?;
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(failed(dir))
 }
 
 fn json<T: serde::Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
