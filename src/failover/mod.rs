@@ -647,6 +647,8 @@ mod tests {
         assert_eq!(store.highest_epoch().unwrap(), 1);
         let placement = store.placement().unwrap().unwrap();
         assert_eq!((placement.role, placement.fenced), (Role::Primary, None));
+        // The site opens again, as after any placement change.
+        drop(settings);
         let settings = Settings::open(store.clone(), "p", Role::Primary, None, None)
             .await
             .unwrap();

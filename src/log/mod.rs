@@ -1,24 +1,47 @@
 //! The one replicated-log implementation, used by both the settings log and the event log.
 //!
-//! A log is three sled trees — entries by index, the head, and the materialised state a
-//! [`Machine`] derives from the entries — written in one transaction and flushed before
-//! anyone hears of the entry. A primary [`Log::append`]s; a secondary [`Log::apply`]s what
-//! the primary streamed, after checking that it is the next index, does not lower the epoch
-//! and extends its own hash chain. Subscribers see only durable entries, so nothing leaves a
-//! primary that a crash could take back.
+//! A log's entries live in a [`segments::SegmentLog`] (append-only files, `fdatasync`ed
+//! before anything is acknowledged); the materialised state a [`Machine`] derives from them
+//! lives in two sled trees, `<name>/state` and `<name>/meta` (which entry the state has
+//! applied, written in the same transaction as the state).
 //!
-//! Writes are serialised (one writer at a time, flush included). That costs group commit,
-//! and buys a head that is always the last durable entry, with no reordering to reason about.
+//! A primary [`Log::append`]s; a secondary [`Log::apply_batch`]es what the primary streamed,
+//! after checking that it is the next index, does not lower the epoch and extends its own
+//! hash chain. Either way an entry goes through three steps:
+//!
+//! 1. **queued**, under the writer lock, which only orders entries (index, hash chain): it
+//!    is not held while the disk syncs, so appends that arrive during a sync share the next
+//!    one (group commit);
+//! 2. **durable**: the log store has synced it;
+//! 3. **applied and published**: the state takes every durable entry not yet applied, in
+//!    one sled transaction, and only then do readers, subscribers and the caller hear of it.
+//!
+//! So the state is never ahead of the durable log: after a crash or a loss of power it is
+//! the same or behind, and opening replays what it misses (or rebuilds it from the first
+//! entry if it is missing or does not match the log). sled's own flush is therefore not
+//! needed for the log's promises, and is not waited for. Subscribers see only durable
+//! entries, so nothing leaves a site that a crash could take back.
+//!
+//! [`Machine::apply`] must not refuse an entry that passed [`Machine::check`]: when it fails
+//! anyway (a storage error), the entry is durable but not applied, and the log stops taking
+//! entries until it is opened again, which replays it.
 
 mod entry;
 mod replica;
 pub mod segments;
+#[cfg(test)]
+mod tests;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 use tokio::sync::{watch, Mutex};
+use tracing::{info, warn};
+
+use crate::store::Store;
+use segments::{LogStoreError, Options, SegmentLog, StdIo};
 
 pub use entry::{Entry, Hash, GENESIS, HASH_LEN};
 pub use replica::{Replica, ReplicaError};
@@ -61,7 +84,8 @@ pub trait Machine: Send + Sync + 'static {
     type View: Send + Sync + 'static;
 
     /// Applies `entry` to `state`, inside the log's transaction. sled may run it more than
-    /// once, so it must depend on nothing but `state` and `entry`.
+    /// once, so it must depend on nothing but `state` and `entry`. The entry is already
+    /// durable: this must not refuse what [`Machine::check`] let through.
     fn apply(&self, state: &TransactionalTree, entry: &Entry) -> Result<(), String>;
 
     /// Reads the view from the committed state.
@@ -186,6 +210,14 @@ pub enum LogError {
         index: u64,
         reason: String,
     },
+    #[error("{log} log: {source}")]
+    Store { log: String, source: LogStoreError },
+    #[error("{log} log stopped: {reason}; it takes no entries until the site opens it again")]
+    Stopped {
+        log: String,
+        reason: String,
+        disk_full: bool,
+    },
 }
 
 impl crate::types::Classify for LogError {
@@ -199,17 +231,27 @@ impl crate::types::Classify for LogError {
             | LogError::StaleEpoch { .. } => ErrorKind::Refused,
             // Entries no log may hold, whoever offers them.
             LogError::TooLarge { .. } | LogError::Invalid { .. } => ErrorKind::Invalid,
-            LogError::Storage { source, .. } if crate::store::disk::sled_is_full(source) => {
-                ErrorKind::Exhausted
-            }
-            LogError::Storage { .. } | LogError::Corrupt { .. } | LogError::Apply { .. } => {
-                ErrorKind::Internal
-            }
+            _ if self.is_disk_full() => ErrorKind::Exhausted,
+            LogError::Store { source, .. } => source.kind(),
+            LogError::Storage { .. }
+            | LogError::Corrupt { .. }
+            | LogError::Apply { .. }
+            | LogError::Stopped { .. } => ErrorKind::Internal,
         }
     }
 }
 
 impl LogError {
+    /// True when the disk is full (a state the site waits out, not a fault).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            LogError::Storage { source, .. } => crate::store::disk::sled_is_full(source),
+            LogError::Store { source, .. } => source.is_disk_full(),
+            LogError::Stopped { disk_full, .. } => *disk_full,
+            _ => false,
+        }
+    }
+
     /// True when the offered history contradicts this site's: following must stop.
     pub fn is_divergence(&self) -> bool {
         matches!(
@@ -225,62 +267,136 @@ impl LogError {
     }
 }
 
-/// One replicated log over sled trees named `<name>/entries`, `<name>/meta`, `<name>/state`.
+/// Entries per sled transaction when opening replays the log into the state.
+const REPLAY_BATCH: usize = 4096;
+/// How long opening waits for an earlier instance of the same log (a site opening again) to
+/// let go of its files.
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One replicated log: its entries in the log store under [`Store::log_dir`], its state in
+/// the sled trees `<name>/state` and `<name>/meta`.
 pub struct Log<M: Machine> {
     name: String,
-    db: sled::Db,
-    entries: sled::Tree,
-    meta: sled::Tree,
-    state: sled::Tree,
+    store: Store,
+    segments: SegmentLog,
+    /// What the state has applied (see [`State`]).
+    state: State,
     machine: M,
-    /// Serialises writers, flush included (see the module doc).
-    writer: Mutex<()>,
+    /// The last queued entry: held while an entry is checked, chained and queued, not
+    /// while it syncs (see the module doc).
+    writer: Mutex<Head>,
+    /// Entries queued to the log store and not yet applied to the state, in index order.
+    staged: std::sync::Mutex<VecDeque<Entry>>,
+    /// Held while durable entries are applied to the state and published, so each is
+    /// applied once, in order.
+    applier: Mutex<()>,
+    /// Why the log stopped taking entries, once it has, and whether the disk was full.
+    stopped: std::sync::Mutex<Option<(String, bool)>>,
     published: watch::Sender<Published<M::View>>,
 }
 
+/// The materialised state and the head of what it has applied, written together.
+struct State {
+    name: String,
+    meta: sled::Tree,
+    tree: sled::Tree,
+}
+
+impl State {
+    fn head(&self) -> Result<Head, LogError> {
+        match self.meta.get(HEAD_KEY).map_err(|e| self.storage(e))? {
+            None => Ok(Head::default()),
+            Some(raw) => Head::decode(&raw).ok_or_else(|| LogError::Corrupt {
+                log: self.name.clone(),
+                index: 0,
+                detail: format!("the state's head record has {} bytes", raw.len()),
+            }),
+        }
+    }
+
+    /// Applies durable, consecutive `entries` in one transaction with the new head.
+    fn apply<M: Machine>(&self, machine: &M, entries: &[Entry]) -> Result<Head, LogError> {
+        let Some(last) = entries.last() else {
+            return self.head();
+        };
+        let head = Head {
+            index: last.index,
+            hash: last.hash,
+            epoch: last.epoch,
+        };
+        let head_raw = head.encode();
+        (&self.tree, &self.meta)
+            .transaction(|(state, meta)| {
+                for entry in entries {
+                    machine.apply(state, entry).map_err(|reason| {
+                        ConflictableTransactionError::Abort((entry.index, reason))
+                    })?;
+                }
+                meta.insert(HEAD_KEY, head_raw.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort((index, reason)) => LogError::Apply {
+                    log: self.name.clone(),
+                    index,
+                    reason,
+                },
+                TransactionError::Storage(source) => self.storage(source),
+            })?;
+        Ok(head)
+    }
+
+    fn view<M: Machine>(&self, machine: &M, index: u64) -> Result<M::View, LogError> {
+        machine
+            .view(&self.tree)
+            .map_err(|detail| LogError::Corrupt {
+                log: self.name.clone(),
+                index,
+                detail,
+            })
+    }
+
+    fn storage(&self, source: sled::Error) -> LogError {
+        LogError::Storage {
+            log: self.name.clone(),
+            source,
+        }
+    }
+}
+
 impl<M: Machine> Log<M> {
-    /// Opens the log `name` in `db`, checking that the head matches the last entry.
-    pub fn open(db: &sled::Db, name: &str, machine: M) -> Result<Log<M>, LogError> {
+    /// Opens the log `name` of `store`: its log store (cutting a torn tail), the entries an
+    /// older layout kept in sled (moved over once), and its state, which is brought up to
+    /// the log by replaying what it misses, or rebuilt from the first entry when it is
+    /// unreadable or does not match the log.
+    pub async fn open(store: &Store, name: &str, machine: M) -> Result<Log<M>, LogError> {
         let storage = |source| LogError::Storage {
             log: name.to_string(),
             source,
         };
-        let entries = db.open_tree(format!("{name}/entries")).map_err(storage)?;
-        let meta = db.open_tree(format!("{name}/meta")).map_err(storage)?;
-        let state = db.open_tree(format!("{name}/state")).map_err(storage)?;
-        let head = read_head(name, &meta)?;
-        let last = entries.last().map_err(storage)?;
-        let last_index = match &last {
-            None => 0,
-            Some((k, _)) => key_index(name, k)?,
+        let segments = open_segments(store, name).await?;
+        let db = store.db();
+        migrate(db, name, &segments).await?;
+        let state = State {
+            name: name.to_string(),
+            meta: db.open_tree(format!("{name}/meta")).map_err(storage)?,
+            tree: db.open_tree(format!("{name}/state")).map_err(storage)?,
         };
-        if last_index != head.index {
-            return Err(LogError::Corrupt {
-                log: name.to_string(),
-                index: last_index,
-                detail: format!(
-                    "the head says {} but the last entry is {last_index}",
-                    head.index
-                ),
-            });
-        }
-        let view = machine.view(&state).map_err(|detail| LogError::Corrupt {
-            log: name.to_string(),
-            index: head.index,
-            detail,
-        })?;
+        let (head, view) = recover(&segments, &state, &machine)?;
         let (published, _) = watch::channel(Published {
             head,
             view: Arc::new(view),
         });
         Ok(Log {
             name: name.to_string(),
-            db: db.clone(),
-            entries,
-            meta,
+            store: store.clone(),
+            writer: Mutex::new(head),
+            segments,
             state,
             machine,
-            writer: Mutex::new(()),
+            staged: std::sync::Mutex::new(VecDeque::new()),
+            applier: Mutex::new(()),
+            stopped: std::sync::Mutex::new(None),
             published,
         })
     }
@@ -289,7 +405,7 @@ impl<M: Machine> Log<M> {
         &self.name
     }
 
-    /// The last durable entry's head.
+    /// The last durable, applied entry's head.
     pub fn head(&self) -> Head {
         self.published.borrow().head
     }
@@ -309,38 +425,50 @@ impl<M: Machine> Log<M> {
         self.published.subscribe()
     }
 
-    /// The materialised state, for reads the view does not cover.
+    /// The materialised state, for reads the view does not cover. It holds durable
+    /// entries only.
     pub fn state(&self) -> &sled::Tree {
-        &self.state
+        &self.state.tree
     }
 
-    /// Appends a new entry (primary). Returns once it is durable and published.
+    /// How many `fdatasync`s the log store has made (group commit makes it fewer than the
+    /// entries).
+    pub fn syncs(&self) -> u64 {
+        self.segments.syncs()
+    }
+
+    /// Appends a new entry (primary). Returns once it is durable, applied and published.
     pub async fn append(
         &self,
         epoch: u64,
         author: &str,
         payload: Vec<u8>,
     ) -> Result<Entry, LogError> {
-        let _writer = self.writer.lock().await;
-        let head = read_head(&self.name, &self.meta)?;
-        if epoch < head.epoch {
-            return Err(LogError::StaleEpoch {
-                log: self.name.clone(),
-                index: head.index + 1,
+        let (entry, pending) = {
+            let mut tip = self.writer.lock().await;
+            self.check_running()?;
+            if epoch < tip.epoch {
+                return Err(LogError::StaleEpoch {
+                    log: self.name.clone(),
+                    index: tip.index + 1,
+                    epoch,
+                    current: tip.epoch,
+                });
+            }
+            let entry = Entry::new(
+                &tip.hash,
+                tip.index + 1,
                 epoch,
-                current: head.epoch,
-            });
-        }
-        let entry = Entry::new(
-            &head.hash,
-            head.index + 1,
-            epoch,
-            now_ms(),
-            author.to_string(),
-            payload,
-        );
-        self.admit(&entry)?;
-        self.commit(std::slice::from_ref(&entry)).await?;
+                now_ms(),
+                author.to_string(),
+                payload,
+            );
+            self.admit(&entry)?;
+            let pending = self.queue(std::slice::from_ref(&entry))?;
+            *tip = head_of(&entry);
+            (entry, pending)
+        };
+        self.settle(pending, entry.index).await?;
         Ok(entry)
     }
 
@@ -356,39 +484,121 @@ impl<M: Machine> Log<M> {
         })
     }
 
-    /// Applies consecutive entries as [`Log::apply`] does each, in one transaction and one
-    /// flush (how a follower catches up quickly). Entries this site already has are skipped
-    /// if identical. At the first entry that is refused, the entries before it are still
-    /// applied — exactly as one at a time — and the refusal is returned. Returns how many
-    /// entries were new.
+    /// Applies consecutive entries as [`Log::apply`] does each, with one sync and one
+    /// transaction (how a follower catches up quickly). Entries this site already has are
+    /// skipped if identical. At the first entry that is refused, the entries before it are
+    /// still applied — exactly as one at a time — and the refusal is returned. Returns how
+    /// many entries were new.
     pub async fn apply_batch(&self, batch: Vec<Entry>) -> Result<usize, LogError> {
-        let _writer = self.writer.lock().await;
-        let mut head = read_head(&self.name, &self.meta)?;
-        let mut new = Vec::with_capacity(batch.len());
         let mut refused = None;
-        for entry in batch {
-            if let Err(e) = self.check_next(&head, &entry) {
-                match e {
-                    Checked::Duplicate => continue,
-                    Checked::Refused(e) => {
+        let (count, pending, last) = {
+            let mut tip = self.writer.lock().await;
+            self.check_running()?;
+            let mut head = *tip;
+            let mut new = Vec::with_capacity(batch.len());
+            for entry in batch {
+                match self.check_next(&head, &entry) {
+                    Ok(()) => {}
+                    Err(Checked::Duplicate) => continue,
+                    Err(Checked::Refused(e)) => {
                         refused = Some(e);
                         break;
                     }
                 }
+                head = head_of(&entry);
+                new.push(entry);
             }
-            head = Head {
-                index: entry.index,
-                hash: entry.hash,
-                epoch: entry.epoch,
-            };
-            new.push(entry);
-        }
-        if !new.is_empty() {
-            self.commit(&new).await?;
+            if new.is_empty() {
+                (0, None, 0)
+            } else {
+                let pending = self.queue(&new)?;
+                *tip = head;
+                (new.len(), Some(pending), head.index)
+            }
+        };
+        if let Some(pending) = pending {
+            self.settle(pending, last).await?;
         }
         match refused {
             Some(e) => Err(e),
-            None => Ok(new.len()),
+            None => Ok(count),
+        }
+    }
+
+    /// Queues checked, consecutive entries to the log store. The caller holds the writer
+    /// lock, so the staged entries stay in index order.
+    fn queue(&self, entries: &[Entry]) -> Result<segments::Pending, LogError> {
+        let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = self.segments.submit(entries).map_err(|e| {
+            self.stop(LogError::Store {
+                log: self.name.clone(),
+                source: e,
+            })
+        })?;
+        staged.extend(entries.iter().cloned());
+        Ok(pending)
+    }
+
+    /// Waits until the entries up to `index` are durable, then applies every durable entry
+    /// the state lacks and publishes them.
+    async fn settle(&self, pending: segments::Pending, index: u64) -> Result<(), LogError> {
+        if let Err(source) = pending.durable().await {
+            return Err(self.stop(LogError::Store {
+                log: self.name.clone(),
+                source,
+            }));
+        }
+        let _applier = self.applier.lock().await;
+        if self.head().index >= index {
+            return Ok(());
+        }
+        self.check_running()?;
+        let durable = self.segments.head().index;
+        let batch: Vec<Entry> = {
+            let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+            let n = staged.iter().take_while(|e| e.index <= durable).count();
+            staged.drain(..n).collect()
+        };
+        let applied = self
+            .state
+            .apply(&self.machine, &batch)
+            .and_then(|head| Ok((head, self.state.view(&self.machine, head.index)?)));
+        match applied {
+            Ok((head, view)) => {
+                self.published.send_replace(Published {
+                    head,
+                    view: Arc::new(view),
+                });
+                Ok(())
+            }
+            Err(e) => Err(self.stop(e)),
+        }
+    }
+
+    /// Stops the log after `e` left the state behind the log store (or the store unusable):
+    /// from now on it refuses entries, until the site opens it again. A full disk also
+    /// marks the site's database for opening again once there is space.
+    fn stop(&self, e: LogError) -> LogError {
+        let disk_full = e.is_disk_full();
+        if disk_full {
+            self.store.disk().poison();
+        }
+        let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        if stopped.is_none() {
+            warn!(log = %self.name, error = %e, "the log stops taking entries until it is opened again");
+            *stopped = Some((e.to_string(), disk_full));
+        }
+        e
+    }
+
+    fn check_running(&self) -> Result<(), LogError> {
+        match &*self.stopped.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(()),
+            Some((reason, disk_full)) => Err(LogError::Stopped {
+                log: self.name.clone(),
+                reason: reason.clone(),
+                disk_full: *disk_full,
+            }),
         }
     }
 
@@ -396,7 +606,7 @@ impl<M: Machine> Log<M> {
     fn check_next(&self, head: &Head, entry: &Entry) -> Result<(), Checked> {
         let refuse = |e| Err(Checked::Refused(e));
         if entry.index >= 1 && entry.index <= head.index {
-            return match self.entry(entry.index) {
+            return match self.known(entry.index) {
                 Ok(Some(ours)) if ours == *entry => Err(Checked::Duplicate),
                 Ok(_) => refuse(LogError::Conflict {
                     log: self.name.clone(),
@@ -429,6 +639,19 @@ impl<M: Machine> Log<M> {
         self.admit(entry).map_err(Checked::Refused)
     }
 
+    /// The entry at `index` among those queued, durable or not.
+    fn known(&self, index: u64) -> Result<Option<Entry>, LogError> {
+        {
+            let staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(first) = staged.front().map(|e| e.index) {
+                if index >= first {
+                    return Ok(staged.get((index - first) as usize).cloned());
+                }
+            }
+        }
+        self.segments.read(index).map_err(|e| self.in_store(e))
+    }
+
     /// The rules every entry of this log obeys, on the primary and on secondaries alike:
     /// the size cap, the author, and the machine's own [`Machine::check`].
     fn admit(&self, entry: &Entry) -> Result<(), LogError> {
@@ -450,91 +673,29 @@ impl<M: Machine> Log<M> {
         self.machine.check(entry).map_err(invalid)
     }
 
-    /// Writes `entries` (consecutive, checked) with the head and state in one transaction,
-    /// flushes, publishes. The caller holds the writer lock.
-    async fn commit(&self, entries: &[Entry]) -> Result<(), LogError> {
-        let Some(last) = entries.last() else {
-            return Ok(());
-        };
-        let head = Head {
-            index: last.index,
-            hash: last.hash,
-            epoch: last.epoch,
-        };
-        let encoded: Vec<([u8; 8], Vec<u8>)> = entries
-            .iter()
-            .map(|e| (e.index.to_be_bytes(), e.encode()))
-            .collect();
-        let head_raw = head.encode();
-        (&self.entries, &self.meta, &self.state)
-            .transaction(|(tree, meta, state)| {
-                for (entry, (key, value)) in entries.iter().zip(&encoded) {
-                    tree.insert(key, value.as_slice())?;
-                    self.machine.apply(state, entry).map_err(|reason| {
-                        ConflictableTransactionError::Abort((entry.index, reason))
-                    })?;
-                }
-                meta.insert(HEAD_KEY, head_raw.as_slice())?;
-                Ok(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort((index, reason)) => LogError::Apply {
-                    log: self.name.clone(),
-                    index,
-                    reason,
-                },
-                TransactionError::Storage(source) => self.storage(source),
-            })?;
-        let view = self
-            .machine
-            .view(&self.state)
-            .map_err(|detail| LogError::Corrupt {
-                log: self.name.clone(),
-                index: last.index,
-                detail,
-            })?;
-        self.db.flush_async().await.map_err(|e| self.storage(e))?;
-        self.published.send_replace(Published {
-            head,
-            view: Arc::new(view),
-        });
-        Ok(())
-    }
-
-    /// The durable entry at `index`, if any.
+    /// The durable, published entry at `index`, if any.
     pub fn entry(&self, index: u64) -> Result<Option<Entry>, LogError> {
-        match self
-            .entries
-            .get(index.to_be_bytes())
-            .map_err(|e| self.storage(e))?
-        {
-            None => Ok(None),
-            Some(raw) => Entry::decode(index, &raw)
-                .map(Some)
-                .map_err(|detail| self.corrupt(index, detail)),
+        if index == 0 || index > self.head().index {
+            return Ok(None);
         }
+        self.segments.read(index).map_err(|e| self.in_store(e))
     }
 
-    /// Up to `max` durable entries from `from` (1-based) on, contiguous.
+    /// Up to `max` durable, published entries from `from` (1-based) on, contiguous.
     pub fn range(&self, from: u64, max: usize) -> Result<Vec<Entry>, LogError> {
         let from = from.max(1);
         let last = self.head().index;
         if from > last || max == 0 {
             return Ok(Vec::new());
         }
-        let to = last.min(from.saturating_add(max as u64 - 1));
-        let mut out = Vec::with_capacity((to - from + 1) as usize);
-        for item in self.entries.range(from.to_be_bytes()..=to.to_be_bytes()) {
-            let (k, v) = item.map_err(|e| self.storage(e))?;
-            let index = key_index(&self.name, &k)?;
-            let expected = from + out.len() as u64;
-            if index != expected {
-                return Err(self.corrupt(expected, "missing from the log".to_string()));
-            }
-            out.push(Entry::decode(index, &v).map_err(|detail| self.corrupt(index, detail))?);
-        }
-        if out.len() as u64 != to - from + 1 {
-            return Err(self.corrupt(from + out.len() as u64, "missing".to_string()));
+        let n = (last - from + 1).min(max as u64) as usize;
+        let out = self.segments.range(from, n).map_err(|e| self.in_store(e))?;
+        if out.len() != n {
+            return Err(LogError::Corrupt {
+                log: self.name.clone(),
+                index: from + out.len() as u64,
+                detail: "missing from the log store".into(),
+            });
         }
         Ok(out)
     }
@@ -548,20 +709,163 @@ impl<M: Machine> Log<M> {
         }
     }
 
-    fn storage(&self, source: sled::Error) -> LogError {
-        LogError::Storage {
+    /// Stops taking entries and waits until the log store has written what was queued.
+    pub async fn close(&self) {
+        self.segments.close().await;
+    }
+
+    fn in_store(&self, source: LogStoreError) -> LogError {
+        LogError::Store {
             log: self.name.clone(),
             source,
         }
     }
+}
 
-    fn corrupt(&self, index: u64, detail: String) -> LogError {
-        LogError::Corrupt {
-            log: self.name.clone(),
-            index,
-            detail,
+fn head_of(entry: &Entry) -> Head {
+    Head {
+        index: entry.index,
+        hash: entry.hash,
+        epoch: entry.epoch,
+    }
+}
+
+/// Opens the log store of `name`, waiting (bounded) for an instance of the same log that is
+/// still being dropped, as when a site opens again.
+async fn open_segments(store: &Store, name: &str) -> Result<SegmentLog, LogError> {
+    let dir = store.log_dir(name);
+    let deadline = tokio::time::Instant::now() + OPEN_WAIT;
+    loop {
+        match SegmentLog::open(&dir, Arc::new(StdIo), Options::default()) {
+            Ok((log, recovery)) => {
+                if let Some(cut) = &recovery.cut {
+                    warn!(log = name, segment = %cut.segment, offset = cut.offset, bytes = cut.bytes, reason = cut.reason, "cut a torn tail off the log (a write the crash interrupted; it was never acknowledged)");
+                }
+                return Ok(log);
+            }
+            Err(LogStoreError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(source) => {
+                return Err(LogError::Store {
+                    log: name.to_string(),
+                    source,
+                })
+            }
         }
     }
+}
+
+/// Moves the entries an older layout kept in the sled tree `<name>/entries` into the log
+/// store, once: what the log store already has must match them, the rest is appended
+/// (durably), and then the tree is dropped. Safe to interrupt at any point.
+async fn migrate(db: &sled::Db, name: &str, segments: &SegmentLog) -> Result<(), LogError> {
+    let tree_name = format!("{name}/entries");
+    if !db
+        .tree_names()
+        .iter()
+        .any(|t| t.as_ref() == tree_name.as_bytes())
+    {
+        return Ok(());
+    }
+    let storage = |source| LogError::Storage {
+        log: name.to_string(),
+        source,
+    };
+    let corrupt = |index, detail| LogError::Corrupt {
+        log: name.to_string(),
+        index,
+        detail,
+    };
+    let old = db.open_tree(&tree_name).map_err(storage)?;
+    let have = segments.head();
+    let mut batch = Vec::new();
+    let mut moved = 0u64;
+    for item in old.range(have.index.to_be_bytes()..) {
+        let (k, v) = item.map_err(storage)?;
+        let index = <[u8; 8]>::try_from(k.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt(0, format!("an entry key has {} bytes", k.len())))?;
+        let entry = Entry::decode(index, &v).map_err(|d| corrupt(index, d))?;
+        if index == have.index {
+            if have.index > 0 && entry.hash != have.hash {
+                return Err(corrupt(
+                    index,
+                    "the log store and the old entries differ".into(),
+                ));
+            }
+            continue;
+        }
+        batch.push(entry);
+        if batch.len() == REPLAY_BATCH {
+            moved += append_all(name, segments, std::mem::take(&mut batch)).await?;
+        }
+    }
+    moved += append_all(name, segments, batch).await?;
+    db.drop_tree(tree_name.as_bytes()).map_err(storage)?;
+    info!(
+        log = name,
+        moved, "moved the log's entries from the database into the log store"
+    );
+    Ok(())
+}
+
+async fn append_all(name: &str, segments: &SegmentLog, batch: Vec<Entry>) -> Result<u64, LogError> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    segments
+        .append(&batch)
+        .await
+        .map_err(|source| LogError::Store {
+            log: name.to_string(),
+            source,
+        })?;
+    Ok(batch.len() as u64)
+}
+
+/// Brings the state up to the log store's head: replays what it lacks, or, when its head is
+/// not an entry of the log (or its view cannot be read), clears it and replays from the
+/// first entry. Returns the head and the view.
+fn recover<M: Machine>(
+    segments: &SegmentLog,
+    state: &State,
+    machine: &M,
+) -> Result<(Head, M::View), LogError> {
+    let log = |source| LogError::Store {
+        log: state.name.clone(),
+        source,
+    };
+    let durable = segments.head();
+    let mut applied = state.head()?;
+    let matches = applied.index <= durable.index
+        && (applied.index == 0
+            || segments.read(applied.index).map_err(log)?.map(|e| e.hash) == Some(applied.hash));
+    let readable = state.view(machine, applied.index).is_ok();
+    if !matches || !readable {
+        warn!(log = %state.name, state = applied.index, log_head = durable.index, readable, "the state does not match the log: rebuilding it from the first entry");
+        state.tree.clear().map_err(|e| state.storage(e))?;
+        state.meta.remove(HEAD_KEY).map_err(|e| state.storage(e))?;
+        applied = Head::default();
+    }
+    if applied.index < durable.index {
+        info!(log = %state.name, from = applied.index + 1, to = durable.index, "applying durable entries the state lacks");
+    }
+    while applied.index < durable.index {
+        let batch = segments
+            .range(applied.index + 1, REPLAY_BATCH)
+            .map_err(log)?;
+        if batch.is_empty() {
+            return Err(LogError::Corrupt {
+                log: state.name.clone(),
+                index: applied.index + 1,
+                detail: "missing from the log store".into(),
+            });
+        }
+        applied = state.apply(machine, &batch)?;
+    }
+    let view = state.view(machine, applied.index)?;
+    Ok((applied, view))
 }
 
 /// Why [`Log::check_next`] did not accept an entry.
@@ -601,336 +905,10 @@ impl<M: Machine> Tail<M> {
     }
 }
 
-fn read_head(name: &str, meta: &sled::Tree) -> Result<Head, LogError> {
-    match meta.get(HEAD_KEY).map_err(|source| LogError::Storage {
-        log: name.to_string(),
-        source,
-    })? {
-        None => Ok(Head::default()),
-        Some(raw) => Head::decode(&raw).ok_or_else(|| LogError::Corrupt {
-            log: name.to_string(),
-            index: 0,
-            detail: format!("the head record has {} bytes", raw.len()),
-        }),
-    }
-}
-
-fn key_index(name: &str, key: &[u8]) -> Result<u64, LogError> {
-    <[u8; 8]>::try_from(key)
-        .map(u64::from_be_bytes)
-        .map_err(|_| LogError::Corrupt {
-            log: name.to_string(),
-            index: 0,
-            detail: format!("an entry key has {} bytes", key.len()),
-        })
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Counts entries and remembers the last payload: enough to see atomic apply.
-    struct Counter;
-
-    impl Machine for Counter {
-        type View = (u64, Vec<u8>);
-
-        fn apply(&self, state: &TransactionalTree, entry: &Entry) -> Result<(), String> {
-            if entry.payload == b"poison" {
-                return Err("poisoned payload".into());
-            }
-            let n = state
-                .get(b"n")
-                .map_err(|e| e.to_string())?
-                .map(|raw| crate::store::decode_u64(&raw, "n").map_err(|e| e.to_string()))
-                .transpose()?
-                .unwrap_or(0);
-            state
-                .insert(b"n", &(n + 1).to_be_bytes())
-                .map_err(|e| e.to_string())?;
-            state
-                .insert(b"last", entry.payload.as_slice())
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        }
-
-        fn check(&self, entry: &Entry) -> Result<(), String> {
-            if entry.payload == b"unchecked" {
-                return Err("payload breaks the rules".into());
-            }
-            Ok(())
-        }
-
-        fn view(&self, state: &sled::Tree) -> Result<Self::View, String> {
-            let n = match state.get(b"n").map_err(|e| e.to_string())? {
-                None => 0,
-                Some(raw) => crate::store::decode_u64(&raw, "n").map_err(|e| e.to_string())?,
-            };
-            let last = state
-                .get(b"last")
-                .map_err(|e| e.to_string())?
-                .map(|v| v.to_vec())
-                .unwrap_or_default();
-            Ok((n, last))
-        }
-    }
-
-    fn temp_db() -> sled::Db {
-        sled::Config::new().temporary(true).open().unwrap()
-    }
-
-    async fn primary_with(n: usize) -> Log<Counter> {
-        let log = Log::open(&temp_db(), "t", Counter).unwrap();
-        for i in 0..n {
-            log.append(1, "alice", format!("p{i}").into_bytes())
-                .await
-                .unwrap();
-        }
-        log
-    }
-
-    #[tokio::test]
-    async fn append_chains_hashes_and_applies_state() {
-        let log = primary_with(3).await;
-        let entries = log.range(1, 10).unwrap();
-        assert_eq!(
-            entries.iter().map(|e| e.index).collect::<Vec<_>>(),
-            [1, 2, 3]
-        );
-        let mut prev = GENESIS;
-        for e in &entries {
-            assert_eq!(e.chained_hash(&prev), e.hash);
-            prev = e.hash;
-        }
-        assert_eq!(log.head().hash, prev);
-        assert_eq!(*log.view(), (3, b"p2".to_vec()));
-    }
-
-    #[tokio::test]
-    async fn a_secondary_replays_to_the_same_head_and_state() {
-        let primary = primary_with(5).await;
-        let secondary = Log::open(&temp_db(), "t", Counter).unwrap();
-        for e in primary.range(1, 100).unwrap() {
-            assert_eq!(secondary.apply(e).await.unwrap(), Applied::New);
-        }
-        assert_eq!(secondary.head(), primary.head());
-        assert_eq!(*secondary.view(), *primary.view());
-        let again = primary.entry(5).unwrap().unwrap();
-        assert_eq!(secondary.apply(again).await.unwrap(), Applied::Duplicate);
-        assert_eq!(secondary.view().0, 5);
-    }
-
-    #[tokio::test]
-    async fn refuses_a_gap() {
-        let primary = primary_with(3).await;
-        let secondary = Log::open(&temp_db(), "t", Counter).unwrap();
-        let third = primary.entry(3).unwrap().unwrap();
-        let err = secondary.apply(third).await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                LogError::Gap {
-                    expected: 1,
-                    got: 3,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert!(err.to_string().contains("not contiguous"), "{err}");
-        assert_eq!(secondary.head(), Head::default());
-    }
-
-    #[tokio::test]
-    async fn refuses_a_broken_hash_chain() {
-        let primary = primary_with(2).await;
-        let secondary = Log::open(&temp_db(), "t", Counter).unwrap();
-        secondary
-            .apply(primary.entry(1).unwrap().unwrap())
-            .await
-            .unwrap();
-        let mut forged = primary.entry(2).unwrap().unwrap();
-        forged.payload = b"tampered".to_vec();
-        let err = secondary.apply(forged).await.unwrap_err();
-        assert!(err.is_divergence(), "{err}");
-        assert!(err.to_string().contains("diverged"), "{err}");
-        assert_eq!(secondary.head().index, 1);
-        assert_eq!(*secondary.view(), (1, b"p0".to_vec()));
-    }
-
-    #[tokio::test]
-    async fn refuses_an_entry_from_another_history() {
-        let ours = primary_with(2).await;
-        let theirs = Log::open(&temp_db(), "t", Counter).unwrap();
-        theirs
-            .append(1, "mallory", b"other".to_vec())
-            .await
-            .unwrap();
-        let err = ours
-            .apply(theirs.entry(1).unwrap().unwrap())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, LogError::Conflict { index: 1, .. }), "{err}");
-    }
-
-    #[tokio::test]
-    async fn refuses_a_lower_epoch() {
-        let primary = Log::open(&temp_db(), "t", Counter).unwrap();
-        primary.append(3, "a", b"x".to_vec()).await.unwrap();
-        let secondary = Log::open(&temp_db(), "t", Counter).unwrap();
-        secondary
-            .apply(primary.entry(1).unwrap().unwrap())
-            .await
-            .unwrap();
-        let stale = Entry::new(&secondary.head().hash, 2, 2, 0, "old".into(), b"y".to_vec());
-        let err = secondary.apply(stale).await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                LogError::StaleEpoch {
-                    epoch: 2,
-                    current: 3,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        let err = primary.append(2, "a", b"y".to_vec()).await.unwrap_err();
-        assert!(matches!(err, LogError::StaleEpoch { .. }), "{err}");
-    }
-
-    #[tokio::test]
-    async fn a_failed_apply_leaves_no_trace() {
-        let log = primary_with(1).await;
-        let err = log.append(1, "a", b"poison".to_vec()).await.unwrap_err();
-        assert!(matches!(err, LogError::Apply { index: 2, .. }), "{err}");
-        assert_eq!(log.head().index, 1);
-        assert!(log.entry(2).unwrap().is_none());
-        assert_eq!(log.append(1, "a", b"ok".to_vec()).await.unwrap().index, 2);
-    }
-
-    #[tokio::test]
-    async fn append_refuses_an_entry_over_the_cap_and_stores_nothing() {
-        let log = primary_with(1).await;
-        let head = log.head();
-        let err = log
-            .append(1, "a", vec![b'x'; MAX_ENTRY_BYTES])
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                LogError::TooLarge {
-                    index: 2,
-                    limit: MAX_ENTRY_BYTES,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert_eq!(
-            crate::types::Classify::kind(&err),
-            crate::types::ErrorKind::Invalid
-        );
-        assert!(err.is_inadmissible());
-        assert!(err.to_string().contains("the limit is 65536"), "{err}");
-        let err = log
-            .append(1, &"m".repeat(MAX_ENTRY_BYTES), b"p".to_vec())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, LogError::TooLarge { .. }), "{err}");
-        assert_eq!(log.head(), head);
-        assert!(log.entry(2).unwrap().is_none());
-        // Just under the cap is fine.
-        let fits =
-            MAX_ENTRY_BYTES - Entry::new(&GENESIS, 1, 1, 0, "a".into(), vec![]).encoded_len();
-        let e = log.append(1, "a", vec![b'y'; fits]).await.unwrap();
-        assert_eq!(e.encoded_len(), MAX_ENTRY_BYTES);
-    }
-
-    #[tokio::test]
-    async fn append_refuses_a_bad_author() {
-        let log = primary_with(0).await;
-        for author in ["", "a\nb", "a\u{7}", &"x".repeat(MAX_AUTHOR_BYTES + 1)] {
-            let err = log.append(1, author, b"p".to_vec()).await.unwrap_err();
-            assert!(matches!(err, LogError::Invalid { .. }), "{author:?}: {err}");
-            assert!(err.to_string().contains("author"), "{err}");
-        }
-        log.append(1, &"x".repeat(MAX_AUTHOR_BYTES), b"p".to_vec())
-            .await
-            .unwrap();
-        assert_eq!(log.head().index, 1);
-    }
-
-    #[tokio::test]
-    async fn a_secondary_refuses_an_oversized_or_unchecked_entry() {
-        let primary = primary_with(1).await;
-        let secondary = Log::open(&temp_db(), "t", Counter).unwrap();
-        secondary
-            .apply(primary.entry(1).unwrap().unwrap())
-            .await
-            .unwrap();
-        // Well chained, but larger than any log may hold (a primary from before the cap).
-        let big = Entry::new(
-            &secondary.head().hash,
-            2,
-            1,
-            0,
-            "a".into(),
-            vec![0; MAX_ENTRY_BYTES],
-        );
-        let err = secondary.apply(big).await.unwrap_err();
-        assert!(matches!(err, LogError::TooLarge { index: 2, .. }), "{err}");
-        // Refused by the machine's check, as its primary would have refused it.
-        let bad = Entry::new(
-            &secondary.head().hash,
-            2,
-            1,
-            0,
-            "a".into(),
-            b"unchecked".to_vec(),
-        );
-        let err = secondary.apply(bad).await.unwrap_err();
-        assert!(matches!(err, LogError::Invalid { index: 2, .. }), "{err}");
-        assert!(err.is_inadmissible());
-        assert_eq!(secondary.head().index, 1);
-        assert_eq!(secondary.view().0, 1);
-    }
-
-    #[tokio::test]
-    async fn reopening_keeps_head_and_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let head = {
-            let db = sled::open(dir.path()).unwrap();
-            let log = Log::open(&db, "t", Counter).unwrap();
-            log.append(1, "a", b"one".to_vec()).await.unwrap();
-            log.append(1, "a", b"two".to_vec()).await.unwrap();
-            log.head()
-        };
-        let db = sled::open(dir.path()).unwrap();
-        let log = Log::open(&db, "t", Counter).unwrap();
-        assert_eq!(log.head(), head);
-        assert_eq!(*log.view(), (2, b"two".to_vec()));
-    }
-
-    #[tokio::test]
-    async fn tail_yields_existing_then_new_entries() {
-        let log = Arc::new(primary_with(2).await);
-        let mut tail = log.tail(2);
-        let first = tail.next_batch(10).await.unwrap().unwrap();
-        assert_eq!(first.iter().map(|e| e.index).collect::<Vec<_>>(), [2]);
-        let waiter = tokio::spawn(async move { tail.next_batch(10).await.unwrap().unwrap() });
-        log.append(1, "a", b"late".to_vec()).await.unwrap();
-        let next = waiter.await.unwrap();
-        assert_eq!(next[0].index, 3);
-        assert_eq!(next[0].payload, b"late");
-    }
 }

@@ -185,7 +185,7 @@ pub struct Objects {
 impl Objects {
     /// Opens the event log and the object directory, and removes the files a crash
     /// orphaned (written but never committed, or replaced but not yet removed).
-    pub fn open(
+    pub async fn open(
         store: &Store,
         data_dir: &Path,
         settings: Arc<Settings>,
@@ -193,7 +193,7 @@ impl Objects {
         let machine = EventsMachine {
             authoritative: settings.role() == Role::Primary,
         };
-        let log = Arc::new(Log::open(store.db(), LOG_NAME, machine)?);
+        let log = Arc::new(Log::open(store, LOG_NAME, machine).await?);
         let files = Files::open(data_dir).map_err(ObjectError::io(format!(
             "cannot open the object directory under {}",
             data_dir.display()

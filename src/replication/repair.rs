@@ -182,7 +182,7 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        let objects = Objects::open(&store, dir, settings).unwrap();
+        let objects = Objects::open(&store, dir, settings).await.unwrap();
         let mut sink = objects.files().sink().unwrap();
         sink.write(DATA.to_vec()).await.unwrap();
         let (temp, digest) = sink.finish().await.unwrap();

@@ -267,7 +267,7 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        let objects = Objects::open(&store, dir.path(), settings).unwrap();
+        let objects = Objects::open(&store, dir.path(), settings).await.unwrap();
         let meta = ObjectMeta {
             name: "a".into(),
             kind: "upload".into(),

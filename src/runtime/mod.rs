@@ -121,11 +121,7 @@ pub async fn open(
             "recorded the promotion in the settings log"
         );
     }
-    let objects = Arc::new(Objects::open(
-        &store,
-        &config.data_dir,
-        Arc::clone(&settings),
-    )?);
+    let objects = Arc::new(Objects::open(&store, &config.data_dir, Arc::clone(&settings)).await?);
     let (secondary, channel, status, events_status) = match (&role, &primary) {
         (Role::Secondary, Some(primary)) => {
             let channel = lazy_channel(primary, &config.client_tls).map_err(SiteError::Primary)?;
@@ -287,7 +283,11 @@ impl Opened {
         // Also when the site stops to open again (promote, repoint): a push still running
         // in the old one must not commit beside the new one.
         site.objects.close().await;
-        match site.store.flush().await {
+        // Let go of the log stores, so that a site opening again can take them: a request
+        // stuck on a dead connection may keep the old handles a while, for reads only.
+        site.objects.log().close().await;
+        site.settings.close().await;
+        match site.store.sync().await {
             // What did not reach the disk failed when it was written, and its callers heard.
             Err(e) if e.is_disk_full() => {
                 warn!(error = %e, "the disk is full: the last flush failed")

@@ -177,6 +177,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Stops the settings log taking entries and lets go of its files (the site stops).
+    pub async fn close(&self) {
+        self.log.close().await;
+    }
+
     /// Opens the settings log. A primary that has never had an epoch takes epoch 1, and
     /// from then on leads at the epoch it first led at (or was promoted to).
     pub async fn open(
@@ -186,7 +191,7 @@ impl Settings {
         primary: Option<String>,
         fenced: Option<String>,
     ) -> Result<Settings, SettingsError> {
-        let log = Log::open(store.db(), LOG_NAME, SettingsMachine)?;
+        let log = Log::open(&store, LOG_NAME, SettingsMachine).await?;
         let mut epoch = store.highest_epoch()?.max(log.head().epoch);
         if role == Role::Primary && epoch == 0 {
             epoch = store.raise_epoch(1).await?;

@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +24,11 @@ pub trait Io: Send + Sync + 'static {
     fn open(&self, path: &Path) -> io::Result<Arc<dyn IoFile>>;
     /// Makes the directory's entries (files created in it) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on `dir` for as long as the returned guard lives; fails with
+    /// [`io::ErrorKind::WouldBlock`] if another holder has it (in this process or another).
+    fn lock(&self, _dir: &Path) -> io::Result<Box<dyn Send + Sync>> {
+        Ok(Box::new(()))
+    }
     /// Whether calls are cheap enough to make on an async task (a simulation) instead of a
     /// blocking thread. Real file systems say no.
     fn inline(&self) -> bool {
@@ -78,7 +84,27 @@ impl Io for StdIo {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+
+    fn lock(&self, dir: &Path) -> io::Result<Box<dyn Send + Sync>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))?;
+        // An flock lock belongs to the open file, so a second open in this process
+        // conflicts too; it is released when the file is closed. (`File::try_lock` does the
+        // same from Rust 1.89, above this crate's MSRV.)
+        // SAFETY: a plain system call on a descriptor this function owns.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !locked {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Box::new(file))
+    }
 }
+
+/// The lock file in a store's directory (see [`Io::lock`]).
+pub const LOCK_FILE: &str = "LOCK";
 
 struct StdFile(File);
 

@@ -96,8 +96,14 @@ pub enum LogStoreError {
     NotContiguous { expected: u64, got: u64 },
     #[error("log store: entry {index} encodes to {len} bytes; a record holds at most {max}")]
     TooLarge { index: u64, len: usize, max: usize },
-    #[error("log store stopped after a failed write or sync ({0}); it must be opened again")]
-    Failed(String),
+    #[error("log store stopped after a failed write or sync ({reason}); it must be opened again")]
+    Failed {
+        reason: String,
+        /// The failure was a full disk: once there is space, opening it again heals it.
+        disk_full: bool,
+    },
+    #[error("log store {dir} is in use by another instance")]
+    Locked { dir: String },
     #[error("log store is closed")]
     Closed,
 }
@@ -107,10 +113,22 @@ impl Classify for LogStoreError {
         match self {
             LogStoreError::NotContiguous { .. } => ErrorKind::Conflict,
             LogStoreError::TooLarge { .. } => ErrorKind::Invalid,
-            LogStoreError::Closed => ErrorKind::Unavailable,
-            LogStoreError::Io { .. } | LogStoreError::Corrupt { .. } | LogStoreError::Failed(_) => {
-                ErrorKind::Internal
-            }
+            LogStoreError::Closed | LogStoreError::Locked { .. } => ErrorKind::Unavailable,
+            _ if self.is_disk_full() => ErrorKind::Exhausted,
+            LogStoreError::Io { .. }
+            | LogStoreError::Corrupt { .. }
+            | LogStoreError::Failed { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+impl LogStoreError {
+    /// True when the disk is full (a state the site waits out, not a fault).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            LogStoreError::Io { source, .. } => crate::store::disk::is_full(source),
+            LogStoreError::Failed { disk_full, .. } => *disk_full,
+            _ => false,
         }
     }
 }
@@ -181,6 +199,10 @@ struct Queue {
 }
 
 struct Shared {
+    /// Held while the store is open, so no second instance writes the same files; let go
+    /// by [`SegmentLog::close`] (a closed store still serves reads of what it acknowledged,
+    /// which another instance only ever appends to).
+    lock: Mutex<Option<Box<dyn Send + Sync>>>,
     dir: PathBuf,
     io: Arc<dyn Io>,
     opts: Options,
@@ -211,6 +233,12 @@ impl SegmentLog {
         let dir = dir.into();
         io.create_dir_all(&dir)
             .map_err(io_err("create directory", &dir))?;
+        let lock = io.lock(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => LogStoreError::Locked {
+                dir: dir.display().to_string(),
+            },
+            _ => io_err("lock", &dir)(e),
+        })?;
         let mut found = Vec::new();
         for name in io.list(&dir).map_err(io_err("list", &dir))? {
             let Some(stem) = name.strip_suffix(SUFFIX) else {
@@ -318,6 +346,7 @@ impl SegmentLog {
             size: last.end,
         };
         let shared = Arc::new(Shared {
+            lock: Mutex::new(Some(lock)),
             dir,
             io,
             opts,
@@ -482,7 +511,9 @@ impl SegmentLog {
         Ok(out)
     }
 
-    /// Stops taking appends, lets the writer finish what was queued, and waits for it.
+    /// Stops taking appends, lets the writer finish what was queued, waits for it, and lets
+    /// go of the directory, so the store can be opened again while this handle still serves
+    /// reads.
     pub async fn close(&self) {
         self.shared.queue.lock().expect("queue lock").closed = true;
         self.shared.wake.notify_one();
@@ -490,6 +521,7 @@ impl SegmentLog {
         if let Some(task) = task {
             let _ = task.await;
         }
+        self.shared.lock.lock().expect("lock slot").take();
     }
 }
 
@@ -573,7 +605,10 @@ async fn run_writer(shared: Arc<Shared>, mut writer: Writer) {
                 Err(e) => {
                     fail(
                         &shared,
-                        LogStoreError::Failed(format!("writer: {e}")),
+                        LogStoreError::Failed {
+                            reason: format!("writer: {e}"),
+                            disk_full: false,
+                        },
                         vec![],
                     );
                     return;
@@ -688,8 +723,11 @@ fn fail(
     waiters: Vec<(u64, oneshot::Sender<Result<u64, LogStoreError>>)>,
 ) {
     let failed = match e {
-        LogStoreError::Failed(_) => e,
-        other => LogStoreError::Failed(other.to_string()),
+        LogStoreError::Failed { .. } => e,
+        other => LogStoreError::Failed {
+            disk_full: other.is_disk_full(),
+            reason: other.to_string(),
+        },
     };
     let queued = {
         let mut q = shared.queue.lock().expect("queue lock");
