@@ -16,6 +16,7 @@
 pub mod catalog;
 pub mod files;
 pub mod inflight;
+mod locks;
 pub mod name;
 mod registry;
 
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use locks::{CommitGuard, CommitLocks};
 use tracing::{info, warn};
 
 use crate::gate::GIT_PUSH_MESSAGE;
@@ -160,16 +161,17 @@ pub struct Objects {
     files: Files,
     inflight: InFlight,
     settings: Arc<Settings>,
-    /// Orders install → append → remove the old file, so the file an event names is always
-    /// there once the event is, and the last commit of a name is the one every site keeps.
-    commit: Mutex<()>,
+    /// Orders install → append → remove the old file per name, so the file an event names
+    /// is always there once the event is, and the last commit of a name is the one every
+    /// site keeps. Commits of different names run side by side and share the log's syncs.
+    commit: CommitLocks,
     /// Bumped by every registry transition; with the log head it tells whether the last
     /// [`Counts`] still hold, so an idle site reports its status without scanning.
     transitions: AtomicU64,
     counted: std::sync::Mutex<Option<((u64, u64), Counts)>>,
     /// Set once the site is stopping: new writes are refused.
     stopping: AtomicBool,
-    /// Set (under `commit`) once the site stops: nothing more is committed, even by a write
+    /// Set (with every commit lock held) once the site stops: nothing more is committed, even by a write
     /// that was already in flight.
     closed: AtomicBool,
     /// Failed syncs since the site opened (for metrics).
@@ -203,7 +205,7 @@ impl Objects {
             files,
             inflight: InFlight::default(),
             settings,
-            commit: Mutex::new(()),
+            commit: CommitLocks::default(),
             transitions: AtomicU64::new(0),
             counted: std::sync::Mutex::new(None),
             stopping: AtomicBool::new(false),
@@ -261,14 +263,14 @@ impl Objects {
     /// Commits nothing more: waits for a commit under way, then refuses every later one
     /// (a write still in flight when its site stops fails, and nothing of it is stored).
     pub async fn close(&self) {
-        let _commit = self.commit.lock().await;
+        let _commits = self.commit.quiesce().await;
         self.stopping.store(true, Ordering::SeqCst);
         self.closed.store(true, Ordering::SeqCst);
     }
 
-    /// The commit lock, unless the site has closed.
-    async fn lock_commit(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, ObjectError> {
-        let guard = self.commit.lock().await;
+    /// The commit lock of `name`, unless the site has closed.
+    async fn lock_commit(&self, name: &str) -> Result<CommitGuard<'_>, ObjectError> {
+        let guard = self.commit.lock(name).await;
         if self.closed.load(Ordering::SeqCst) {
             return Err(ObjectError::Stopping(self.settings.site_id().to_string()));
         }
@@ -360,7 +362,7 @@ impl Objects {
             let _ = std::fs::remove_file(&temp);
             return Err(ObjectError::Invalid(reason));
         }
-        let _commit = match self.lock_commit().await {
+        let _commit = match self.lock_commit(name.as_str()).await {
             Ok(guard) => guard,
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
@@ -403,7 +405,7 @@ impl Objects {
     /// Deletes `name` (primary); returns the index of the delete event.
     pub async fn commit_delete(&self, name: &ObjectName, author: &str) -> Result<u64, ObjectError> {
         crate::log::validate_author(author).map_err(ObjectError::Invalid)?;
-        let _commit = self.lock_commit().await?;
+        let _commit = self.lock_commit(name.as_str()).await?;
         let Some(previous) = self.meta(name.as_str())? else {
             return Err(ObjectError::NotFound(name.to_string()));
         };

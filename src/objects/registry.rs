@@ -511,7 +511,7 @@ impl Objects {
         }
         // Under the commit lock: a push or delete of the same name cannot interleave, so the
         // file is never put back after its version was replaced and its file removed.
-        let _commit = match self.lock_commit().await {
+        let _commit = match self.lock_commit(name).await {
             Ok(guard) => guard,
             Err(e) => {
                 discard(temp);
