@@ -215,7 +215,14 @@ struct Shared {
 /// The segment log. Share it as `Arc<SegmentLog>`; appends from many tasks commit in groups.
 pub struct SegmentLog {
     shared: Arc<Shared>,
-    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    writer: Mutex<Option<WriterHandle>>,
+}
+
+/// Where the writer runs: a thread of its own on a real disk (it blocks in `write` and
+/// `fdatasync`, and waking it costs one thread switch), a task on a simulated one.
+enum WriterHandle {
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
 }
 
 fn segment_name(start: u64) -> String {
@@ -364,7 +371,17 @@ impl SegmentLog {
             wake: Notify::new(),
             syncs: AtomicU64::new(0),
         });
-        let task = tokio::spawn(run_writer(Arc::clone(&shared), writer));
+        let task = if shared.io.inline() {
+            WriterHandle::Task(tokio::spawn(run_writer(Arc::clone(&shared), writer)))
+        } else {
+            // The thread waits for appends on the runtime's `Notify`, outside the runtime.
+            let (handle, task_shared) = (tokio::runtime::Handle::current(), Arc::clone(&shared));
+            let thread = std::thread::Builder::new()
+                .name("geo-log-writer".into())
+                .spawn(move || handle.block_on(run_writer(task_shared, writer)))
+                .map_err(io_err("start the writer thread for", &shared.dir))?;
+            WriterHandle::Thread(thread)
+        };
         Ok((
             SegmentLog {
                 shared,
@@ -518,8 +535,14 @@ impl SegmentLog {
         self.shared.queue.lock().expect("queue lock").closed = true;
         self.shared.wake.notify_one();
         let task = self.writer.lock().expect("writer lock").take();
-        if let Some(task) = task {
-            let _ = task.await;
+        match task {
+            Some(WriterHandle::Task(task)) => {
+                let _ = task.await;
+            }
+            Some(WriterHandle::Thread(thread)) => {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            None => {}
         }
         self.shared.lock.lock().expect("lock slot").take();
     }
@@ -582,39 +605,14 @@ async fn run_writer(shared: Arc<Shared>, mut writer: Writer) {
             }
             notified.await;
         };
-        let (result, batch) = if shared.io.inline() {
+        let result = write_batch(&shared, &mut writer, &batch);
+        if shared.io.inline() {
             // A simulation: let other tasks queue appends between the write and the sync,
             // as they would while a real sync runs.
-            let result = write_batch(&shared, &mut writer, &batch);
             tokio::task::yield_now().await;
-            let result = result.and_then(|pieces| sync(&shared, &writer).map(|()| pieces));
-            (result, batch)
-        } else {
-            let task_shared = Arc::clone(&shared);
-            let joined = tokio::task::spawn_blocking(move || {
-                let result = write_batch(&task_shared, &mut writer, &batch)
-                    .and_then(|pieces| sync(&task_shared, &writer).map(|()| pieces));
-                (result, batch, writer)
-            })
-            .await;
-            match joined {
-                Ok((result, batch, w)) => {
-                    writer = w;
-                    (result, batch)
-                }
-                Err(e) => {
-                    fail(
-                        &shared,
-                        LogStoreError::Failed {
-                            reason: format!("writer: {e}"),
-                            disk_full: false,
-                        },
-                        vec![],
-                    );
-                    return;
-                }
-            }
-        };
+        }
+        // On a real disk this is the writer's own thread, which may block.
+        let result = result.and_then(|pieces| sync(&shared, &writer).map(|()| pieces));
         match result {
             Ok(pieces) => {
                 publish(&shared, pieces, batch.last);
