@@ -30,7 +30,8 @@
 //! stamps are taken by a task woken by the publish, so each lags the true moment by a
 //! scheduling delay (a hop can even come out "early"); they are kept out of the headline runs.
 //!
-//! Run with `cargo bench --bench propagation` (`PROPAGATION_CHANGES=N` to change the 1,000).
+//! Run with `cargo bench --bench propagation` (`PROPAGATION_CHANGES=N` to change the 1,000;
+//! `PROPAGATION_SECONDARIES=1,10,100` for other numbers of secondaries than 1 and 3).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -73,7 +74,15 @@ fn main() {
         .enable_all()
         .build()
         .expect("build the tokio runtime");
-    for secondaries in [1, 3] {
+    // PROPAGATION_SECONDARIES=1,10,100 for the fan-out run.
+    let fan_out: Vec<usize> = std::env::var("PROPAGATION_SECONDARIES")
+        .map(|v| {
+            v.split(',')
+                .map(|n| n.trim().parse().expect("PROPAGATION_SECONDARIES: numbers"))
+                .collect()
+        })
+        .unwrap_or_else(|_| vec![1, 3]);
+    for &secondaries in &fan_out {
         eprint!(
             "geo-agent, {}: {changes} changes… ",
             plural(secondaries, "secondary")

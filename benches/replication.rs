@@ -46,7 +46,6 @@
 mod common;
 mod support;
 
-use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -319,60 +318,6 @@ fn pull_floor(
         wall,
         receiver,
         sender,
-        other: other.max(0.0),
-    }
-}
-
-/// Writes every file of `set` the way a secondary installs a fetched object — a new file in
-/// a temporary directory, written, fsynced, renamed into one of 256 shard directories, the
-/// shard fsynced — on `threads` threads, and removes them again. The disk's share of a sync.
-fn disk_floor(dir: &Path, set: &DataSet, threads: usize) -> Transfer {
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).expect("create the floor's directory");
-    for shard in 0..256 {
-        std::fs::create_dir_all(dir.join(format!("{shard:02x}"))).expect("create a shard");
-    }
-    let data: Vec<(usize, Vec<u8>)> = set
-        .files
-        .iter()
-        .enumerate()
-        .map(|(i, (_, p))| (i, std::fs::read(p).expect("read a data-set file")))
-        .collect();
-    let data = std::sync::Arc::new(data);
-    sync_disks();
-    let (busy, own) = (machine_busy(), cpu_of(std::process::id(), false));
-    let t = Instant::now();
-    let workers: Vec<_> = (0..threads)
-        .map(|w| {
-            let (data, dir, tmp) = (std::sync::Arc::clone(&data), dir.to_path_buf(), tmp.clone());
-            std::thread::spawn(move || {
-                for (i, bytes) in data.iter().skip(w).step_by(threads) {
-                    let temp = tmp.join(format!("{i:08}"));
-                    let mut f = std::fs::File::create_new(&temp).expect("create a file");
-                    f.write_all(bytes).expect("write a file");
-                    f.sync_all().expect("fsync a file");
-                    drop(f);
-                    let shard = dir.join(format!("{:02x}", i % 256));
-                    std::fs::rename(&temp, shard.join(format!("{i:08}"))).expect("rename");
-                    std::fs::File::open(&shard)
-                        .and_then(|d| d.sync_all())
-                        .expect("fsync a directory");
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("a writer thread");
-    }
-    let wall = t.elapsed();
-    let receiver = cpu_of(std::process::id(), false) - own;
-    let other = machine_busy() - busy - receiver.total();
-    std::fs::remove_dir_all(dir).expect("remove the floor's directory");
-    eprintln!("  writes only: {:.2} s", wall.as_secs_f64());
-    Transfer {
-        wall,
-        receiver,
-        sender: Cpu::default(),
         other: other.max(0.0),
     }
 }
