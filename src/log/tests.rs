@@ -64,6 +64,19 @@ fn site() -> Site {
     }
 }
 
+async fn open(site: &Site) -> Log<Counter> {
+    Log::open(&site.store, "t", Counter).await.unwrap()
+}
+
+/// Opens the log of `site`, appends `payloads`, and closes it again: the head.
+async fn written(site: &Site, payloads: &[&str]) -> Head {
+    let log = open(site).await;
+    for p in payloads {
+        log.append(1, "a", p.as_bytes().to_vec()).await.unwrap();
+    }
+    log.head()
+}
+
 /// A log in a fresh site of its own, removed with it.
 struct Fresh {
     log: Log<Counter>,
@@ -80,7 +93,7 @@ impl std::ops::Deref for Fresh {
 async fn fresh() -> Fresh {
     let site = site();
     Fresh {
-        log: Log::open(&site.store, "t", Counter).await.unwrap(),
+        log: open(&site).await,
         _site: site,
     }
 }
@@ -208,7 +221,7 @@ async fn refuses_a_lower_epoch() {
 #[tokio::test]
 async fn a_failed_apply_stops_the_log_and_opening_it_again_is_refused_loudly() {
     let site = site();
-    let log = Log::open(&site.store, "t", Counter).await.unwrap();
+    let log = open(&site).await;
     log.append(1, "a", b"ok".to_vec()).await.unwrap();
     // The machine breaks its contract: it refuses an entry its check let through, which is
     // durable by then. The state stays behind, and the log takes nothing more.
@@ -321,13 +334,8 @@ async fn a_secondary_refuses_an_oversized_or_unchecked_entry() {
 #[tokio::test]
 async fn reopening_keeps_head_and_state() {
     let site = site();
-    let head = {
-        let log = Log::open(&site.store, "t", Counter).await.unwrap();
-        log.append(1, "a", b"one".to_vec()).await.unwrap();
-        log.append(1, "a", b"two".to_vec()).await.unwrap();
-        log.head()
-    };
-    let log = Log::open(&site.store, "t", Counter).await.unwrap();
+    let head = written(&site, &["one", "two"]).await;
+    let log = open(&site).await;
     assert_eq!(log.head(), head);
     assert_eq!(*log.view(), (2, b"two".to_vec()));
 }
@@ -335,7 +343,7 @@ async fn reopening_keeps_head_and_state() {
 #[tokio::test]
 async fn tail_yields_existing_then_new_entries() {
     let site = site();
-    let log = Arc::new(Log::open(&site.store, "t", Counter).await.unwrap());
+    let log = Arc::new(open(&site).await);
     log.append(1, "a", b"p0".to_vec()).await.unwrap();
     log.append(1, "a", b"p1".to_vec()).await.unwrap();
     let mut tail = log.tail(2);
@@ -387,23 +395,17 @@ async fn concurrent_appends_share_syncs_and_each_returns_once_durable_and_applie
 #[tokio::test]
 async fn a_state_behind_the_log_is_brought_up_to_it_on_open() {
     let site = site();
-    let head = {
-        let log = Log::open(&site.store, "t", Counter).await.unwrap();
-        for p in ["one", "two", "three"] {
-            log.append(1, "a", p.as_bytes().to_vec()).await.unwrap();
-        }
-        log.head()
-    };
+    let head = written(&site, &["one", "two", "three"]).await;
     // As if sled lost its latest writes (its flush is not a sync): the state is at entry 1.
     let state = site.store.db().open_tree("t/state").unwrap();
     let meta = site.store.db().open_tree("t/meta").unwrap();
     state.insert(b"n", &1u64.to_be_bytes()).unwrap();
     state.insert(b"last", b"one").unwrap();
-    let first = Log::open(&site.store, "t", Counter).await.unwrap();
+    let first = open(&site).await;
     let one = first.entry(1).unwrap().unwrap();
     drop(first);
     meta.insert(HEAD_KEY, head_of(&one).encode()).unwrap();
-    let log = Log::open(&site.store, "t", Counter).await.unwrap();
+    let log = open(&site).await;
     assert_eq!(log.head(), head);
     assert_eq!(
         *log.view(),
@@ -415,12 +417,7 @@ async fn a_state_behind_the_log_is_brought_up_to_it_on_open() {
 #[tokio::test]
 async fn a_state_that_does_not_match_the_log_is_rebuilt_from_it() {
     let site = site();
-    let head = {
-        let log = Log::open(&site.store, "t", Counter).await.unwrap();
-        log.append(1, "a", b"one".to_vec()).await.unwrap();
-        log.append(1, "a", b"two".to_vec()).await.unwrap();
-        log.head()
-    };
+    let head = written(&site, &["one", "two"]).await;
     let meta = site.store.db().open_tree("t/meta").unwrap();
     let state = site.store.db().open_tree("t/state").unwrap();
     // A head the log does not have, and a state it did not make.
@@ -431,13 +428,13 @@ async fn a_state_that_does_not_match_the_log_is_rebuilt_from_it() {
     };
     meta.insert(HEAD_KEY, bogus.encode()).unwrap();
     state.insert(b"n", &40u64.to_be_bytes()).unwrap();
-    let log = Log::open(&site.store, "t", Counter).await.unwrap();
+    let log = open(&site).await;
     assert_eq!(log.head(), head);
     assert_eq!(*log.view(), (2, b"two".to_vec()));
     drop(log);
     // An unreadable state is rebuilt too.
     state.insert(b"n", b"not a number").unwrap();
-    let log = Log::open(&site.store, "t", Counter).await.unwrap();
+    let log = open(&site).await;
     assert_eq!(*log.view(), (2, b"two".to_vec()));
 }
 
@@ -457,7 +454,7 @@ async fn entries_an_older_layout_kept_in_sled_move_into_the_log_store_once() {
     }
     // The older layout's state had applied entry 3 when it stopped.
     {
-        let log = Log::open(&site.store, "t", Counter).await.unwrap();
+        let log = open(&site).await;
         assert_eq!(log.head().index, 5);
         assert_eq!(*log.view(), (5, b"p5".to_vec()));
         assert_eq!(log.range(1, 10).unwrap(), entries);
@@ -468,7 +465,7 @@ async fn entries_an_older_layout_kept_in_sled_move_into_the_log_store_once() {
         .tree_names()
         .iter()
         .any(|t| t.as_ref() == b"t/entries"));
-    let log = Log::open(&site.store, "t", Counter).await.unwrap();
+    let log = open(&site).await;
     assert_eq!(log.range(1, 10).unwrap(), entries);
     assert!(site.dir.path().join("logs/t").is_dir());
 }
@@ -476,7 +473,7 @@ async fn entries_an_older_layout_kept_in_sled_move_into_the_log_store_once() {
 #[tokio::test]
 async fn a_second_instance_of_an_open_log_waits_for_the_first_to_let_go() {
     let site = site();
-    let first = Log::open(&site.store, "t", Counter).await.unwrap();
+    let first = open(&site).await;
     first.append(1, "a", b"one".to_vec()).await.unwrap();
     let store = site.store.clone();
     let second =
