@@ -18,7 +18,13 @@ pub use disk::{Disk, DiskFull, DiskState};
 use crate::types::{Promotion, Role};
 
 /// Version of the on-disk layout. Bump with an upgrade step when the layout changes.
-pub const FORMAT_VERSION: u64 = 1;
+/// Version 2 keeps the logs' entries in the log store under `<data dir>/logs/`, not in sled.
+pub const FORMAT_VERSION: u64 = 2;
+/// The version this build upgrades from: version 1 kept the entries in sled, and each log
+/// moves them to its log store when it opens (`log::Log::open`, safe to interrupt). The
+/// new number is written first, so a build that reads only version 1 refuses the database
+/// instead of finding its entries gone.
+const UPGRADES_FROM: u64 = 1;
 
 const META_TREE: &str = "site/meta";
 const FORMAT_KEY: &[u8] = b"format_version";
@@ -141,7 +147,11 @@ impl Store {
             }
             Some(raw) => {
                 let found = decode_u64(&raw, "format version")?;
-                if found != FORMAT_VERSION {
+                if found == UPGRADES_FROM {
+                    meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
+                    db.flush()?;
+                    tracing::info!(path = %path.display(), from = found, to = FORMAT_VERSION, "upgrading the database format: the logs move to the log store as they open");
+                } else if found != FORMAT_VERSION {
                     return Err(StoreError::Format { path, found });
                 }
             }
@@ -373,4 +383,43 @@ pub fn decode_u64(raw: &[u8], what: &str) -> Result<u64, StoreError> {
             what: what.to_string(),
             detail: format!("expected 8 bytes, found {}", raw.len()),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_format(dir: &Path, version: u64) {
+        let db = sled::open(dir.join("db")).unwrap();
+        db.open_tree(META_TREE)
+            .unwrap()
+            .insert(FORMAT_KEY, &version.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    #[test]
+    fn an_older_format_is_upgraded_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        set_format(dir.path(), UPGRADES_FROM);
+        let store = Store::open(dir.path()).unwrap();
+        let raw = store.meta.get(FORMAT_KEY).unwrap().unwrap();
+        assert_eq!(decode_u64(&raw, "v").unwrap(), FORMAT_VERSION);
+        drop(store);
+        set_format(dir.path(), FORMAT_VERSION + 1);
+        let err = Store::open(dir.path())
+            .err()
+            .expect("a newer format opened");
+        assert!(matches!(err, StoreError::Format { .. }), "{err}");
+        assert!(err.to_string().contains("format version 3"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sync_walks_the_database_files_without_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.raise_epoch(7).await.unwrap();
+        store.sync().await.unwrap();
+        assert_eq!(store.highest_epoch().unwrap(), 7);
+    }
 }
