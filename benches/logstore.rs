@@ -1,6 +1,8 @@
 //! The segment log store on the real file system: 4 KiB entries appended by 1, 4 and 16
 //! concurrent appenders (each waits for its own acknowledgement, i.e. its `fdatasync`),
-//! beside a bare `write + fdatasync` loop on the same disk as the floor.
+//! beside a bare `write + fdatasync` loop on the same disk as the floor. Then the whole
+//! `Log` as the primary's event log uses it (`Log::append` of a push's event: queued, synced,
+//! applied to the sled state, published), by 1 and 16 concurrent appenders.
 //!
 //! `cargo bench --bench logstore`; `LOGSTORE_SECS` (default 3) per row, `LOGSTORE_DIR`
 //! (default: the current directory) for where the files go.
@@ -11,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use geo_agent::log::segments::{Options, SegmentLog, StdIo};
-use geo_agent::log::{Entry, Head};
+use geo_agent::log::{Entry, Head, Log};
+use geo_agent::objects::catalog::{Event, EventsMachine};
+use geo_agent::store::Store;
 
 const ENTRY_PAYLOAD: usize = 4096;
 
@@ -48,6 +52,56 @@ fn main() {
             entries as f64 / syncs.max(1) as f64
         );
     }
+    for appenders in [1usize, 16] {
+        let (entries, syncs, took) = rt.block_on(log_run(&base, appenders, run_for));
+        let secs = took.as_secs_f64();
+        println!(
+            "{:<44} {:>10.0} {:>10.0} {:>12.2}",
+            format!("event log (Log::append), {appenders} appender(s)"),
+            entries as f64 / secs,
+            syncs as f64 / secs,
+            entries as f64 / syncs.max(1) as f64
+        );
+    }
+}
+
+/// `Log::append` of push events (a new name each) by `appenders` tasks.
+async fn log_run(base: &str, appenders: usize, run_for: Duration) -> (u64, u64, Duration) {
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let machine = EventsMachine {
+        authoritative: true,
+    };
+    let log = Arc::new(Log::open(&store, "events", machine).await.unwrap());
+    let acked = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let syncs_before = log.syncs();
+    let tasks: Vec<_> = (0..appenders)
+        .map(|a| {
+            let (log, acked) = (log.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while start.elapsed() < run_for {
+                    let event = Event::Put {
+                        name: format!("bench/{a}/{i}"),
+                        kind: "upload".into(),
+                        size: 4096,
+                        sha256: format!("{:064x}", i),
+                    };
+                    log.append(1, "bench", event.encode()).await.unwrap();
+                    acked.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = start.elapsed();
+    let syncs = log.syncs() - syncs_before;
+    log.close().await;
+    (acked.load(Ordering::Relaxed), syncs, took)
 }
 
 /// Appends (4 KiB) per second of one thread that writes and `fdatasync`s each.
