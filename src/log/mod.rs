@@ -17,8 +17,9 @@
 //!    one sled transaction, and only then do readers, subscribers and the caller hear of it.
 //!
 //! So the state is never ahead of the durable log: after a crash or a loss of power it is
-//! the same or behind, and opening replays what it misses (or rebuilds it from the first
-//! entry if it is missing or does not match the log). sled's own flush is therefore not
+//! the same or behind, and opening replays what it misses. A state ahead of the log or
+//! unlike it is refused loudly, never wiped: it means the log lost acknowledged entries,
+//! and a secondary's state also holds what only it knows (the copies it has). sled's own flush is therefore not
 //! needed for the log's promises, and is not waited for. Subscribers see only durable
 //! entries, so nothing leaves a site that a crash could take back.
 //!
@@ -27,6 +28,7 @@
 //! entries until it is opened again, which replays it.
 
 mod entry;
+mod open;
 mod replica;
 pub mod segments;
 #[cfg(test)]
@@ -38,10 +40,11 @@ use std::sync::Arc;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 use tokio::sync::{watch, Mutex};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::store::Store;
-use segments::{LogStoreError, Options, SegmentLog, StdIo};
+use open::{migrate, open_segments, recover};
+use segments::{LogStoreError, SegmentLog};
 
 pub use entry::{Entry, Hash, GENESIS, HASH_LEN};
 pub use replica::{Replica, ReplicaError};
@@ -242,6 +245,19 @@ impl crate::types::Classify for LogError {
 }
 
 impl LogError {
+    /// True when this site failed (its storage, its state, a stopped log) rather than the
+    /// entry being refused: the entry may be durable, or not; nothing about it is known.
+    pub fn is_local_failure(&self) -> bool {
+        matches!(
+            self,
+            LogError::Storage { .. }
+                | LogError::Store { .. }
+                | LogError::Stopped { .. }
+                | LogError::Corrupt { .. }
+                | LogError::Apply { .. }
+        )
+    }
+
     /// True when the disk is full (a state the site waits out, not a fault).
     pub fn is_disk_full(&self) -> bool {
         match self {
@@ -290,9 +306,20 @@ pub struct Log<M: Machine> {
     /// Held while durable entries are applied to the state and published, so each is
     /// applied once, in order.
     applier: Mutex<()>,
-    /// Why the log stopped taking entries, once it has, and whether the disk was full.
-    stopped: std::sync::Mutex<Option<(String, bool)>>,
+    /// Why the log stopped taking entries, once it has.
+    stopped: std::sync::Mutex<Option<Stop>>,
     published: watch::Sender<Published<M::View>>,
+}
+
+/// Why a log takes no more entries.
+#[derive(Clone)]
+struct Stop {
+    reason: String,
+    disk_full: bool,
+    /// The state could not apply a durable entry: nothing after it can be applied either.
+    /// Otherwise (the log store failed, or the log was closed) entries that did become
+    /// durable are still applied.
+    apply_failed: bool,
 }
 
 /// The materialised state and the head of what it has applied, written together.
@@ -367,8 +394,7 @@ impl State {
 impl<M: Machine> Log<M> {
     /// Opens the log `name` of `store`: its log store (cutting a torn tail), the entries an
     /// older layout kept in sled (moved over once), and its state, which is brought up to
-    /// the log by replaying what it misses, or rebuilt from the first entry when it is
-    /// unreadable or does not match the log.
+    /// the log by replaying what it misses (see `open::recover`).
     pub async fn open(store: &Store, name: &str, machine: M) -> Result<Log<M>, LogError> {
         let storage = |source| LogError::Storage {
             log: name.to_string(),
@@ -438,8 +464,10 @@ impl<M: Machine> Log<M> {
     }
 
     /// Appends a new entry (primary). Returns once it is durable, applied and published.
+    /// Cancel-safe: once queued, the entry is made durable, applied and published even if
+    /// the caller goes away.
     pub async fn append(
-        &self,
+        self: &Arc<Self>,
         epoch: u64,
         author: &str,
         payload: Vec<u8>,
@@ -468,13 +496,13 @@ impl<M: Machine> Log<M> {
             *tip = head_of(&entry);
             (entry, pending)
         };
-        self.settle(pending, entry.index).await?;
+        self.settled(pending, entry.index).await?;
         Ok(entry)
     }
 
     /// Applies an entry streamed from the primary (secondary), after checking that it is
     /// the next index, keeps the epoch and extends this site's hash chain.
-    pub async fn apply(&self, entry: Entry) -> Result<Applied, LogError> {
+    pub async fn apply(self: &Arc<Self>, entry: Entry) -> Result<Applied, LogError> {
         self.apply_batch(vec![entry]).await.map(|new| {
             if new == 0 {
                 Applied::Duplicate
@@ -488,9 +516,11 @@ impl<M: Machine> Log<M> {
     /// transaction (how a follower catches up quickly). Entries this site already has are
     /// skipped if identical. At the first entry that is refused, the entries before it are
     /// still applied — exactly as one at a time — and the refusal is returned. Returns how
-    /// many entries were new.
-    pub async fn apply_batch(&self, batch: Vec<Entry>) -> Result<usize, LogError> {
+    /// many entries were new. Cancel-safe, as [`Log::append`].
+    pub async fn apply_batch(self: &Arc<Self>, batch: Vec<Entry>) -> Result<usize, LogError> {
         let mut refused = None;
+        // The highest entry found already queued: it must be applied before this returns.
+        let mut known = 0;
         let (count, pending, last) = {
             let mut tip = self.writer.lock().await;
             self.check_running()?;
@@ -499,7 +529,10 @@ impl<M: Machine> Log<M> {
             for entry in batch {
                 match self.check_next(&head, &entry) {
                     Ok(()) => {}
-                    Err(Checked::Duplicate) => continue,
+                    Err(Checked::Duplicate) => {
+                        known = known.max(entry.index);
+                        continue;
+                    }
                     Err(Checked::Refused(e)) => {
                         refused = Some(e);
                         break;
@@ -517,7 +550,9 @@ impl<M: Machine> Log<M> {
             }
         };
         if let Some(pending) = pending {
-            self.settle(pending, last).await?;
+            self.settled(pending, last).await?;
+        } else if known > self.head().index {
+            self.published_up_to(known).await?;
         }
         match refused {
             Some(e) => Err(e),
@@ -539,26 +574,57 @@ impl<M: Machine> Log<M> {
         Ok(pending)
     }
 
+    /// [`Log::settle`] on a task of its own, so that it finishes if the caller goes away.
+    async fn settled(
+        self: &Arc<Self>,
+        pending: segments::Pending,
+        index: u64,
+    ) -> Result<(), LogError> {
+        let log = Arc::clone(self);
+        tokio::spawn(async move { log.settle(pending, index).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(self.stop(LogError::Apply {
+                    log: self.name.clone(),
+                    index,
+                    reason: format!("the task applying it failed: {e}"),
+                }))
+            })
+    }
+
     /// Waits until the entries up to `index` are durable, then applies every durable entry
     /// the state lacks and publishes them.
     async fn settle(&self, pending: segments::Pending, index: u64) -> Result<(), LogError> {
-        if let Err(source) = pending.durable().await {
+        let durable = pending.durable().await;
+        let _applier = self.applier.lock().await;
+        if self.head().index >= index {
+            return Ok(());
+        }
+        if let Err(source) = durable {
             return Err(self.stop(LogError::Store {
                 log: self.name.clone(),
                 source,
             }));
         }
-        let _applier = self.applier.lock().await;
-        if self.head().index >= index {
-            return Ok(());
+        // Durable: apply it even if the store failed since, on a later batch.
+        if let Some(stop) = self.stop_reason().filter(|s| s.apply_failed) {
+            return Err(self.stopped_error(stop));
         }
-        self.check_running()?;
+        self.apply_durable()
+    }
+
+    /// Applies every durable entry the state lacks and publishes them. The caller holds
+    /// the applier lock.
+    fn apply_durable(&self) -> Result<(), LogError> {
         let durable = self.segments.head().index;
         let batch: Vec<Entry> = {
             let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
             let n = staged.iter().take_while(|e| e.index <= durable).count();
             staged.drain(..n).collect()
         };
+        if batch.is_empty() {
+            return Ok(());
+        }
         let applied = self
             .state
             .apply(&self.machine, &batch)
@@ -575,6 +641,23 @@ impl<M: Machine> Log<M> {
         }
     }
 
+    /// Waits until the published head reaches `index` (entries another call queued), or
+    /// the log stops.
+    async fn published_up_to(&self, index: u64) -> Result<(), LogError> {
+        let mut rx = self.subscribe();
+        loop {
+            if rx.borrow_and_update().head.index >= index {
+                return Ok(());
+            }
+            if let Some(stop) = self.stop_reason() {
+                return Err(self.stopped_error(stop));
+            }
+            if rx.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
     /// Stops the log after `e` left the state behind the log store (or the store unusable):
     /// from now on it refuses entries, until the site opens it again. A full disk also
     /// marks the site's database for opening again once there is space.
@@ -583,22 +666,51 @@ impl<M: Machine> Log<M> {
         if disk_full {
             self.store.disk().poison();
         }
-        let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
-        if stopped.is_none() {
-            warn!(log = %self.name, error = %e, "the log stops taking entries until it is opened again");
-            *stopped = Some((e.to_string(), disk_full));
-        }
+        let stop = Stop {
+            reason: e.to_string(),
+            disk_full,
+            apply_failed: matches!(
+                e,
+                LogError::Apply { .. } | LogError::Storage { .. } | LogError::Corrupt { .. }
+            ),
+        };
+        self.halt(stop, Some(&e));
         e
     }
 
+    /// Records why the log stops (the first reason stays) and wakes whoever waits for it.
+    fn halt(&self, stop: Stop, error: Option<&LogError>) {
+        {
+            let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+            if stopped.is_none() {
+                if let Some(e) = error {
+                    warn!(log = %self.name, error = %e, "the log stops taking entries until it is opened again");
+                }
+                *stopped = Some(stop);
+            }
+        }
+        self.published.send_modify(|_| {});
+    }
+
+    fn stop_reason(&self) -> Option<Stop> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn stopped_error(&self, stop: Stop) -> LogError {
+        LogError::Stopped {
+            log: self.name.clone(),
+            reason: stop.reason,
+            disk_full: stop.disk_full,
+        }
+    }
+
     fn check_running(&self) -> Result<(), LogError> {
-        match &*self.stopped.lock().unwrap_or_else(|p| p.into_inner()) {
+        match self.stop_reason() {
             None => Ok(()),
-            Some((reason, disk_full)) => Err(LogError::Stopped {
-                log: self.name.clone(),
-                reason: reason.clone(),
-                disk_full: *disk_full,
-            }),
+            Some(stop) => Err(self.stopped_error(stop)),
         }
     }
 
@@ -709,9 +821,25 @@ impl<M: Machine> Log<M> {
         }
     }
 
-    /// Stops taking entries and waits until the log store has written what was queued.
+    /// Stops taking entries, waits until the log store has written what was queued,
+    /// applies what became durable, and only then lets go of the log store's directory: a
+    /// site opening again finds the state and the log in step, and nothing of this instance
+    /// writes after that. Reads keep working.
     pub async fn close(&self) {
         self.segments.close().await;
+        let _applier = self.applier.lock().await;
+        if self.stop_reason().is_none_or(|s| !s.apply_failed) {
+            if let Err(e) = self.apply_durable() {
+                warn!(log = %self.name, error = %e, "closing: durable entries are left for the next open to apply");
+            }
+        }
+        let closed = Stop {
+            reason: "the log was closed".into(),
+            disk_full: false,
+            apply_failed: false,
+        };
+        self.halt(closed, None);
+        self.segments.release();
     }
 
     fn in_store(&self, source: LogStoreError) -> LogError {
@@ -728,144 +856,6 @@ fn head_of(entry: &Entry) -> Head {
         hash: entry.hash,
         epoch: entry.epoch,
     }
-}
-
-/// Opens the log store of `name`, waiting (bounded) for an instance of the same log that is
-/// still being dropped, as when a site opens again.
-async fn open_segments(store: &Store, name: &str) -> Result<SegmentLog, LogError> {
-    let dir = store.log_dir(name);
-    let deadline = tokio::time::Instant::now() + OPEN_WAIT;
-    loop {
-        match SegmentLog::open(&dir, Arc::new(StdIo), Options::default()) {
-            Ok((log, recovery)) => {
-                if let Some(cut) = &recovery.cut {
-                    warn!(log = name, segment = %cut.segment, offset = cut.offset, bytes = cut.bytes, reason = cut.reason, "cut a torn tail off the log (a write the crash interrupted; it was never acknowledged)");
-                }
-                return Ok(log);
-            }
-            Err(LogStoreError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(source) => {
-                return Err(LogError::Store {
-                    log: name.to_string(),
-                    source,
-                })
-            }
-        }
-    }
-}
-
-/// Moves the entries an older layout kept in the sled tree `<name>/entries` into the log
-/// store, once: what the log store already has must match them, the rest is appended
-/// (durably), and then the tree is dropped. Safe to interrupt at any point.
-async fn migrate(db: &sled::Db, name: &str, segments: &SegmentLog) -> Result<(), LogError> {
-    let tree_name = format!("{name}/entries");
-    if !db
-        .tree_names()
-        .iter()
-        .any(|t| t.as_ref() == tree_name.as_bytes())
-    {
-        return Ok(());
-    }
-    let storage = |source| LogError::Storage {
-        log: name.to_string(),
-        source,
-    };
-    let corrupt = |index, detail| LogError::Corrupt {
-        log: name.to_string(),
-        index,
-        detail,
-    };
-    let old = db.open_tree(&tree_name).map_err(storage)?;
-    let have = segments.head();
-    let mut batch = Vec::new();
-    let mut moved = 0u64;
-    for item in old.range(have.index.to_be_bytes()..) {
-        let (k, v) = item.map_err(storage)?;
-        let index = <[u8; 8]>::try_from(k.as_ref())
-            .map(u64::from_be_bytes)
-            .map_err(|_| corrupt(0, format!("an entry key has {} bytes", k.len())))?;
-        let entry = Entry::decode(index, &v).map_err(|d| corrupt(index, d))?;
-        if index == have.index {
-            if have.index > 0 && entry.hash != have.hash {
-                return Err(corrupt(
-                    index,
-                    "the log store and the old entries differ".into(),
-                ));
-            }
-            continue;
-        }
-        batch.push(entry);
-        if batch.len() == REPLAY_BATCH {
-            moved += append_all(name, segments, std::mem::take(&mut batch)).await?;
-        }
-    }
-    moved += append_all(name, segments, batch).await?;
-    db.drop_tree(tree_name.as_bytes()).map_err(storage)?;
-    info!(
-        log = name,
-        moved, "moved the log's entries from the database into the log store"
-    );
-    Ok(())
-}
-
-async fn append_all(name: &str, segments: &SegmentLog, batch: Vec<Entry>) -> Result<u64, LogError> {
-    if batch.is_empty() {
-        return Ok(0);
-    }
-    segments
-        .append(&batch)
-        .await
-        .map_err(|source| LogError::Store {
-            log: name.to_string(),
-            source,
-        })?;
-    Ok(batch.len() as u64)
-}
-
-/// Brings the state up to the log store's head: replays what it lacks, or, when its head is
-/// not an entry of the log (or its view cannot be read), clears it and replays from the
-/// first entry. Returns the head and the view.
-fn recover<M: Machine>(
-    segments: &SegmentLog,
-    state: &State,
-    machine: &M,
-) -> Result<(Head, M::View), LogError> {
-    let log = |source| LogError::Store {
-        log: state.name.clone(),
-        source,
-    };
-    let durable = segments.head();
-    let mut applied = state.head()?;
-    let matches = applied.index <= durable.index
-        && (applied.index == 0
-            || segments.read(applied.index).map_err(log)?.map(|e| e.hash) == Some(applied.hash));
-    let readable = state.view(machine, applied.index).is_ok();
-    if !matches || !readable {
-        warn!(log = %state.name, state = applied.index, log_head = durable.index, readable, "the state does not match the log: rebuilding it from the first entry");
-        state.tree.clear().map_err(|e| state.storage(e))?;
-        state.meta.remove(HEAD_KEY).map_err(|e| state.storage(e))?;
-        applied = Head::default();
-    }
-    if applied.index < durable.index {
-        info!(log = %state.name, from = applied.index + 1, to = durable.index, "applying durable entries the state lacks");
-    }
-    while applied.index < durable.index {
-        let batch = segments
-            .range(applied.index + 1, REPLAY_BATCH)
-            .map_err(log)?;
-        if batch.is_empty() {
-            return Err(LogError::Corrupt {
-                log: state.name.clone(),
-                index: applied.index + 1,
-                detail: "missing from the log store".into(),
-            });
-        }
-        applied = state.apply(machine, &batch)?;
-    }
-    let view = state.view(machine, applied.index)?;
-    Ok((applied, view))
 }
 
 /// Why [`Log::check_next`] did not accept an entry.

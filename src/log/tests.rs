@@ -64,8 +64,8 @@ fn site() -> Site {
     }
 }
 
-async fn open(site: &Site) -> Log<Counter> {
-    Log::open(&site.store, "t", Counter).await.unwrap()
+async fn open(site: &Site) -> Arc<Log<Counter>> {
+    Arc::new(Log::open(&site.store, "t", Counter).await.unwrap())
 }
 
 /// Opens the log of `site`, appends `payloads`, and closes it again: the head.
@@ -79,13 +79,13 @@ async fn written(site: &Site, payloads: &[&str]) -> Head {
 
 /// A log in a fresh site of its own, removed with it.
 struct Fresh {
-    log: Log<Counter>,
+    log: Arc<Log<Counter>>,
     _site: Site,
 }
 
 impl std::ops::Deref for Fresh {
-    type Target = Log<Counter>;
-    fn deref(&self) -> &Log<Counter> {
+    type Target = Arc<Log<Counter>>;
+    fn deref(&self) -> &Arc<Log<Counter>> {
         &self.log
     }
 }
@@ -415,27 +415,85 @@ async fn a_state_behind_the_log_is_brought_up_to_it_on_open() {
 }
 
 #[tokio::test]
-async fn a_state_that_does_not_match_the_log_is_rebuilt_from_it() {
+async fn a_state_ahead_of_or_unlike_the_log_is_refused_loudly_and_left_as_it_is() {
     let site = site();
     let head = written(&site, &["one", "two"]).await;
     let meta = site.store.db().open_tree("t/meta").unwrap();
     let state = site.store.db().open_tree("t/state").unwrap();
-    // A head the log does not have, and a state it did not make.
-    let bogus = Head {
+    let open_err = || async {
+        match Log::open(&site.store, "t", Counter).await {
+            Err(e) => e,
+            Ok(_) => panic!("a state that does not match its log was taken"),
+        }
+    };
+    // Ahead: the log store lost acknowledged entries.
+    let ahead = Head {
         index: 9,
         hash: [7; HASH_LEN],
         epoch: 1,
     };
-    meta.insert(HEAD_KEY, bogus.encode()).unwrap();
-    state.insert(b"n", &40u64.to_be_bytes()).unwrap();
-    let log = open(&site).await;
-    assert_eq!(log.head(), head);
-    assert_eq!(*log.view(), (2, b"two".to_vec()));
-    drop(log);
-    // An unreadable state is rebuilt too.
+    meta.insert(HEAD_KEY, ahead.encode()).unwrap();
+    let err = open_err().await;
+    assert!(matches!(err, LogError::Corrupt { index: 9, .. }), "{err}");
+    assert!(err.to_string().contains("missing from"), "{err}");
+    // Not the log's entry at that index.
+    let unlike = Head {
+        index: 2,
+        hash: [7; HASH_LEN],
+        epoch: 1,
+    };
+    meta.insert(HEAD_KEY, unlike.encode()).unwrap();
+    let err = open_err().await;
+    assert!(
+        err.to_string().contains("not the log store's entry"),
+        "{err}"
+    );
+    // Nothing was wiped.
+    assert_eq!(meta.get(HEAD_KEY).unwrap().unwrap(), unlike.encode());
+    assert_eq!(state.get(b"last").unwrap().unwrap(), b"two");
+    // An unreadable state is refused too.
+    meta.insert(HEAD_KEY, head.encode()).unwrap();
     state.insert(b"n", b"not a number").unwrap();
+    let err = open_err().await;
+    assert!(err.to_string().contains("expected 8 bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn an_append_whose_caller_goes_away_is_still_applied_and_published() {
+    let log = fresh().await;
+    let mut rx = log.subscribe();
+    // Polled once (far enough to queue the entry), then dropped.
+    let once = tokio::time::timeout(
+        std::time::Duration::ZERO,
+        log.append(1, "a", b"dropped".to_vec()),
+    )
+    .await;
+    assert!(once.is_err(), "the append finished in its first poll");
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while rx.borrow_and_update().head.index < 1 {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the dropped append was published");
+    assert_eq!(*log.view(), (1, b"dropped".to_vec()));
+}
+
+#[tokio::test]
+async fn a_closed_log_takes_nothing_more_and_opens_again_where_it_was() {
+    let site = site();
     let log = open(&site).await;
-    assert_eq!(*log.view(), (2, b"two".to_vec()));
+    log.append(1, "a", b"one".to_vec()).await.unwrap();
+    let head = log.head();
+    log.close().await;
+    let err = log.append(1, "a", b"late".to_vec()).await.unwrap_err();
+    assert!(err.is_local_failure(), "{err}");
+    // Reads keep working, and a new instance opens at once beside the closed one.
+    assert_eq!(log.entry(1).unwrap().unwrap().payload, b"one");
+    let again = open(&site).await;
+    assert_eq!(again.head(), head);
+    again.append(1, "a", b"two".to_vec()).await.unwrap();
+    assert_eq!(*again.view(), (2, b"two".to_vec()));
 }
 
 #[tokio::test]

@@ -283,6 +283,16 @@ impl SegmentLog {
             }
             let file = io.open(&path).map_err(io_err("open", &path))?;
             let len = file.size().map_err(io_err("stat", &path))?;
+            // A segment is closed before it passes its size, by at most one record: anything
+            // larger was not written by this store, and is not read into memory whole.
+            let most = opts.segment_bytes.max(1) + record::HEADER as u64 + record::MAX_ENTRY as u64;
+            if len > most {
+                return Err(LogStoreError::Corrupt {
+                    segment: name,
+                    offset: most,
+                    reason: format!("the segment has {len} bytes; a segment holds at most {most}"),
+                });
+            }
             let mut bytes = vec![0; len as usize];
             file.read_at(0, &mut bytes).map_err(io_err("read", &path))?;
             let scan = record::scan(&bytes, last).map_err(|d| LogStoreError::Corrupt {
@@ -351,6 +361,7 @@ impl SegmentLog {
             name: last.name.clone(),
             file: Arc::clone(&last.file),
             size: last.end,
+            synced: last.end,
         };
         let shared = Arc::new(Shared {
             lock: Mutex::new(Some(lock)),
@@ -416,7 +427,7 @@ impl SegmentLog {
             record::encode_into(&mut bytes, &raw);
             sizes.push((bytes.len() - before) as u32);
         }
-        let mut q = self.shared.queue.lock().expect("queue lock");
+        let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = &q.failed {
             return Err(e.clone());
         }
@@ -459,9 +470,18 @@ impl SegmentLog {
         self.submit(entries)?.durable().await
     }
 
+    /// Where the segment files are.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
     /// The last acknowledged entry.
     pub fn head(&self) -> Head {
-        self.shared.index.read().expect("index lock").head
+        self.shared
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .head
     }
 
     /// How many `sync_data` calls the writer has made (group commit makes it fewer than
@@ -487,7 +507,7 @@ impl SegmentLog {
         while left > 0 {
             // Copy out what the read needs; the lock is not held during I/O.
             let (name, file, start, offsets, seg_end) = {
-                let ix = self.shared.index.read().expect("index lock");
+                let ix = self.shared.index.read().unwrap_or_else(|p| p.into_inner());
                 if index > ix.head.index {
                     break;
                 }
@@ -528,13 +548,16 @@ impl SegmentLog {
         Ok(out)
     }
 
-    /// Stops taking appends, lets the writer finish what was queued, waits for it, and lets
-    /// go of the directory, so the store can be opened again while this handle still serves
-    /// reads.
+    /// Stops taking appends, lets the writer finish what was queued, and waits for it. The
+    /// directory stays locked until [`SegmentLog::release`] or the store is dropped.
     pub async fn close(&self) {
-        self.shared.queue.lock().expect("queue lock").closed = true;
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed = true;
         self.shared.wake.notify_one();
-        let task = self.writer.lock().expect("writer lock").take();
+        let task = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         match task {
             Some(WriterHandle::Task(task)) => {
                 let _ = task.await;
@@ -544,7 +567,17 @@ impl SegmentLog {
             }
             None => {}
         }
-        self.shared.lock.lock().expect("lock slot").take();
+    }
+
+    /// Lets go of the directory after [`SegmentLog::close`], so the store can be opened again
+    /// while this handle still serves reads of what it acknowledged (another instance only
+    /// ever appends after it).
+    pub fn release(&self) {
+        self.shared
+            .lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 }
 
@@ -562,6 +595,8 @@ struct Writer {
     name: String,
     file: Arc<dyn IoFile>,
     size: u64,
+    /// Where the file ended at its last successful sync.
+    synced: u64,
 }
 
 /// Records taken from the queue in one go.
@@ -587,7 +622,7 @@ async fn run_writer(shared: Arc<Shared>, mut writer: Writer) {
         let batch = loop {
             let notified = shared.wake.notified();
             {
-                let mut q = shared.queue.lock().expect("queue lock");
+                let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
                 if !q.sizes.is_empty() {
                     let first = q.first;
                     q.first = q.next;
@@ -615,12 +650,23 @@ async fn run_writer(shared: Arc<Shared>, mut writer: Writer) {
         let result = result.and_then(|pieces| sync(&shared, &writer).map(|()| pieces));
         match result {
             Ok(pieces) => {
+                writer.synced = writer.size;
                 publish(&shared, pieces, batch.last);
                 for (index, tx) in batch.waiters {
                     let _ = tx.send(Ok(index));
                 }
             }
             Err(e) => {
+                // After a failed write or sync the page cache may hold bytes the disk does
+                // not, marked clean: cut them off, so that opening the store again in this
+                // process cannot read them back as if they were durable.
+                if let Err(cut) = writer
+                    .file
+                    .truncate(writer.synced)
+                    .and_then(|()| writer.file.sync_data())
+                {
+                    tracing::warn!(segment = %writer.name, error = %cut, "cannot cut the unsynced tail after a failed write; it is cut when the store opens again if torn");
+                }
                 fail(&shared, e, batch.waiters);
                 return;
             }
@@ -667,6 +713,7 @@ fn write_batch(
                 name,
                 file,
                 size: 0,
+                synced: 0,
             };
             from = pos;
             at = 0;
@@ -695,7 +742,7 @@ fn sync(shared: &Shared, w: &Writer) -> Result<(), LogStoreError> {
 
 /// Makes a synced batch visible to readers.
 fn publish(shared: &Shared, pieces: Vec<Piece>, last: Head) {
-    let mut ix = shared.index.write().expect("index lock");
+    let mut ix = shared.index.write().unwrap_or_else(|p| p.into_inner());
     for p in pieces {
         let current = ix.segments.last_mut().expect("one segment at least");
         if current.name == p.name {
@@ -728,7 +775,7 @@ fn fail(
         },
     };
     let queued = {
-        let mut q = shared.queue.lock().expect("queue lock");
+        let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         q.failed = Some(failed.clone());
         q.bytes.clear();
         q.sizes.clear();

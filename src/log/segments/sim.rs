@@ -51,6 +51,8 @@ struct Sim {
     generation: u64,
     /// Mutating operations left before the power fails; `None`: no failure planned.
     budget: Option<u64>,
+    /// The planned failure is an I/O error that passes (the power stays on).
+    transient: bool,
     dead: bool,
     files: BTreeMap<PathBuf, FileState>,
     syncs: u64,
@@ -70,6 +72,10 @@ impl Sim {
         self.alive(generation)?;
         if let Some(left) = &mut self.budget {
             if *left == 0 {
+                self.budget = None;
+                if std::mem::take(&mut self.transient) {
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
                 self.dead = true;
                 return Err(io::Error::other("the power failed"));
             }
@@ -91,6 +97,14 @@ impl SimIo {
     /// The power fails at the `ops`-th mutating operation from now.
     pub fn fail_after(&self, ops: u64) {
         self.0.lock().unwrap().budget = Some(ops);
+    }
+
+    /// The `ops`-th mutating operation from now fails with `EIO`, once; the power stays on
+    /// and what the file holds in memory stays as it was (as a page cache would).
+    pub fn fail_once_after(&self, ops: u64) {
+        let mut sim = self.0.lock().unwrap();
+        sim.budget = Some(ops);
+        sim.transient = true;
     }
 
     /// Whether the power has failed.
