@@ -46,12 +46,26 @@ pub struct Files {
 }
 
 impl Files {
-    /// Opens `<data_dir>/objects`, creating it, and empties its temporary directory (what is
-    /// there was being written when the site stopped).
+    /// Opens `<data_dir>/objects`, creating it and its 256 shard directories (durably, so
+    /// that commits running side by side never rely on a directory another one made), and
+    /// empties its temporary directory (what is there was being written when the site
+    /// stopped).
     pub fn open(data_dir: &Path) -> io::Result<Files> {
         let root = data_dir.join("objects");
         let tmp = root.join("tmp");
         fs::create_dir_all(&tmp)?;
+        let mut created = false;
+        for shard in 0..=255u8 {
+            let dir = root.join(hex::encode([shard]));
+            if !dir.is_dir() {
+                fs::create_dir(&dir)?;
+                created = true;
+            }
+        }
+        if created {
+            sync_dir(&root)?;
+            sync_dir(data_dir)?;
+        }
         for entry in fs::read_dir(&tmp)? {
             let entry = entry?;
             fs::remove_file(entry.path())?;
@@ -79,10 +93,6 @@ impl Files {
     pub fn install(&self, temp: &Path, name: &str, sha256_hex: &str) -> io::Result<PathBuf> {
         let dest = self.path(name, sha256_hex);
         let dir = dest.parent().unwrap_or(&self.root);
-        if !dir.exists() {
-            fs::create_dir_all(dir)?;
-            sync_dir(&self.root)?;
-        }
         fs::rename(temp, &dest)?;
         sync_dir(dir)?;
         Ok(dest)

@@ -382,7 +382,10 @@ impl Objects {
         {
             Ok(entry) => entry,
             Err(e) => {
-                if previous.as_ref().is_none_or(|p| p.sha256 != sha) {
+                // Refused: nothing of it is in the log. A failure of this site's storage may
+                // have left the event durable: the file stays (a start removes it if no
+                // event names it).
+                if !e.is_local_failure() && previous.as_ref().is_none_or(|p| p.sha256 != sha) {
                     self.remove_file(name.as_str(), &sha).await;
                 }
                 return Err(e.into());
@@ -554,7 +557,7 @@ impl Replica for Objects {
             .map_err(crate::settings::replica_error)?;
         match applied {
             Ok(_) => Ok(()),
-            Err(e @ LogError::Storage { .. }) => Err(ReplicaError::storage(e)),
+            Err(e) if e.is_local_failure() => Err(ReplicaError::storage(e)),
             Err(e) => Err(ReplicaError::Refused(e)),
         }
     }

@@ -656,7 +656,7 @@ impl crate::log::Replica for Settings {
         use crate::log::ReplicaError;
         match self.apply_replicated(entries).await {
             Ok(_) => Ok(()),
-            Err(SettingsError::Log(e @ LogError::Storage { .. })) => Err(ReplicaError::storage(e)),
+            Err(SettingsError::Log(e)) if e.is_local_failure() => Err(ReplicaError::storage(e)),
             Err(SettingsError::Log(e)) => Err(ReplicaError::Refused(e)),
             Err(e) => Err(replica_error(e)),
         }
