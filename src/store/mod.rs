@@ -150,6 +150,7 @@ impl Store {
                 if found == UPGRADES_FROM {
                     meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())?;
                     db.flush()?;
+                    fsync_tree(&path)?;
                     tracing::info!(path = %path.display(), from = found, to = FORMAT_VERSION, "upgrading the database format: the logs move to the log store as they open");
                 } else if found != FORMAT_VERSION {
                     return Err(StoreError::Format { path, found });
@@ -357,10 +358,12 @@ fn fsync_tree(dir: &Path) -> Result<(), StoreError> {
         let path = item.map_err(failed(dir))?.path();
         if path.is_dir() {
             fsync_tree(&path)?;
-        } else {
-            std::fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(failed(&path))?;
+            continue;
+        }
+        match std::fs::File::open(&path).and_then(|f| f.sync_all()) {
+            // sled replaces its snapshot files as it goes: one may be gone by now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other.map_err(failed(&path))?,
         }
     }
     std::fs::File::open(dir)
