@@ -36,9 +36,12 @@ struct Seen {
 }
 
 /// A small HTTP server that records every request and answers 200 "seen N bytes".
+/// `/hang` is never answered, `/hold` is answered once the test says `release`, and `/ws`
+/// switches to an echo protocol.
 struct Upstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    release: Arc<tokio::sync::Notify>,
 }
 
 impl Upstream {
@@ -46,18 +49,25 @@ impl Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let record = Arc::clone(&seen);
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (record, hold) = (Arc::clone(&seen), Arc::clone(&release));
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let record = Arc::clone(&record);
-                let service = service_fn(move |req| answer(req, Arc::clone(&record)));
+                let (record, hold) = (Arc::clone(&record), Arc::clone(&hold));
+                let service =
+                    service_fn(move |req| answer(req, Arc::clone(&record), Arc::clone(&hold)));
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades(),
                 );
             }
         });
-        Upstream { addr, seen }
+        Upstream {
+            addr,
+            seen,
+            release,
+        }
     }
 
     fn url(&self) -> String {
@@ -68,15 +78,41 @@ impl Upstream {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Lets the request waiting at `/hold` have its answer.
+    fn release(&self) {
+        self.release.notify_one();
+    }
+
     fn take(&self) -> Vec<Seen> {
         std::mem::take(&mut *self.seen.lock().unwrap())
     }
 }
 
 async fn answer(
-    req: http::Request<Incoming>,
+    mut req: http::Request<Incoming>,
     record: Arc<Mutex<Vec<Seen>>>,
+    hold: Arc<tokio::sync::Notify>,
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/ws" {
+        let upgraded = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let mut io = TokioIo::new(upgraded.await.unwrap());
+            let mut buf = [0u8; 64];
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok(n) = io.read(&mut buf).await {
+                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        return Ok(http::Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(Full::new(Bytes::new()))
+            .unwrap());
+    }
+    let path = req.uri().path().to_string();
     let (parts, mut body) = req.into_parts();
     let mut seen = Seen {
         method: parts.method.to_string(),
@@ -106,6 +142,11 @@ async fn answer(
     seen.sha256 = hex::encode(hash.finalize());
     let text = format!("seen {} bytes\n", seen.len);
     record.lock().unwrap().push(seen);
+    match path.as_str() {
+        "/hang" => std::future::pending::<()>().await,
+        "/hold" => hold.notified().await,
+        _ => {}
+    }
     Ok(http::Response::builder()
         .header("x-upstream", "1")
         .header("content-type", "text/plain")
@@ -569,4 +610,100 @@ async fn a_large_upload_streams_through_in_bounded_memory() {
 #[ignore = "1 GiB through loopback: run with --ignored"]
 async fn a_gibibyte_upload_streams_through_in_bounded_memory() {
     large_upload(1 << 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_does_not_answer_is_a_504() {
+    let upstream = Upstream::start().await;
+    let cluster = Cluster::new();
+    let site = proxied(&cluster, &upstream, &["--proxy-response-timeout", "500ms"]);
+    let a = send(site.proxy(), "GET", "/hang", &[], b"").await;
+    assert_eq!(a.status, 504, "{a:?}");
+    assert!(a.body.contains(&upstream.url()), "{a:?}");
+    let metrics = site.http_get("/metrics").await.1;
+    assert!(
+        metrics.contains("geo_proxy_upstream_errors_total{kind=\"timeout\"} 1\n"),
+        "{metrics}"
+    );
+    if have(&["promtool", "--version"], "the Debian package prometheus") {
+        promtool_check(&metrics);
+    }
+}
+
+/// `promtool check metrics`: the proxy's families are valid exposition text.
+fn promtool_check(text: &str) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n--- the text:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_site_finishes_the_requests_it_is_proxying() {
+    let upstream = Upstream::start().await;
+    let cluster = Cluster::new();
+    let mut site = proxied(&cluster, &upstream, &[]);
+    let proxy = site.proxy();
+    let pending = tokio::spawn(send(proxy, "POST", "/hold", &[JSON], b"{}"));
+    eventually("the upstream to hold the request", || async {
+        (!upstream.seen().is_empty()).then_some(())
+    })
+    .await;
+    site.sigterm();
+    eventually("the site to start stopping", || async {
+        site.logs().contains("proxy stopping").then_some(())
+    })
+    .await;
+    upstream.release();
+    let a = pending.await.unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+    let status = site
+        .wait_for_exit(std::time::Instant::now() + DEADLINE)
+        .expect("the site exits");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_is_passed_through() {
+    let upstream = Upstream::start().await;
+    let cluster = Cluster::new();
+    let site = proxied(&cluster, &upstream, &[]);
+    let proxy = site.proxy();
+    let echoed = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(proxy).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+            .unwrap();
+        let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+        let head = read_head(&mut reader);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("upgrade: echo"),
+            "{head}"
+        );
+        s.write_all(b"ping").unwrap();
+        let mut got = [0u8; 4];
+        reader.read_exact(&mut got).unwrap();
+        got
+    })
+    .await
+    .unwrap();
+    assert_eq!(&echoed, b"ping");
 }
