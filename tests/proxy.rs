@@ -707,3 +707,77 @@ async fn an_upgrade_is_passed_through() {
     .unwrap();
     assert_eq!(&echoed, b"ping");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_routes_the_body_sensitive_locations_through_the_proxy() {
+    let Some(nginx) = nginx_binary() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have nginx: .ci/run installs it"
+        );
+        eprintln!("SKIPPED: nginx is not installed (apt-get install nginx)");
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let cluster = Cluster::new();
+    let site = proxied(
+        &cluster,
+        &upstream,
+        &["--proxy-trusted-proxies", "127.0.0.1/32"],
+    );
+    let snippet = |name: &str| {
+        std::fs::canonicalize(format!("contrib/nginx/{name}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let front = free_port();
+    let http = format!(
+        "  upstream geo_agent_gate {{ server {}; keepalive 4; }}\n  upstream geo_agent_proxy {{ server {}; keepalive 4; }}\n  server {{\n    listen 127.0.0.1:{front};\n    include {};\n    include {};\n    location / {{ proxy_pass {}; }}\n  }}\n",
+        site.http,
+        site.proxy(),
+        snippet("geo-gate.conf"),
+        snippet("geo-gate-proxy.conf"),
+        upstream.url(),
+    );
+    let _nginx = Nginx::start(&nginx, &cluster.path("nginx"), &http);
+    let front: SocketAddr = format!("127.0.0.1:{front}").parse().unwrap();
+    eventually("nginx to listen", || async {
+        tokio::net::TcpStream::connect(front).await.ok().map(|_| ())
+    })
+    .await;
+    set_maintenance(&site, &cluster.admin_token, true, "")
+        .await
+        .unwrap();
+
+    let mutation = br#"{"query":"mutation { destroyIssue(id: 1) { id } }"}"#;
+    let upload = br#"{"operation":"upload","objects":[{"oid":"aa","size":1}]}"#;
+    let lfs = ("Content-Type", "application/vnd.git-lfs+json");
+    let batch = "/group/project.git/info/lfs/objects/batch";
+    for (target, header, body) in [
+        ("/api/graphql", JSON, &mutation[..]),
+        (batch, lfs, &upload[..]),
+        ("/api/v4/projects", JSON, b"{}"),
+    ] {
+        let a = send(front, "POST", target, &[header], body).await;
+        assert_eq!(a.status, 403, "{target}: {a:?}");
+        assert!(a.body.contains(READ_ONLY_JSON_BODY), "{target}: {a:?}");
+    }
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+
+    let query = br#"{"query":"{ currentUser { id } }"}"#;
+    let download = br#"{"operation":"download","objects":[]}"#;
+    for (target, header, body) in [
+        ("/api/graphql", JSON, &query[..]),
+        (batch, lfs, &download[..]),
+    ] {
+        let a = send(front, "POST", target, &[header], body).await;
+        assert_eq!(a.status, 200, "{target}: {a:?}");
+        let got = upstream.take();
+        assert_eq!(got[0].body, body, "{target}");
+        // Through nginx and then the proxy: each hop adds the address it saw.
+        assert_eq!(got[0].headers["x-forwarded-for"], "127.0.0.1, 127.0.0.1");
+    }
+    let a = send(front, "GET", "/dashboard", &[], b"").await;
+    assert_eq!(a.status, 200, "{a:?}");
+}

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 mod http;
+mod nginx;
 mod pki;
 mod proxy;
 mod site;
@@ -22,7 +23,7 @@ use tonic::transport::Channel;
 
 // Not every test or bench uses every part.
 #[allow(unused_imports)]
-pub use {http::*, pki::*, proxy::*, site::*, wait::*};
+pub use {http::*, nginx::*, pki::*, proxy::*, site::*, wait::*};
 
 /// The `geo-agent` this build made.
 pub const BIN: &str = env!("CARGO_BIN_EXE_geo-agent");
