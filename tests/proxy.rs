@@ -781,3 +781,221 @@ async fn nginx_routes_the_body_sensitive_locations_through_the_proxy() {
     let a = send(front, "GET", "/dashboard", &[], b"").await;
     assert_eq!(a.status, 200, "{a:?}");
 }
+
+/// An upstream that serves git's smart HTTP protocol by running `git http-backend` as a
+/// CGI program per request, for repositories under `root`.
+async fn git_backend(root: std::path::PathBuf) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let root = root.clone();
+            let service = service_fn(move |req| cgi(req, root.clone()));
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+async fn cgi(
+    req: http::Request<Incoming>,
+    root: std::path::PathBuf,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    use tokio::io::AsyncWriteExt;
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut child = tokio::process::Command::new("git")
+        .arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_PROJECT_ROOT", &root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REMOTE_USER", "tester")
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("REQUEST_METHOD", parts.method.as_str())
+        .env("PATH_INFO", parts.uri.path())
+        .env("QUERY_STRING", parts.uri.query().unwrap_or(""))
+        .env("CONTENT_TYPE", header("content-type"))
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
+        .env("GIT_PROTOCOL", header("git-protocol"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&body).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    let raw = out.stdout;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| (at, at + 4))
+        .or_else(|| {
+            raw.windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|at| (at, at + 2))
+        })
+        .unwrap_or((raw.len(), raw.len()));
+    let mut response = http::Response::builder();
+    for line in String::from_utf8_lossy(&raw[..split.0]).lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        if k.eq_ignore_ascii_case("status") {
+            let code: u16 = v.trim()[..3].parse().unwrap();
+            response = response.status(code);
+        } else {
+            response = response.header(k.trim(), v.trim());
+        }
+    }
+    Ok(response
+        .body(Full::new(Bytes::copy_from_slice(&raw[split.1..])))
+        .unwrap())
+}
+
+/// Runs git with a configuration of its own in `home`: (success, stderr).
+fn git(home: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_git_over_smart_http_clones_in_maintenance_and_pushes_only_outside_it() {
+    if !have(&["git", "--version"], "the Debian package git") {
+        return;
+    }
+    let cluster = Cluster::new();
+    let home = cluster.path("home");
+    let repos = cluster.path("repos");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&repos).unwrap();
+    let run = |dir: &std::path::Path, args: &[&str]| {
+        let (ok, err) = git(&home, dir, args);
+        assert!(ok, "git {args:?}: {err}");
+    };
+    // GitLab's route shape: a project sits in a namespace.
+    run(
+        &repos,
+        &["init", "--bare", "-q", "-b", "main", "group/project.git"],
+    );
+    let seed = cluster.path("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    run(&seed, &["init", "-q", "-b", "main"]);
+    std::fs::write(seed.join("README"), "one\n").unwrap();
+    run(&seed, &["add", "README"]);
+    run(&seed, &["commit", "-q", "-m", "one"]);
+    let bare = repos.join("group/project.git");
+    run(&seed, &["push", "-q", bare.to_str().unwrap(), "main"]);
+
+    let backend = git_backend(repos.clone()).await;
+    let backend_url = format!("http://{backend}");
+    let site = cluster.primary_with(
+        "primary",
+        &[
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--proxy-upstream",
+            &backend_url,
+        ],
+    );
+    let url = format!("http://{}/group/project.git", site.proxy());
+    set_maintenance(&site, &cluster.admin_token, true, "")
+        .await
+        .unwrap();
+
+    let work = cluster.path("work");
+    let (home2, url2, work2) = (home.clone(), url.clone(), work.clone());
+    let cloned = tokio::task::spawn_blocking(move || {
+        git(
+            &home2,
+            &home2,
+            &["clone", "-q", &url2, work2.to_str().unwrap()],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(cloned.0, "clone in maintenance: {}", cloned.1);
+    assert_eq!(
+        std::fs::read_to_string(work.join("README")).unwrap(),
+        "one\n"
+    );
+
+    std::fs::write(work.join("README"), "two\n").unwrap();
+    run(&work, &["commit", "-q", "-am", "two"]);
+    let head_before = std::fs::read_to_string(bare.join("refs/heads/main")).ok();
+    let (home2, work2) = (home.clone(), work.clone());
+    let pushed =
+        tokio::task::spawn_blocking(move || git(&home2, &work2, &["push", "origin", "main"]))
+            .await
+            .unwrap();
+    assert!(!pushed.0, "push in maintenance must fail");
+    // The refusal comes on git-receive-pack's POST, whose body git does not print (it says
+    // "RPC failed; HTTP 403"); the gate keeps the ref discovery before it a read. The
+    // answer's text is the SPEC's, as the first test checks on the wire.
+    assert!(pushed.1.contains("HTTP 403"), "{}", pushed.1);
+    assert_eq!(
+        std::fs::read_to_string(bare.join("refs/heads/main")).ok(),
+        head_before,
+        "nothing was pushed"
+    );
+
+    set_maintenance(&site, &cluster.admin_token, false, "")
+        .await
+        .unwrap();
+    let (home2, work2) = (home.clone(), work.clone());
+    let pushed =
+        tokio::task::spawn_blocking(move || git(&home2, &work2, &["push", "origin", "main"]))
+            .await
+            .unwrap();
+    assert!(pushed.0, "push with the mode off: {}", pushed.1);
+    let (ok, log) = {
+        let out = std::process::Command::new("git")
+            .args([
+                "--git-dir",
+                bare.to_str().unwrap(),
+                "log",
+                "--format=%s",
+                "main",
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert!(ok);
+    assert_eq!(log, "two\none\n");
+}
