@@ -999,3 +999,63 @@ async fn real_git_over_smart_http_clones_in_maintenance_and_pushes_only_outside_
     assert!(ok);
     assert_eq!(log, "two\none\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_past_the_inspection_bound_reaches_the_upstream_whole_when_allowed() {
+    // On a secondary outside maintenance mode a write goes on (the application forwards it
+    // to the primary), also a GraphQL body too large for the gate to read: the part it read
+    // and the rest must arrive as one body, byte for byte.
+    let upstream = Upstream::start().await;
+    let cluster = Cluster::new();
+    let primary = cluster.primary("primary");
+    let url = upstream.url();
+    let s1 = cluster.secondary_with(
+        "s1",
+        &primary,
+        &["--proxy-listen", "127.0.0.1:0", "--proxy-upstream", &url],
+    );
+    let body = format!(
+        r#"{{"query":"{{ currentUser {{ id }} }}","variables":{{"pad":"{}"}}}}"#,
+        "ab".repeat(3 << 19)
+    );
+    let a = send(s1.proxy(), "POST", "/api/graphql", &[JSON], body.as_bytes()).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let got = upstream.take();
+    assert_eq!(got[0].len, body.len() as u64);
+    assert_eq!(got[0].sha256, sha256_hex(body.as_bytes()));
+    let metrics = s1.http_get("/metrics").await.1;
+    assert!(
+        metrics.contains(
+            "geo_proxy_decisions_total{rule=\"proxy_to_primary\",verdict=\"proxy_to_primary\"} 1\n"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_4xx() {
+    let upstream = Upstream::start().await;
+    let cluster = Cluster::new();
+    let site = proxied(&cluster, &upstream, &[]);
+    let proxy = site.proxy();
+    let long = format!("/{}", "a".repeat(10_000));
+    let a = send(proxy, "POST", &long, &[JSON], b"{}").await;
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(a.body.contains("invalid input"), "{a:?}");
+
+    let mut raw = request("POST", "/api/graphql", &[], b"{}");
+    let at = raw.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    raw.splice(
+        at..at,
+        b"Content-Type: application/json\xff\r\n".iter().copied(),
+    );
+    let a = exchange(proxy, None, raw).await;
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(a.body.contains("content-type"), "{a:?}");
+
+    let a = exchange(proxy, None, b"NOT HTTP AT ALL\r\n\r\n".to_vec()).await;
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
+    assert!(site.running());
+    assert_eq!(site.http_get("/healthz").await.0, 200);
+}

@@ -89,6 +89,7 @@ impl Proxy {
         let (parts, incoming) = req.into_parts();
         let mut body = Relay::new(incoming, "client", self.config.limits.body_timeout);
 
+        let mut question = gate::Request::Http(question);
         let mut decision = match self.decide(&question) {
             Ok(d) => d,
             Err(r) => return *r,
@@ -96,15 +97,19 @@ impl Proxy {
         if needs_body(&decision) {
             // One byte past the bound is enough for the gate to refuse it as too large.
             let limit = self.site.gate.max_body_bytes.saturating_add(1);
-            question.body = match body.read_up_to(limit).await {
-                Ok(bytes) => Some(bytes),
+            let read = match body.read_up_to(limit).await {
+                Ok(bytes) => bytes,
                 Err(e) => return client_body_failed(&e),
             };
+            if let gate::Request::Http(q) = &mut question {
+                q.body = Some(read);
+            }
             decision = match self.decide(&question) {
                 Ok(d) => d,
                 Err(r) => return *r,
             };
         }
+        drop(question);
         let verdict = decision.verdict.as_str();
         self.site.counters.gate_decision(decision.rule, verdict);
         self.site.counters.proxy.decision(decision.rule, verdict);
@@ -182,13 +187,11 @@ impl Proxy {
     }
 
     /// The gate's decision, or the 400 a malformed request gets.
-    fn decide(&self, question: &gate::HttpRequest) -> Result<Decision, Box<Response>> {
-        self.site
-            .decide(&gate::Request::Http(question.clone()))
-            .map_err(|e| {
-                let (status, message) = error::http(e);
-                Box::new(bad(status, &message))
-            })
+    fn decide(&self, question: &gate::Request) -> Result<Decision, Box<Response>> {
+        self.site.decide(question).map_err(|e| {
+            let (status, message) = error::http(e);
+            Box::new(bad(status, &message))
+        })
     }
 
     /// The answer when the exchange with the upstream failed: the client's own body
