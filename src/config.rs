@@ -12,8 +12,13 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+mod proxy;
+
+pub use proxy::{ProxyArgs, ProxyFile};
+
 use crate::failover::promotion::PublicKey;
 use crate::gate::{AllowRoute, Cidr, DenyMode, GateConfig};
+use crate::proxy::ProxyConfig;
 use crate::server::auth::Token;
 use crate::server::limits::{self, Limits};
 use crate::server::tls::{ClientTls, ServerTls};
@@ -127,6 +132,8 @@ pub struct RunArgs {
     /// site. Required by `run`.
     #[arg(long, env = "GEO_AGENT_PROMOTION_PUBLIC_KEY")]
     pub promotion_public_key: Option<String>,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 }
 
 /// The configuration file's shape. Every key is optional; unknown keys are errors.
@@ -161,6 +168,9 @@ pub struct FileConfig {
     pub promotion_public_key: Option<String>,
     #[serde(default)]
     pub gate: GateFile,
+    /// The `[proxy]` table: the gating reverse proxy (off unless listen and upstream are set).
+    #[serde(default)]
+    pub proxy: ProxyFile,
 }
 
 /// The `[gate]` table: how maintenance mode is enforced (SPEC §3).
@@ -259,6 +269,8 @@ pub struct Config {
     pub generated: Vec<(&'static str, PathBuf)>,
     /// Checks admins' promotion proofs; `run` refuses to start without it.
     pub promotion_key: Option<PublicKey>,
+    /// The gating reverse proxy, when asked for.
+    pub proxy: Option<ProxyConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -508,6 +520,15 @@ impl Config {
                 *into = n;
             }
         }
+        let proxy = proxy::load(&args.proxy, file.proxy)?;
+        if let Some(p) = &proxy {
+            if p.listen.port() != 0 && (p.listen == listen || p.listen == http_listen) {
+                return Err(ConfigError::Invalid(format!(
+                    "[proxy] listen {} is already the gRPC or HTTP address",
+                    p.listen
+                )));
+            }
+        }
         let promotion_key = args
             .promotion_public_key
             .clone()
@@ -562,6 +583,7 @@ impl Config {
             allow_plaintext,
             generated,
             promotion_key,
+            proxy,
         })
     }
 
@@ -595,6 +617,7 @@ impl Config {
             allow_plaintext: false,
             generated: Vec::new(),
             promotion_key: None,
+            proxy: None,
         }
     }
 }

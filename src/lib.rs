@@ -15,6 +15,7 @@ pub mod failover;
 pub mod gate;
 pub mod log;
 pub mod objects;
+pub mod proxy;
 pub mod replication;
 pub mod runtime;
 pub mod server;

@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
     &["runtime"],
     &["config"],
+    &["proxy"],
     &["server"],
     &["failover"],
     &["status"],

@@ -41,6 +41,23 @@ pub async fn run(args: RunArgs) -> u8 {
             return 2;
         }
     };
+    let proxy = match &config.proxy {
+        None => None,
+        Some(p) => match bind(p.listen, "the gating proxy") {
+            Ok(l) => {
+                println!(
+                    "geo-agent: gating proxy on {} in front of {}",
+                    local(&l),
+                    p.upstream
+                );
+                Some(l)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+    };
     println!(
         "geo-agent: site {} ({}) serving gRPC on {} and HTTP on {}",
         config.site_id,
@@ -49,7 +66,7 @@ pub async fn run(args: RunArgs) -> u8 {
         local(&http)
     );
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    match runtime::run(&config, opened, grpc, http, shutdown).await {
+    match runtime::run(&config, opened, grpc, http, proxy, shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             error!(error = %e, "site failed");
@@ -275,7 +292,7 @@ async fn dev_inner(args: DevArgs) -> Result<u8, String> {
     for (config, _, _, opened, grpc, http) in sites {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let r = runtime::run(&config, opened, grpc, http, shutdown.clone()).await;
+            let r = runtime::run(&config, opened, grpc, http, None, shutdown.clone()).await;
             if let Err(e) = &r {
                 error!(site = %config.site_id, error = %e, "site failed");
                 shutdown.cancel();

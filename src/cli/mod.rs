@@ -42,7 +42,7 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the daemon for one site.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run a primary and secondaries on loopback in one process, to try things out.
     Dev(DevArgs),
     /// Read the maintenance mode.
@@ -276,7 +276,7 @@ pub enum SettingsCommand {
 /// Runs a parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
     match cli.command {
-        Command::Run(args) => daemon::run(args).await,
+        Command::Run(args) => daemon::run(*args).await,
         Command::Dev(args) => daemon::dev(args).await,
         Command::Mode(c) => client::mode(c).await,
         Command::Maintenance(c) => client::maintenance(c).await,

@@ -16,6 +16,7 @@ use tracing::{info, warn, Instrument};
 use crate::config::Config;
 use crate::failover;
 use crate::objects::{ObjectError, Objects};
+use crate::proxy::{self, ProxyConfig};
 use crate::replication::{sync, verify, Follower, FollowerError};
 use crate::server::client::{
     lazy_channel, GrpcFencer, GrpcLogSource, GrpcObjectSource, GrpcPeers, LogKind,
@@ -74,6 +75,7 @@ pub struct Opened {
     secondary: Option<Secondary>,
     sync_concurrency: usize,
     reverify_interval: Duration,
+    proxy: Option<ProxyConfig>,
 }
 
 /// Opens the site's settings and objects in `store`; builds its followers and sync
@@ -183,6 +185,7 @@ pub async fn open(
         shutdown_timeout: config.shutdown_timeout,
         allow_plaintext: config.allow_plaintext,
         counters: Counters::default(),
+        proxy_enabled: config.proxy.is_some(),
         reports: Reports::default(),
         advertise_url: config.advertise_url.clone(),
         fence_target: placement.as_ref().and_then(|p| p.fence_target.clone()),
@@ -195,6 +198,7 @@ pub async fn open(
         secondary,
         sync_concurrency: config.sync_concurrency,
         reverify_interval: config.reverify_interval,
+        proxy: config.proxy.clone(),
     })
 }
 
@@ -210,6 +214,17 @@ impl Opened {
         self,
         grpc: TcpListener,
         http: TcpListener,
+        stop: CancellationToken,
+    ) -> Result<(), SiteError> {
+        self.serve_with_proxy(grpc, http, None, stop).await
+    }
+
+    /// [`Opened::serve`], with the gating proxy on `proxy` when the configuration has one.
+    pub async fn serve_with_proxy(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        proxy: Option<TcpListener>,
         stop: CancellationToken,
     ) -> Result<(), SiteError> {
         let site = self.site;
@@ -276,6 +291,27 @@ impl Opened {
             spawn("status reporter", Box::pin(report_status(reporter, s)));
         }
         let servers = server::serve(Arc::clone(&site), grpc, http).instrument(span.clone());
+        let gating = match (proxy, self.proxy) {
+            (Some(listener), Some(config)) => Some(
+                proxy::serve(
+                    listener,
+                    Arc::clone(&site),
+                    config,
+                    shutdown.clone(),
+                    site.shutdown_timeout,
+                )
+                .instrument(span.clone()),
+            ),
+            _ => None,
+        };
+        let servers = async {
+            let (served, ()) = tokio::join!(servers, async {
+                if let Some(gating) = gating {
+                    gating.await;
+                }
+            });
+            served
+        };
         site.health.set_serving(true).await;
         // After SERVING: a stop that is already due must be able to turn it off again.
         tokio::spawn(drain_on(stop, Arc::clone(&site)).instrument(span.clone()));
@@ -300,12 +336,14 @@ impl Opened {
 }
 
 /// Runs a site until `stop`, opening it again on the same listeners whenever its
-/// placement changes (promote, demote, repoint, fence).
+/// placement changes (promote, demote, repoint, fence). `proxy` is the gating proxy's
+/// listener, when the configuration has one.
 pub async fn run(
     config: &Config,
     first: Opened,
     grpc: std::net::TcpListener,
     http: std::net::TcpListener,
+    proxy: Option<std::net::TcpListener>,
     stop: CancellationToken,
 ) -> Result<(), SiteError> {
     let mut opened = first;
@@ -319,8 +357,9 @@ pub async fn run(
                 })
                 .map_err(SiteError::Listen)
         };
+        let gating = proxy.as_ref().map(listen).transpose()?;
         opened
-            .serve(listen(&grpc)?, listen(&http)?, stop.clone())
+            .serve_with_proxy(listen(&grpc)?, listen(&http)?, gating, stop.clone())
             .await?;
         if stop.is_cancelled() || !site.reopening() {
             return Ok(());

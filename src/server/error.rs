@@ -15,6 +15,8 @@
 //! | timed out (an idle client) | DEADLINE_EXCEEDED | 408 |
 //! | unavailable | UNAVAILABLE | 503 |
 //! | exhausted (disk full) | RESOURCE_EXHAUSTED | 507 |
+//! | bad gateway (the proxy's upstream down) | UNAVAILABLE | 502 |
+//! | gateway timeout (the proxy's upstream slow) | DEADLINE_EXCEEDED | 504 |
 //! | internal | INTERNAL (logged) | 500 |
 //!
 //! Refusals are FAILED_PRECONDITION, not UNAVAILABLE, which clients retry blindly. A full
@@ -41,8 +43,8 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::Invalid => Code::InvalidArgument,
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::Aborted => Code::Aborted,
-        ErrorKind::TimedOut => Code::DeadlineExceeded,
-        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::TimedOut | ErrorKind::GatewayTimeout => Code::DeadlineExceeded,
+        ErrorKind::Unavailable | ErrorKind::BadGateway => Code::Unavailable,
         ErrorKind::Exhausted => Code::ResourceExhausted,
         ErrorKind::Internal => Code::Internal,
     }
@@ -61,6 +63,8 @@ pub fn http_status(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Exhausted => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
+        ErrorKind::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -194,5 +198,10 @@ mod tests {
             StatusCode::INTERNAL_SERVER_ERROR
         );
         assert_eq!(http_status(ErrorKind::Invalid), StatusCode::BAD_REQUEST);
+        assert_eq!(http_status(ErrorKind::BadGateway), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            http_status(ErrorKind::GatewayTimeout),
+            StatusCode::GATEWAY_TIMEOUT
+        );
     }
 }

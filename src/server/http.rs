@@ -116,6 +116,7 @@ async fn metrics(State(site): State<Arc<Site>>) -> Response {
         gate_decisions: site.counters.gate_decisions(),
         replication_errors: errors,
         repairs: site.counters.repairs(),
+        proxy: site.proxy_enabled.then(|| site.counters.proxy.snapshot()),
     });
     (
         [(
@@ -285,8 +286,9 @@ async fn gate_respond(
     }
 }
 
-/// A decision as an HTTP response: status, body, Location, Retry-After.
-fn render(d: &Decision) -> Response {
+/// A decision as an HTTP response: status, body, Location, Retry-After. The one rendering
+/// of a refusal: `/gate/respond` serves it to nginx, the gating proxy to its clients.
+pub fn render(d: &Decision) -> Response {
     let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN);
     let body = d
         .body

@@ -8,6 +8,7 @@
 //! Trade-off: a client over the limit gets a closed connection, not a 503 — answering would
 //! mean reading its request, which is what a flood wants.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +18,12 @@ use http::StatusCode;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::limits::{HttpLimits, PerAddress};
+use super::limits::{HttpLimits, PerAddress, Slot};
 
 /// Serves `router` on `listener` within `limits` until `shutdown`, then lets the
 /// connections still open finish their requests (the caller bounds how long).
@@ -43,9 +44,42 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    accept(listener, &limits, &shutdown, |stream, peer, admitted| {
+        let service = TowerToHyperService::new(router.clone());
+        let connection = http1.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%peer, %error, "HTTP connection ended with an error");
+            }
+            drop(admitted);
+        });
+    })
+    .await;
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// A connection let in under the limits: it counts against them until dropped.
+pub struct Admitted {
+    _open: OwnedSemaphorePermit,
+    _slot: Slot,
+}
+
+/// Accepts connections on `listener` until `shutdown` and hands each one that fits within
+/// `limits.max_connections` and `limits.max_connections_per_client` to `serve`, with the
+/// [`Admitted`] to hold for as long as it is open; one over a limit is closed at once.
+/// Other listeners (the gating proxy) share this loop and bring their own connection
+/// handling. The listener is closed when it returns.
+pub async fn accept(
+    listener: TcpListener,
+    limits: &HttpLimits,
+    shutdown: &CancellationToken,
+    mut serve: impl FnMut(TcpStream, SocketAddr, Admitted),
+) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = PerAddress::new(limits.max_connections_per_client);
-    let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -68,19 +102,16 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let connection = http1.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(%peer, %error, "HTTP connection ended with an error");
-            }
-            drop((permit, slot));
-        });
+        serve(
+            stream,
+            peer,
+            Admitted {
+                _open: permit,
+                _slot: slot,
+            },
+        );
     }
     drop(listener);
-    graceful.shutdown().await;
-    Ok(())
 }
 
 /// `answer` within `timeout`, else 408.

@@ -57,6 +57,8 @@ pub struct Site {
     pub allow_plaintext: bool,
     /// Gate decisions and replication failures, for `/metrics`.
     pub counters: Counters,
+    /// This site runs the gating proxy, so `/metrics` shows its figures.
+    pub proxy_enabled: bool,
     /// The latest report of each secondary (on the primary).
     pub reports: Reports,
     /// Where this site serves other sites, as its reports say (`advertise_url`).

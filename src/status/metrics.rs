@@ -16,6 +16,84 @@ pub struct Counters {
     gate: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     repairs: Mutex<BTreeMap<&'static str, u64>>,
+    /// What the gating proxy did (see `proxy`).
+    pub proxy: ProxyCounters,
+}
+
+/// Upper bounds (seconds) of the upstream latency histogram's buckets.
+pub const UPSTREAM_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Why a proxied request got no answer from the upstream, always shown (at 0 until one
+/// happens): connect (refused, unreachable, connect timeout), timeout (no answer within the
+/// response timeout), broken (the connection failed mid-exchange).
+pub const UPSTREAM_ERRORS: [&str; 3] = ["connect", "timeout", "broken"];
+
+/// The gating proxy's counters: its gate decisions by rule and verdict, how long the
+/// upstream took to answer (from the request sent to the response head), and why it failed.
+#[derive(Default)]
+pub struct ProxyCounters {
+    decisions: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    latency: Mutex<Histogram>,
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+#[derive(Default, Clone, Debug, PartialEq)]
+pub struct Histogram {
+    /// Counts per bucket of [`UPSTREAM_BUCKETS`] (not cumulative), then the overflow.
+    pub buckets: [u64; UPSTREAM_BUCKETS.len() + 1],
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl ProxyCounters {
+    pub fn decision(&self, rule: &'static str, verdict: &'static str) {
+        let mut d = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        *d.entry((rule, verdict)).or_insert(0) += 1;
+    }
+
+    pub fn upstream_latency(&self, seconds: f64) {
+        let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let i = UPSTREAM_BUCKETS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(UPSTREAM_BUCKETS.len());
+        h.buckets[i] += 1;
+        h.sum += seconds;
+        h.count += 1;
+    }
+
+    /// One failure of `kind`, one of [`UPSTREAM_ERRORS`].
+    pub fn upstream_error(&self, kind: &'static str) {
+        let mut e = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        *e.entry(kind).or_insert(0) += 1;
+    }
+
+    pub fn snapshot(&self) -> ProxyScrape {
+        let decisions = self.decisions.lock().unwrap_or_else(|p| p.into_inner());
+        ProxyScrape {
+            decisions: decisions.iter().map(|(&(r, v), &n)| (r, v, n)).collect(),
+            latency: self
+                .latency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            errors: self
+                .errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}
+
+/// What a scrape shows of the gating proxy.
+#[derive(Default, Clone, Debug)]
+pub struct ProxyScrape {
+    pub decisions: Vec<(&'static str, &'static str, u64)>,
+    pub latency: Histogram,
+    pub errors: BTreeMap<&'static str, u64>,
 }
 
 impl Counters {
@@ -72,6 +150,8 @@ pub struct Scrape<'a> {
     /// Repairs of damaged copies by result: repaired, failed (no site sent the bytes), moot
     /// (replaced or deleted meanwhile).
     pub repairs: BTreeMap<&'static str, u64>,
+    /// The gating proxy's figures, when this site runs one.
+    pub proxy: Option<ProxyScrape>,
 }
 
 /// Repair results always shown, at 0 until one happens.
@@ -374,7 +454,49 @@ pub fn render(s: &Scrape<'_>) -> String {
         let n = s.repairs.get(result).copied().unwrap_or(0);
         o.sample("geo_repairs_total", &[("result", result)], n);
     }
+    if let Some(p) = &s.proxy {
+        render_proxy(&mut o, p);
+    }
     o.0
+}
+
+fn render_proxy(o: &mut Out, p: &ProxyScrape) {
+    o.family(
+        "geo_proxy_decisions_total",
+        "counter",
+        "Requests the gating proxy judged, by gate rule and verdict.",
+    );
+    for (rule, verdict, n) in &p.decisions {
+        o.sample(
+            "geo_proxy_decisions_total",
+            &[("rule", rule), ("verdict", verdict)],
+            n,
+        );
+    }
+    let name = "geo_proxy_upstream_seconds";
+    o.family(
+        name,
+        "histogram",
+        "Time from a request sent to the proxy's upstream to its response head.",
+    );
+    let bucket = format!("{name}_bucket");
+    let mut cumulative = 0;
+    for (i, bound) in UPSTREAM_BUCKETS.iter().enumerate() {
+        cumulative += p.latency.buckets[i];
+        o.sample(&bucket, &[("le", &bound.to_string())], cumulative);
+    }
+    o.sample(&bucket, &[("le", "+Inf")], p.latency.count);
+    o.sample(&format!("{name}_sum"), &[], p.latency.sum);
+    o.sample(&format!("{name}_count"), &[], p.latency.count);
+    o.family(
+        "geo_proxy_upstream_errors_total",
+        "counter",
+        "Proxied requests that got no answer from the upstream, by kind: connect (refused or unreachable), timeout (504), broken (the connection failed mid-exchange).",
+    );
+    for kind in UPSTREAM_ERRORS {
+        let n = p.errors.get(kind).copied().unwrap_or(0);
+        o.sample("geo_proxy_upstream_errors_total", &[("kind", kind)], n);
+    }
 }
 
 fn health_value(h: Health) -> u8 {
@@ -421,6 +543,9 @@ mod tests {
         counters.gate_decision("maintenance.git_push", "deny");
         counters.gate_decision("maintenance.git_push", "deny");
         counters.replication_error("sync");
+        counters.proxy.decision("graphql.mutation", "deny");
+        counters.proxy.upstream_latency(0.003);
+        counters.proxy.upstream_latency(100.0);
         let text = render(&Scrape {
             version: "1.2.3",
             serving: true,
@@ -429,6 +554,7 @@ mod tests {
             gate_decisions: counters.gate_decisions(),
             replication_errors: counters.replication_errors(),
             repairs: counters.repairs(),
+            proxy: Some(counters.proxy.snapshot()),
         });
         assert!(text.contains("geo_maintenance_mode 1\n"), "{text}");
         assert!(text.contains("geo_primary 1\n"), "{text}");
@@ -442,6 +568,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("site=\"s\\\"1\""), "{text}");
+        assert!(text
+            .contains("geo_proxy_decisions_total{rule=\"graphql.mutation\",verdict=\"deny\"} 1\n"));
+        assert!(text.contains("geo_proxy_upstream_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("geo_proxy_upstream_seconds_bucket{le=\"10\"} 1\n"));
+        assert!(text.contains("geo_proxy_upstream_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("geo_proxy_upstream_seconds_count 2\n"));
+        assert!(text.contains("geo_proxy_upstream_errors_total{kind=\"timeout\"} 0\n"));
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
         let mut names: Vec<&str> = text
             .lines()
@@ -464,7 +597,9 @@ mod tests {
             gate_decisions: Vec::new(),
             replication_errors: BTreeMap::new(),
             repairs: BTreeMap::new(),
+            proxy: None,
         });
+        assert!(!text.contains("geo_proxy"), "{text}");
         assert!(text.contains("geo_primary 0\n"), "{text}");
         assert!(text.contains("geo_fenced 1\n"), "{text}");
     }

@@ -34,6 +34,11 @@ pub enum ErrorKind {
     /// This site has run out of disk space: it refuses writes it would store until space is
     /// freed, then takes them again by itself (reads, the mode and the gate go on).
     Exhausted,
+    /// The application this site fronts (the gating proxy's upstream) cannot be reached or
+    /// sent no valid answer: not the caller's fault, and retrying later may help.
+    BadGateway,
+    /// The application this site fronts did not answer in time.
+    GatewayTimeout,
     /// This site is broken (storage, corruption): not the caller's fault.
     Internal,
 }

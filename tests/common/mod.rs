@@ -7,9 +7,11 @@
 #![allow(dead_code)]
 
 mod http;
+mod nginx;
 mod pki;
 mod proxy;
 mod site;
+mod upstream;
 mod wait;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ use tonic::transport::Channel;
 
 // Not every test or bench uses every part.
 #[allow(unused_imports)]
-pub use {http::*, pki::*, proxy::*, site::*, wait::*};
+pub use {http::*, nginx::*, pki::*, proxy::*, site::*, upstream::*, wait::*};
 
 /// The `geo-agent` this build made.
 pub const BIN: &str = env!("CARGO_BIN_EXE_geo-agent");

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use geo_agent::server::pb;
@@ -273,6 +273,8 @@ pub struct Spawn {
     rust_log: Option<String>,
     wrapper: Vec<OsString>,
     client: ClientTls,
+    /// Where the gating proxy listens, as the last start said (`--proxy-listen`).
+    proxy: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl Spawn {
@@ -289,6 +291,7 @@ impl Spawn {
             rust_log: Some("geo_agent=debug,info".into()),
             wrapper: Vec::new(),
             client: ClientTls::default(),
+            proxy: Arc::default(),
         }
     }
 
@@ -408,9 +411,15 @@ impl Spawn {
             .expect("spawn geo-agent");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
+        let proxy = Arc::clone(&self.proxy);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                // Said before the line below, so known once the site is up.
+                if let Some(rest) = line.split(" gating proxy on ").nth(1) {
+                    let addr = rest.split(' ').next().and_then(|a| a.parse().ok());
+                    *proxy.lock().unwrap() = addr;
+                }
                 if let Some(rest) = line.split(" serving gRPC on ").nth(1) {
                     let mut parts = rest.split(" and HTTP on ");
                     let grpc = parts.next().and_then(|a| a.trim().parse().ok());
@@ -518,6 +527,15 @@ impl SiteProc {
         let (child, grpc, http) = self.spawn.spawn(Some((self.grpc, self.http)));
         assert_eq!((grpc, http), (self.grpc, self.http));
         self.child = Some(child);
+    }
+
+    /// The gating proxy's address (a site started with `--proxy-listen`).
+    pub fn proxy(&self) -> SocketAddr {
+        self.spawn
+            .proxy
+            .lock()
+            .unwrap()
+            .expect("the site was started with --proxy-listen")
     }
 
     pub fn logs(&self) -> String {
