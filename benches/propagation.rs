@@ -501,6 +501,10 @@ async fn measure_geo_agent(secondaries: usize, changes: usize, stamps: Stamps) -
                 .await
                 .expect("a site did not publish the change in time")
                 .expect("the durability stamps ended");
+            // A site still publishing what it caught up on before this change: not this one.
+            if at_index < index {
+                continue;
+            }
             assert_eq!(at_index, index, "site {site} published another entry");
             durable[site] = Some(at);
         }
