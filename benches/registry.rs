@@ -8,8 +8,9 @@
 //! catalog record, a pending registry row and a queue marker. Every sample first makes one
 //! registry transition (a failed sync, then its deferral back to pending, alternately, on
 //! names spread over the registry), as a busy secondary does between two status reports,
-//! and then times the read. The transition itself is timed too. The process RSS is printed
-//! after each load and after the reads.
+//! and then times the read. The transition itself is timed too, and so is opening the
+//! loaded database again (once). The process RSS is printed after each load and after the
+//! reads.
 //!
 //! `cargo bench --bench registry`. `REGISTRY_BENCH_SIZES=1000,100000` picks the sizes
 //! (default `1000,100000,1000000`); `REGISTRY_BENCH_DIR` where the databases go (default:
@@ -63,7 +64,7 @@ fn main() {
     for size in sizes {
         let dir = tempfile::tempdir_in(&base).expect("a scratch directory");
         let started = Instant::now();
-        let objects = rt.block_on(load(dir.path(), size));
+        let (store, objects) = rt.block_on(load(dir.path(), size));
         eprintln!(
             "loaded {size} rows in {:.1} s; RSS {} MiB",
             started.elapsed().as_secs_f64(),
@@ -129,6 +130,13 @@ fn main() {
         });
         row(&format!("{size}: status + metrics render"), &render);
         eprintln!("after the reads: RSS {} MiB", rss_mib());
+
+        // Opening again reads every row once (orphan collection, the counters' check).
+        let settings = Arc::clone(objects.settings());
+        drop(objects);
+        let t = Instant::now();
+        let objects = Objects::open(&store, dir.path(), settings).expect("open again");
+        row(&format!("{size}: open again"), &[t.elapsed()]);
         drop(objects);
     }
 }
@@ -138,7 +146,7 @@ fn name(i: usize) -> String {
 }
 
 /// A secondary holding `size` objects, one put event each, applied in batches.
-async fn load(dir: &Path, size: usize) -> Objects {
+async fn load(dir: &Path, size: usize) -> (Store, Objects) {
     let store = Store::open(dir).expect("open the store");
     let settings = Arc::new(
         Settings::open(store.clone(), "s1", Role::Secondary, Some("p".into()), None)
@@ -165,7 +173,7 @@ async fn load(dir: &Path, size: usize) -> Objects {
         index = end as u64;
         objects.log().apply_batch(batch).await.expect("apply");
     }
-    objects
+    (store, objects)
 }
 
 /// Runs `f` until `budget` is spent (within the sample bounds); its durations, sorted.

@@ -66,7 +66,7 @@ pub async fn run<S: ObjectSource>(
     let mut cursor: Option<String> = None;
     info!(
         concurrency,
-        queued = objects.queued(),
+        queued = objects.queued()?,
         "sync workers started"
     );
     let mut disk = objects.disk().watch();
