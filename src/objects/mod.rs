@@ -38,7 +38,8 @@ pub use catalog::{Event, EventsMachine};
 pub use files::{Digested, Files, Sink};
 pub use inflight::{Abort, InFlight, Write, WriteGuard};
 pub use name::{parse_kind, parse_sha256, ObjectName};
-pub use registry::{retry_delay, Counts, Due, SyncJob, REPAIR_RETRY};
+use registry::Transfers;
+pub use registry::{retry_delay, Counts, Due, Started, SyncJob, REPAIR_RETRY};
 use state::{decode, key, CATALOG, REGISTRY};
 pub use state::{Local, ObjectMeta, Row, SyncState, Verification};
 
@@ -165,6 +166,9 @@ pub struct Objects {
     /// Orders install → append → remove the old file, so the file an event names is always
     /// there once the event is, and the last commit of a name is the one every site keeps.
     commit: Mutex<()>,
+    /// Fetches in progress, shown as `started` ([`Objects::row`]) but never stored: a
+    /// crash ends them all.
+    transfers: Transfers,
     /// Why open rebuilt the registry's counters, if it did.
     recounted: Option<String>,
     /// Set once the site is stopping: new writes are refused.
@@ -204,6 +208,7 @@ impl Objects {
             inflight: InFlight::default(),
             settings,
             commit: Mutex::new(()),
+            transfers: Transfers::default(),
             recounted: None,
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -444,9 +449,13 @@ impl Objects {
         self.read(&key(CATALOG, name), "a catalog record")
     }
 
-    /// This site's registry row for `name`.
+    /// This site's registry row for `name`, `started` while a fetch of it is in progress.
     pub fn row(&self, name: &str) -> Result<Option<Row>, ObjectError> {
-        self.read(&key(REGISTRY, name), "a registry row")
+        let row: Option<Row> = self.read(&key(REGISTRY, name), "a registry row")?;
+        Ok(row.map(|mut r| {
+            r.sync = self.transfers.shown(name, r.sync);
+            r
+        }))
     }
 
     fn read<T: serde::de::DeserializeOwned>(

@@ -7,10 +7,15 @@
 //! Rows written here are not flushed one by one: if a crash takes such an update back, the
 //! row says "pending" again and the object is fetched once more, which is safe. The file
 //! work (install, fsync, remove) is always done before the row that describes it.
+//!
+//! Starting a fetch writes nothing: the transfer is [`Started`] in memory only, so the
+//! scheduler's busiest call costs a read. Finishes are not batched across workers: each is
+//! one unflushed transaction of a few microseconds after a transfer that ends with fsyncs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -54,8 +59,10 @@ pub struct Counts {
     /// Objects in the catalog (what the primary has, as far as this site has applied).
     pub objects: u64,
     pub synced: u64,
-    /// Waiting for a first or another attempt, or in progress.
+    /// Waiting for a first attempt or a deferred one, or in progress.
     pub pending: u64,
+    /// The last attempt failed (also while it is retried: a retry that succeeds makes it
+    /// synced, one that fails leaves it failed).
     pub failed: u64,
     pub verified: u64,
     pub verification_failed: u64,
@@ -87,14 +94,72 @@ impl Counts {
 }
 
 /// What a sync worker has to do for one name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SyncJob {
-    /// Fetch this version from the primary.
-    Fetch(ObjectMeta),
+    /// Fetch this version from the primary; a pending row shows `started` while the guard
+    /// lives.
+    Fetch(ObjectMeta, Started),
     /// The object was deleted: remove the local copy.
     Remove(Local),
     /// Nothing (already in step).
     Nothing,
+}
+
+/// What [`Objects::start_sync`] decided inside its transaction (a guard is made outside it).
+enum Decided {
+    Job(SyncJob),
+    Fetch(ObjectMeta),
+}
+
+/// Fetches in progress by name (a count, should two ever overlap).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Transfers(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Transfers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn begin(&self, name: &str) -> Started {
+        *self.lock().entry(name.to_string()).or_insert(0) += 1;
+        Started {
+            transfers: self.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// How a row stored with `sync` is shown: a pending one as `started` while a fetch is
+    /// in progress, and a `started` stored by an earlier version (no fetch survives a
+    /// restart) as pending. A failed one stays failed while it is retried, as
+    /// [`Counts::failed`] counts it.
+    pub(crate) fn shown(&self, name: &str, sync: SyncState) -> SyncState {
+        match sync {
+            SyncState::Pending | SyncState::Started if self.lock().contains_key(name) => {
+                SyncState::Started
+            }
+            SyncState::Started => SyncState::Pending,
+            other => other,
+        }
+    }
+}
+
+/// A fetch in progress: while it lives, [`Objects::row`] shows a pending row as `started`.
+#[derive(Debug)]
+pub struct Started {
+    transfers: Transfers,
+    name: String,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let mut m = self.transfers.lock();
+        if let Some(n) = m.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.name);
+            }
+        }
+    }
 }
 
 fn get<T: serde::de::DeserializeOwned>(
@@ -198,24 +263,26 @@ impl Objects {
         self.recounted.as_deref()
     }
 
-    /// Decides what `name` needs and marks it started.
+    /// Decides what `name` needs. A fetch is marked started in memory only (see
+    /// [`Started`]); only what settles the row without a transfer is written.
     pub fn start_sync(&self, name: &str, now_ms: i64) -> Result<SyncJob, ObjectError> {
-        self.log
+        let decided = self
+            .log
             .state()
             .transaction(|t| {
                 let meta: Option<ObjectMeta> = get(t, &key(CATALOG, name), "a catalog record")?;
                 let row: Option<Row> = get(t, &key(REGISTRY, name), "a registry row")?;
-                let Some(mut row) = row else {
+                let Some(row) = row else {
                     set_queued(t, name, false)?;
-                    return Ok(SyncJob::Nothing);
+                    return Ok(Decided::Job(SyncJob::Nothing));
                 };
                 match (meta, row.local.clone()) {
                     (None, None) => {
                         set_row(t, name, None)?;
                         set_queued(t, name, false)?;
-                        Ok(SyncJob::Nothing)
+                        Ok(Decided::Job(SyncJob::Nothing))
                     }
-                    (None, Some(local)) => Ok(SyncJob::Remove(local)),
+                    (None, Some(local)) => Ok(Decided::Job(SyncJob::Remove(local))),
                     (Some(meta), Some(local)) if local.sha256 == meta.sha256 => {
                         // The same bytes again (re-pushed unchanged): only the version moved.
                         let verified = row.verified_at_ms.unwrap_or(now_ms);
@@ -229,16 +296,16 @@ impl Objects {
                         synced.verification = row.verification;
                         set_row(t, name, Some(&synced))?;
                         set_queued(t, name, false)?;
-                        Ok(SyncJob::Nothing)
+                        Ok(Decided::Job(SyncJob::Nothing))
                     }
-                    (Some(meta), _) => {
-                        row.sync = SyncState::Started;
-                        set_row(t, name, Some(&row))?;
-                        Ok(SyncJob::Fetch(meta))
-                    }
+                    (Some(meta), _) => Ok(Decided::Fetch(meta)),
                 }
             })
-            .map_err(corrupt)
+            .map_err(corrupt)?;
+        Ok(match decided {
+            Decided::Job(job) => job,
+            Decided::Fetch(meta) => SyncJob::Fetch(meta, self.transfers.begin(name)),
+        })
     }
 
     /// Records a fetched, checked, fsynced temporary file as `meta`'s copy — unless the

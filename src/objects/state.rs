@@ -59,6 +59,8 @@ pub struct ObjectMeta {
 #[serde(rename_all = "lowercase")]
 pub enum SyncState {
     Pending,
+    /// A fetch is in progress. Kept in memory only (`Objects::row` shows it); a row stored
+    /// with it by an earlier version, before a crash, reads as pending.
     Started,
     Synced,
     Failed,
@@ -155,7 +157,7 @@ pub struct Tally {
     /// Catalog records.
     pub objects: u64,
     pub synced: u64,
-    /// Rows waiting for a first or another attempt, or started.
+    /// Rows waiting for a first or another attempt (a stored `started` included).
     pub pending: u64,
     pub failed: u64,
     /// Synced rows whose verification succeeded.

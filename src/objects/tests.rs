@@ -280,7 +280,7 @@ async fn finish(objects: &Objects, meta: &ObjectMeta, outcome: Outcome) {
     }
 }
 
-async fn run(site: &mut Site, op: &Op, held: &mut Vec<ObjectMeta>) {
+async fn run(site: &mut Site, op: &Op, held: &mut Vec<(ObjectMeta, Started)>) {
     let now = now_ms();
     match op {
         Op::Events(evs) => {
@@ -291,7 +291,7 @@ async fn run(site: &mut Site, op: &Op, held: &mut Vec<ObjectMeta>) {
         Op::Sync(n, outcome) => {
             let objects = site.objects();
             match objects.start_sync(NAMES[*n], now).unwrap() {
-                SyncJob::Fetch(meta) => finish(objects, &meta, *outcome).await,
+                SyncJob::Fetch(meta, _started) => finish(objects, &meta, *outcome).await,
                 SyncJob::Remove(local) => match outcome {
                     Outcome::Failed => {
                         objects
@@ -304,13 +304,15 @@ async fn run(site: &mut Site, op: &Op, held: &mut Vec<ObjectMeta>) {
             }
         }
         Op::Start(n) => {
-            if let SyncJob::Fetch(meta) = site.objects().start_sync(NAMES[*n], now).unwrap() {
-                held.push(meta);
+            if let SyncJob::Fetch(meta, started) =
+                site.objects().start_sync(NAMES[*n], now).unwrap()
+            {
+                held.push((meta, started));
             }
         }
         Op::Finish(i, outcome) => {
             if !held.is_empty() {
-                let meta = held.remove(i % held.len());
+                let (meta, _started) = held.remove(i % held.len());
                 finish(site.objects(), &meta, *outcome).await;
             }
         }
@@ -400,7 +402,7 @@ async fn deleting_synced_failed_and_damaged_objects_takes_them_out_of_the_counts
         (1, Outcome::Failed),
         (2, Outcome::Fetched),
     ] {
-        let SyncJob::Fetch(meta) = objects.start_sync(NAMES[n], now_ms()).unwrap() else {
+        let SyncJob::Fetch(meta, _started) = objects.start_sync(NAMES[n], now_ms()).unwrap() else {
             panic!("{} needs a fetch", NAMES[n]);
         };
         finish(objects, &meta, outcome).await;
@@ -446,6 +448,63 @@ async fn deleting_synced_failed_and_damaged_objects_takes_them_out_of_the_counts
         }
     );
     assert_eq!(objects.queued().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_fetch_in_progress_shows_as_started_but_is_never_stored() {
+    let mut site = Site::new(Role::Secondary).await;
+    site.apply(&[Ev::Put(0, 0).event()]).await;
+    let objects = site.objects();
+    let stored = |objects: &Objects| -> Row {
+        let raw = objects
+            .log()
+            .state()
+            .get(key(REGISTRY, "a"))
+            .unwrap()
+            .unwrap();
+        state::decode(&raw, "a row").unwrap()
+    };
+    let SyncJob::Fetch(meta, started) = objects.start_sync("a", now_ms()).unwrap() else {
+        panic!("a needs a fetch");
+    };
+    assert_eq!(objects.row("a").unwrap().unwrap().sync, SyncState::Started);
+    assert_eq!(stored(objects).sync, SyncState::Pending);
+    assert_eq!(objects.counts().unwrap().pending, 1);
+    finish(objects, &meta, Outcome::Failed).await;
+    drop(started);
+    assert_eq!(objects.row("a").unwrap().unwrap().sync, SyncState::Failed);
+    // A retry leaves it failed, in the row as in the counts, until it succeeds.
+    let SyncJob::Fetch(meta, _started) = objects.start_sync("a", now_ms()).unwrap() else {
+        panic!("a needs another fetch");
+    };
+    assert_eq!(objects.row("a").unwrap().unwrap().sync, SyncState::Failed);
+    assert_eq!(objects.counts().unwrap().failed, 1);
+    finish(objects, &meta, Outcome::Fetched).await;
+    assert_eq!(objects.row("a").unwrap().unwrap().sync, SyncState::Synced);
+    assert_eq!(objects.counts().unwrap().synced, 1);
+}
+
+#[tokio::test]
+async fn a_row_stored_started_by_an_earlier_version_reads_and_counts_as_pending() {
+    let mut site = Site::new(Role::Secondary).await;
+    site.apply(&[Ev::Put(0, 0).event()]).await;
+    let state = site.objects().log().state();
+    let mut row = Row::pending(None);
+    row.sync = SyncState::Started;
+    state
+        .insert(key(REGISTRY, "a"), state::encode(&row))
+        .unwrap();
+    site.reopen().await;
+    let objects = site.objects();
+    assert_eq!(objects.row("a").unwrap().unwrap().sync, SyncState::Pending);
+    assert_eq!(objects.counts().unwrap().pending, 1);
+    // And its sync goes on as for any pending row.
+    let SyncJob::Fetch(meta, _started) = objects.start_sync("a", now_ms()).unwrap() else {
+        panic!("a needs a fetch");
+    };
+    finish(objects, &meta, Outcome::Fetched).await;
+    assert_eq!(objects.counts().unwrap().synced, 1);
+    assert_counted(objects, "the fetch");
 }
 
 /// A database from before the counters: rows, no counters, no damaged index.
