@@ -399,7 +399,7 @@ impl Objects {
                 if previous.as_ref().is_none_or(|p| p.sha256 != sha) {
                     self.remove_file(name.as_str(), &sha).await;
                 }
-                return Err(e.into());
+                return Err(self.log_failed(e).into());
             }
         };
         if let Some(old) = previous.filter(|p| p.sha256 != sha) {
@@ -429,7 +429,8 @@ impl Objects {
         let entry = self
             .log
             .append(self.settings.epoch(), author, event.encode())
-            .await?;
+            .await
+            .map_err(|e| self.log_failed(e))?;
         self.remove_file(name.as_str(), &previous.sha256).await;
         Ok(entry.index)
     }
@@ -564,7 +565,11 @@ impl Replica for Objects {
         self.settings
             .refuse_unproven(LOG_NAME, &entries)
             .map_err(|e| ReplicaError::Unproven(e.to_string()))?;
-        let applied = self.log.apply_batch(entries).await;
+        let applied = self
+            .log
+            .apply_batch(entries)
+            .await
+            .map_err(|e| self.log_failed(e));
         // Entries before a refused one were applied: their epoch counts either way.
         self.settings
             .observe_epoch(self.log.head().epoch, None, "the primary")

@@ -19,13 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::state::{
-    decode, key, key_name, load, set_queued, set_row, Local, ObjectMeta, Row, SyncState, Tally,
-    Verification, CATALOG, QUEUE, REGISTRY,
+    decode, found_wrong, key, key_name, load, set_queued, set_row, Local, ObjectMeta, Row,
+    SyncState, Tally, Verification, CATALOG, DISAGREE, QUEUE, REGISTRY,
 };
 use super::{blocking, Digested, ObjectError, Objects};
+use crate::log::LogError;
 use crate::types::Role;
 
 /// First retry after a failed sync.
@@ -175,10 +176,6 @@ fn get<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn corrupt(e: TransactionError<String>) -> ObjectError {
-    ObjectError::Corrupt(e.to_string())
-}
-
 impl Objects {
     /// Names whose sync is due (at most `limit`, skipping `busy`), scanning the queue from
     /// just after `cursor` and wrapping around; and, when the whole queue was scanned, the
@@ -258,6 +255,38 @@ impl Objects {
             .ok_or_else(|| ObjectError::Corrupt(super::state::MISSING.into()))
     }
 
+    /// A transition's transaction failed: this site's storage is broken.
+    fn failed(&self, e: TransactionError<String>) -> ObjectError {
+        if let TransactionError::Abort(reason) = &e {
+            self.check_counters(reason);
+        }
+        ObjectError::Corrupt(e.to_string())
+    }
+
+    /// An event the log could not apply or append: see [`Objects::check_counters`].
+    pub(super) fn log_failed(&self, e: LogError) -> LogError {
+        if let LogError::Apply { reason, .. } = &e {
+            self.check_counters(reason);
+        }
+        e
+    }
+
+    /// Marks the counters wrong when `reason` (why a transaction failed) says they disagree
+    /// with the rows: status then shows that error instead of wrong figures, and the next
+    /// open (a restart, or the site's own reopen) counts them again.
+    pub(super) fn check_counters(&self, reason: &str) {
+        if !reason.starts_with(DISAGREE) {
+            return;
+        }
+        error!(
+            reason,
+            "the registry counters are wrong; the next open counts them again"
+        );
+        if let Err(e) = found_wrong(self.log.state(), reason) {
+            error!(error = %e, "cannot mark the registry counters wrong");
+        }
+    }
+
     /// Why open rebuilt the registry's counters with a recount, if it did.
     pub fn counters_rebuilt(&self) -> Option<&str> {
         self.recounted.as_deref()
@@ -301,7 +330,7 @@ impl Objects {
                     (Some(meta), _) => Ok(Decided::Fetch(meta)),
                 }
             })
-            .map_err(corrupt)?;
+            .map_err(|e| self.failed(e))?;
         Ok(match decided {
             Decided::Job(job) => job,
             Decided::Fetch(meta) => SyncJob::Fetch(meta, self.transfers.begin(name)),
@@ -348,7 +377,7 @@ impl Objects {
                     }
                 }
             })
-            .map_err(corrupt)?;
+            .map_err(|e| self.failed(e))?;
         match outcome {
             (true, Some(old)) => self.remove_file(&name, &old.sha256).await,
             (false, old) if old.as_ref().is_none_or(|o| o.sha256 != sha) => {
@@ -383,7 +412,7 @@ impl Objects {
                 }
                 Ok(())
             })
-            .map_err(corrupt)
+            .map_err(|e| self.failed(e))
     }
 
     /// Records a failed sync of `version` (`None`: the removal of a deleted object's copy)
@@ -416,7 +445,7 @@ impl Objects {
                 set_row(t, name, Some(&row))?;
                 Ok(Some(row))
             })
-            .map_err(corrupt)
+            .map_err(|e| self.failed(e))
     }
 
     /// Puts off the sync of `version` until `at`, without counting a failure (the primary
@@ -436,7 +465,7 @@ impl Objects {
                 }
                 Ok(())
             })
-            .map_err(corrupt)
+            .map_err(|e| self.failed(e))
     }
 
     /// Copies due for (re-)verification: never verified, or verified `interval` or more
@@ -495,7 +524,7 @@ impl Objects {
                 }
                 Ok(())
             })
-            .map_err(corrupt)?;
+            .map_err(|e| self.failed(e))?;
         self.suspects.notify_one();
         Ok(())
     }
@@ -587,7 +616,7 @@ impl Objects {
                 set_row(t, name, Some(&row))?;
                 Ok(true)
             })
-            .map_err(corrupt)?;
+            .map_err(|e| self.failed(e))?;
         Ok(recorded)
     }
 
@@ -634,7 +663,7 @@ impl Objects {
                 set_row(t, name, Some(&row))?;
                 Ok(resync && outcome.is_err())
             })
-            .map_err(corrupt)?;
+            .map_err(|e| self.failed(e))?;
         if let Err(failure) = &outcome {
             warn!(object = name, %failure, resync, "verification failed");
         }

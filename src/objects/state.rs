@@ -21,12 +21,14 @@
 //! or neither. The cost is one more small record rewritten per change; sled 0.34 runs
 //! transactions one at a time anyway, so the one hot key adds no conflicts.
 //!
-//! At open ([`reconcile`]) the counters and the damaged index are checked against a
-//! recount — of the registry rows open reads anyway to collect orphans, and of the catalog
-//! and queue keys — and replaced by it when they are missing (a database from before they
-//! were kept), unreadable or wrong. Elsewhere a missing or unreadable record, or a counter
-//! that would go below zero, is an error ([`ObjectError::Corrupt`](super::ObjectError) for
-//! callers), never a panic, until the next open repairs it.
+//! At open ([`reconcile`]) the counters and the damaged index are checked against what the
+//! registry rows add up to (open reads every row anyway, to collect orphans; debug builds
+//! also count the catalog and queue keys) and replaced by a recount when they are missing
+//! (a database from before they were kept), unreadable or wrong. Elsewhere a missing or
+//! unreadable record is an error ([`ObjectError::Corrupt`](super::ObjectError) for
+//! callers), never a panic; so is a counter that would go out of range, and the record is
+//! then marked wrong ([`found_wrong`]) so that it reads as an error, not as figures, until
+//! the next open counts again.
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
@@ -38,6 +40,10 @@ pub const DAMAGED: u8 = b'd';
 const TALLY_KEY: &[u8] = b"#counts";
 /// Why [`reconcile`] rebuilt counters that were never stored (a database from before).
 pub const MISSING: &str = "the registry counters are missing";
+/// How an error about counters that disagree with the rows begins ([`found_wrong`]).
+pub const DISAGREE: &str = "the registry counters disagree with the rows";
+/// The first byte of a counter record [`found_wrong`]: the reason follows.
+const WRONG_MARK: u8 = 0;
 /// The encoding of [`Tally`]: a version byte, then each counter as a big-endian u64.
 const TALLY_VERSION: u8 = 1;
 const FIELDS: usize = 7;
@@ -208,12 +214,7 @@ impl Tally {
             *slot = a[i]
                 .checked_add(p[i])
                 .and_then(|v| v.checked_sub(s[i]))
-                .ok_or_else(|| {
-                    format!(
-                        "the registry counters disagree with the rows ({} would go out of range)",
-                        FIELD_NAMES[i]
-                    )
-                })?;
+                .ok_or_else(|| format!("{DISAGREE} ({} would go out of range)", FIELD_NAMES[i]))?;
         }
         Ok(Tally::from_fields(out))
     }
@@ -261,6 +262,12 @@ impl Tally {
             )
         };
         let (&version, rest) = raw.split_first().ok_or_else(unreadable)?;
+        if version == WRONG_MARK {
+            return Err(format!(
+                "{}; they are counted again when the site next opens",
+                String::from_utf8_lossy(rest)
+            ));
+        }
         if version != TALLY_VERSION || rest.len() != 8 * FIELDS {
             return Err(unreadable());
         }
@@ -393,9 +400,11 @@ impl Recount {
     }
 }
 
-/// Checks the stored counters and the damaged index at open against `seen` and the catalog
-/// and queue keys, and stores the recount in their place when they are missing, unreadable
-/// or wrong. Returns why it did, if it did.
+/// Checks the stored counters and the damaged index at open against `seen` (in debug
+/// builds also against a count of the catalog and queue keys: two more scans, two seconds
+/// at a million objects, too slow for every open and failover), and stores a recount in
+/// their place when they are missing, unreadable, found wrong or disagree. Returns why it
+/// did, if it did.
 pub fn reconcile(state: &sled::Tree, seen: Recount) -> Result<Option<String>, String> {
     let keys = |prefix: u8| -> Result<u64, String> {
         let mut n = 0;
@@ -405,29 +414,44 @@ pub fn reconcile(state: &sled::Tree, seen: Recount) -> Result<Option<String>, St
         }
         Ok(n)
     };
-    let counted = Tally {
-        objects: keys(CATALOG)?,
-        queued: keys(QUEUE)?,
-        ..seen.rows
-    };
     let mut indexed = Vec::new();
     for item in state.scan_prefix([DAMAGED]) {
         let (k, v) = item.map_err(|e| e.to_string())?;
         let why = String::from_utf8_lossy(&v).into_owned();
         indexed.push((key_name(&k)?.to_string(), why));
     }
+    let rows = seen.rows;
     let why = match load(state) {
         Err(e) => Some(e),
         Ok(None) => Some(MISSING.to_string()),
-        Ok(Some(stored)) if stored != counted => Some(format!(
-            "the registry counters {stored:?} disagree with a recount {counted:?}"
-        )),
+        Ok(Some(s))
+            if s != (Tally {
+                objects: s.objects,
+                queued: s.queued,
+                ..rows
+            }) =>
+        {
+            Some(format!(
+                "{DISAGREE}: {s:?} are stored, the rows add up to {rows:?}"
+            ))
+        }
         Ok(Some(_)) if indexed != seen.damaged => {
             Some("the damaged index disagrees with the registry rows".to_string())
+        }
+        Ok(Some(s)) if cfg!(debug_assertions) => {
+            let (objects, queued) = (keys(CATALOG)?, keys(QUEUE)?);
+            (s.objects != objects || s.queued != queued).then(|| {
+                format!("{DISAGREE}: {s:?} are stored, with {objects} catalog records and {queued} queued")
+            })
         }
         Ok(Some(_)) => None,
     };
     if why.is_some() {
+        let counted = Tally {
+            objects: keys(CATALOG)?,
+            queued: keys(QUEUE)?,
+            ..rows
+        };
         let mut batch = sled::Batch::default();
         for (name, _) in &indexed {
             batch.remove(key(DAMAGED, name));
@@ -439,6 +463,18 @@ pub fn reconcile(state: &sled::Tree, seen: Recount) -> Result<Option<String>, St
         state.apply_batch(batch).map_err(|e| e.to_string())?;
     }
     Ok(why)
+}
+
+/// Records that the counters were found wrong (`reason`, which begins with [`DISAGREE`]):
+/// from then on they read as that error, never as figures, until the next open counts them
+/// again. A transaction that read them before fails sled's validation and reads again.
+pub fn found_wrong(state: &sled::Tree, reason: &str) -> Result<(), String> {
+    let mut raw = vec![WRONG_MARK];
+    raw.extend_from_slice(reason.as_bytes());
+    state
+        .insert(TALLY_KEY, raw)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -568,23 +568,48 @@ async fn broken_counters_are_errors_and_the_next_open_rebuilds_them() {
         .contains("unreadable"));
     assert_eq!(site.objects().counts().unwrap(), before);
 
-    // Readable but wrong: counting below zero is refused, and open rebuilds them.
-    let state = site.objects().log().state();
-    let mut zero = state.get(b"#counts").unwrap().unwrap().to_vec();
-    zero[1..].fill(0);
-    state.insert(b"#counts", zero).unwrap();
+    // Readable but wrong: a counter that would go below zero fails the transition and marks
+    // the record, which reads as that error (never as figures) until open counts again.
+    let zero = |site: &Site| {
+        let state = site.objects().log().state();
+        let mut zero = state.get(b"#counts").unwrap().unwrap().to_vec();
+        zero[1..].fill(0);
+        state.insert(b"#counts", zero).unwrap();
+    };
+    zero(&site);
     let err = site
         .objects()
         .fail_sync("a", Some(1), "x", now_ms(), 1.0)
         .unwrap_err();
-    assert!(err.to_string().contains("disagree"), "{err}");
+    assert!(
+        err.to_string().contains("pending would go out of range"),
+        "{err}"
+    );
+    let err = site.objects().counts().unwrap_err().to_string();
+    assert!(
+        err.contains("counted again when the site next opens"),
+        "{err}"
+    );
     site.reopen().await;
-    assert!(site
-        .objects()
-        .counters_rebuilt()
-        .unwrap()
-        .contains("disagree"));
-    assert_counted(site.objects(), "the rebuild");
+    let why = site.objects().counters_rebuilt().unwrap();
+    assert!(why.contains("pending would go out of range"), "{why}");
+    assert_eq!(site.objects().counts().unwrap(), before);
+
+    // The same found by an event: refused, and counted again at the next open.
+    zero(&site);
+    let entry = site.entry(&Ev::Delete(0).event());
+    let err = site.objects().apply(vec![entry]).await.unwrap_err();
+    assert!(
+        err.to_string().contains("objects would go out of range"),
+        "{err}"
+    );
+    assert!(site.objects().counts().is_err());
+    let head = site.objects().log().head();
+    site.next = (head.index + 1, head.hash);
+    site.reopen().await;
+    let why = site.objects().counters_rebuilt().unwrap();
+    assert!(why.contains("objects would go out of range"), "{why}");
+    assert_eq!(site.objects().counts().unwrap(), before);
 
     // A damaged-index entry no row stands for is dropped at open.
     let state = site.objects().log().state();
