@@ -467,7 +467,8 @@ pub fn reconcile(state: &sled::Tree, seen: Recount) -> Result<Option<String>, St
 
 /// Records that the counters were found wrong (`reason`, which begins with [`DISAGREE`]):
 /// from then on they read as that error, never as figures, until the next open counts them
-/// again. A transaction that read them before fails sled's validation and reads again.
+/// again. sled 0.34 runs a transaction under a lock that plain writes wait for, so no
+/// transaction can write the counters back over the mark.
 pub fn found_wrong(state: &sled::Tree, reason: &str) -> Result<(), String> {
     let mut raw = vec![WRONG_MARK];
     raw.extend_from_slice(reason.as_bytes());
