@@ -2,11 +2,9 @@
 //! holds (the registry), kept in the event log's state tree so that recording an event and
 //! scheduling its sync are one transaction.
 //!
-//! Keys in the state tree, by first byte (names never contain NUL, so the prefixes cannot
-//! collide with a name):
-//! - `c<name>`: the object as the primary's event log describes it ([`ObjectMeta`]);
-//! - `r<name>`: this site's copy ([`Row`]: sync and verification state);
-//! - `q<name>`: present while the copy needs sync work, so workers scan only what is due.
+//! Per name it writes the catalog record, the registry row and the queue marker (the
+//! keys and records are in `state.rs`), through the writers there that keep the registry's
+//! counters in step in the same transaction.
 //!
 //! On the primary an event describes bytes it already committed, so the row says synced.
 //! On a secondary it only records the event (cheap) and queues the name; sync workers move
@@ -14,14 +12,13 @@
 //! still depends on nothing but the state and the entry.
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::TransactionalTree;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::name::{parse_kind, parse_sha256, ObjectName};
+use super::state::{
+    decode, key, set_catalog, set_queued, set_row, Local, ObjectMeta, Row, TxResult, REGISTRY,
+};
 use crate::log::{Entry, Machine};
-
-pub const CATALOG: u8 = b'c';
-pub const REGISTRY: u8 = b'r';
-pub const QUEUE: u8 = b'q';
 
 /// The payload of an event-log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,126 +70,22 @@ impl Event {
     }
 }
 
-/// One object version, as the primary's event log describes it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectMeta {
-    pub name: String,
-    pub kind: String,
-    pub size: u64,
-    pub sha256: String,
-    /// The index of the event that created this version.
-    pub version: u64,
-    pub updated_at_ms: i64,
-    pub updated_by: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncState {
-    Pending,
-    Started,
-    Synced,
-    Failed,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verification {
-    Pending,
-    Succeeded,
-    Failed,
-}
-
-/// The bytes this site holds for an object.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Local {
-    pub version: u64,
-    pub sha256: String,
-    pub size: u64,
-}
-
-/// This site's registry row for one object.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Row {
-    pub sync: SyncState,
-    pub retries: u32,
-    pub next_retry_ms: i64,
-    pub last_error: Option<String>,
-    /// What is on disk here, if anything.
-    pub local: Option<Local>,
-    pub verification: Verification,
-    pub verified_at_ms: Option<i64>,
-    pub checksum_mismatch: bool,
-    pub verification_failure: Option<String>,
-}
-
-impl Row {
-    pub fn pending(local: Option<Local>) -> Row {
-        Row {
-            sync: SyncState::Pending,
-            retries: 0,
-            next_retry_ms: 0,
-            last_error: None,
-            local,
-            verification: Verification::Pending,
-            verified_at_ms: None,
-            checksum_mismatch: false,
-            verification_failure: None,
-        }
-    }
-
-    /// A copy whose bytes were hashed as they were written (a push, or a checked fetch).
-    pub fn synced(local: Local, verified_at_ms: i64) -> Row {
-        Row {
-            sync: SyncState::Synced,
-            local: Some(local),
-            verification: Verification::Succeeded,
-            verified_at_ms: Some(verified_at_ms),
-            ..Row::pending(None)
-        }
-    }
-}
-
-pub fn key(prefix: u8, name: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + name.len());
-    k.push(prefix);
-    k.extend_from_slice(name.as_bytes());
-    k
-}
-
-/// The name in a key made by [`key`].
-pub fn key_name(raw: &[u8]) -> Result<&str, String> {
-    std::str::from_utf8(raw.get(1..).unwrap_or_default())
-        .map_err(|_| "a registry key is not UTF-8".to_string())
-}
-
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
-}
-
-pub fn decode<'a, T: Deserialize<'a>>(raw: &'a [u8], what: &str) -> Result<T, String> {
-    serde_json::from_slice(raw).map_err(|e| format!("{what} is unreadable: {e}"))
-}
-
 /// Applies events to the catalog and the registry (see the module doc).
 pub struct EventsMachine {
     /// True on the primary: the bytes of every event are already here.
     pub authoritative: bool,
 }
 
-impl Machine for EventsMachine {
-    type View = ();
-
-    fn apply(&self, state: &TransactionalTree, entry: &Entry) -> Result<(), String> {
-        let event = Event::decode(&entry.payload)?;
-        let name = event.name().to_string();
-        let row: Option<Row> = match state.get(key(REGISTRY, &name)).map_err(|e| e.to_string())? {
+impl EventsMachine {
+    /// Records `event` (see the module doc).
+    fn record(&self, t: &TransactionalTree, entry: &Entry, event: Event) -> TxResult<()> {
+        let row: Option<Row> = match t.get(key(REGISTRY, event.name()))? {
             None => None,
-            Some(raw) => Some(decode(&raw, "a registry row")?),
+            Some(raw) => {
+                Some(decode(&raw, "a registry row").map_err(ConflictableTransactionError::Abort)?)
+            }
         };
         let local = row.and_then(|r| r.local);
-        let put = |k: Vec<u8>, v: Vec<u8>| state.insert(k, v).map(drop).map_err(|e| e.to_string());
-        let del = |k: Vec<u8>| state.remove(k).map(drop).map_err(|e| e.to_string());
         match event {
             Event::Put {
                 name,
@@ -209,36 +102,45 @@ impl Machine for EventsMachine {
                     updated_at_ms: entry.timestamp_ms,
                     updated_by: entry.author.clone(),
                 };
-                put(key(CATALOG, &name), encode(&meta))?;
+                set_catalog(t, &name, Some(&meta))?;
                 if self.authoritative {
                     let here = Local {
                         version: entry.index,
                         sha256,
                         size,
                     };
-                    put(
-                        key(REGISTRY, &name),
-                        encode(&Row::synced(here, entry.timestamp_ms)),
-                    )?;
-                    del(key(QUEUE, &name))?;
+                    set_row(t, &name, Some(&Row::synced(here, entry.timestamp_ms)))?;
+                    set_queued(t, &name, false)?;
                 } else {
-                    put(key(REGISTRY, &name), encode(&Row::pending(local)))?;
-                    put(key(QUEUE, &name), Vec::new())?;
+                    set_row(t, &name, Some(&Row::pending(local)))?;
+                    set_queued(t, &name, true)?;
                 }
             }
             Event::Delete { name } => {
-                del(key(CATALOG, &name))?;
+                set_catalog(t, &name, None)?;
                 if self.authoritative || local.is_none() {
-                    del(key(REGISTRY, &name))?;
-                    del(key(QUEUE, &name))?;
+                    set_row(t, &name, None)?;
+                    set_queued(t, &name, false)?;
                 } else {
                     // The local copy stays until a worker has removed its file.
-                    put(key(REGISTRY, &name), encode(&Row::pending(local)))?;
-                    put(key(QUEUE, &name), Vec::new())?;
+                    set_row(t, &name, Some(&Row::pending(local)))?;
+                    set_queued(t, &name, true)?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl Machine for EventsMachine {
+    type View = ();
+
+    fn apply(&self, state: &TransactionalTree, entry: &Entry) -> Result<(), String> {
+        let event = Event::decode(&entry.payload)?;
+        self.record(state, entry, event).map_err(|e| match e {
+            ConflictableTransactionError::Abort(reason) => reason,
+            other => other.to_string(),
+        })
     }
 
     fn check(&self, entry: &Entry) -> Result<(), String> {

@@ -19,6 +19,7 @@ pub mod inflight;
 mod locks;
 pub mod name;
 mod registry;
+mod state;
 
 use std::collections::HashSet;
 use std::io;
@@ -34,12 +35,14 @@ use crate::log::{Entry, Head, Log, LogError, Replica, ReplicaError};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::types::{Classify, ErrorKind, Role};
-use catalog::{decode, key, CATALOG, REGISTRY};
-pub use catalog::{Event, EventsMachine, Local, ObjectMeta, Row, SyncState, Verification};
+pub use catalog::{Event, EventsMachine};
 pub use files::{Digested, Files, Sink};
 pub use inflight::{Abort, InFlight, Write, WriteGuard};
 pub use name::{parse_kind, parse_sha256, ObjectName};
-pub use registry::{retry_delay, Counts, Due, SyncJob, REPAIR_RETRY};
+use registry::Transfers;
+pub use registry::{retry_delay, Counts, Due, Started, SyncJob, REPAIR_RETRY};
+use state::{decode, key, CATALOG, REGISTRY};
+pub use state::{Local, ObjectMeta, Row, SyncState, Verification};
 
 /// Name of the event log's sled trees.
 pub const LOG_NAME: &str = "events";
@@ -165,10 +168,11 @@ pub struct Objects {
     /// is always there once the event is, and the last commit of a name is the one every
     /// site keeps. Commits of different names run side by side and share the log's syncs.
     commit: CommitLocks,
-    /// Bumped by every registry transition; with the log head it tells whether the last
-    /// [`Counts`] still hold, so an idle site reports its status without scanning.
-    transitions: AtomicU64,
-    counted: std::sync::Mutex<Option<((u64, u64), Counts)>>,
+    /// Fetches in progress, shown as `started` ([`Objects::row`]) but never stored: a
+    /// crash ends them all.
+    transfers: Transfers,
+    /// Why open rebuilt the registry's counters, if it did.
+    recounted: Option<String>,
     /// Set once the site is stopping: new writes are refused.
     stopping: AtomicBool,
     /// Set (with every commit lock held) once the site stops: nothing more is committed, even by a write
@@ -200,14 +204,14 @@ impl Objects {
             "cannot open the object directory under {}",
             data_dir.display()
         )))?;
-        let objects = Objects {
+        let mut objects = Objects {
             log,
             files,
             inflight: InFlight::default(),
             settings,
             commit: CommitLocks::default(),
-            transitions: AtomicU64::new(0),
-            counted: std::sync::Mutex::new(None),
+            transfers: Transfers::default(),
+            recounted: None,
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             sync_failures: AtomicU64::new(0),
@@ -216,13 +220,25 @@ impl Objects {
             disk: Arc::clone(store.disk()),
         };
         let mut keep = HashSet::new();
+        // The rows are read here anyway: what they add up to checks the stored counters.
+        let mut seen = state::Recount::default();
         for item in objects.log.state().scan_prefix([REGISTRY]) {
             let (k, v) = item.map_err(|e| ObjectError::Corrupt(e.to_string()))?;
-            let name = catalog::key_name(&k).map_err(ObjectError::Corrupt)?;
+            let name = state::key_name(&k).map_err(ObjectError::Corrupt)?;
             let row: Row = decode(&v, "a registry row").map_err(ObjectError::Corrupt)?;
+            seen.row(name, &row);
             if let Some(local) = row.local {
                 keep.insert(objects.files.path(name, &local.sha256));
             }
+        }
+        objects.recounted =
+            state::reconcile(objects.log.state(), seen).map_err(ObjectError::Corrupt)?;
+        match objects.recounted.as_deref() {
+            None => {}
+            Some(state::MISSING) => {
+                info!("counted the registry once: a database from before its counters were kept")
+            }
+            Some(why) => warn!(reason = why, "rebuilt the registry counters with a recount"),
         }
         let removed = objects
             .files
@@ -438,9 +454,13 @@ impl Objects {
         self.read(&key(CATALOG, name), "a catalog record")
     }
 
-    /// This site's registry row for `name`.
+    /// This site's registry row for `name`, `started` while a fetch of it is in progress.
     pub fn row(&self, name: &str) -> Result<Option<Row>, ObjectError> {
-        self.read(&key(REGISTRY, name), "a registry row")
+        let row: Option<Row> = self.read(&key(REGISTRY, name), "a registry row")?;
+        Ok(row.map(|mut r| {
+            r.sync = self.transfers.shown(name, r.sync);
+            r
+        }))
     }
 
     fn read<T: serde::de::DeserializeOwned>(
@@ -562,6 +582,9 @@ impl Replica for Objects {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 /// Runs blocking file-system work off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(

@@ -2,24 +2,29 @@
 //! failure or a verification is recorded.
 //!
 //! Each transition is one sled transaction that re-reads the catalog, so a worker that
-//! finishes after a newer event arrived never records the older version as current. Rows
-//! written here are not flushed one by one: if a crash takes such an update back, the row
-//! says "pending" again and the object is fetched once more, which is safe. The file work
-//! (install, fsync, remove) is always done before the row that describes it.
+//! finishes after a newer event arrived never records the older version as current, and
+//! writes the row through `state::set_row`, which moves the registry's counters with it.
+//! Rows written here are not flushed one by one: if a crash takes such an update back, the
+//! row says "pending" again and the object is fetched once more, which is safe. The file
+//! work (install, fsync, remove) is always done before the row that describes it.
+//!
+//! Starting a fetch writes nothing: the transfer is [`Started`] in memory only, so the
+//! scheduler's busiest call costs a read. Finishes are not batched across workers: each is
+//! one unflushed transaction of a few microseconds after a transfer that ends with fsyncs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use tracing::warn;
 
-use super::catalog::{
-    decode, encode, key, key_name, Local, ObjectMeta, Row, SyncState, Verification, CATALOG, QUEUE,
-    REGISTRY,
+use super::state::{
+    decode, key, key_name, load, set_queued, set_row, Local, ObjectMeta, Row, SyncState, Tally,
+    Verification, CATALOG, QUEUE, REGISTRY,
 };
-use std::sync::atomic::Ordering;
-
 use super::{blocking, Digested, ObjectError, Objects};
 use crate::types::Role;
 
@@ -48,14 +53,16 @@ pub struct Due<T> {
     pub next_ms: Option<i64>,
 }
 
-/// How this site's copies stand, counted from the registry.
+/// How this site's copies stand, from the registry's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     /// Objects in the catalog (what the primary has, as far as this site has applied).
     pub objects: u64,
     pub synced: u64,
-    /// Waiting for a first or another attempt, or in progress.
+    /// Waiting for a first attempt or a deferred one, or in progress.
     pub pending: u64,
+    /// The last attempt failed (also while it is retried: a retry that succeeds makes it
+    /// synced, one that fails leaves it failed).
     pub failed: u64,
     pub verified: u64,
     pub verification_failed: u64,
@@ -70,18 +77,90 @@ pub struct Counts {
 /// How many failed verifications [`Counts::damaged`] names.
 pub const DAMAGED_LISTED: usize = 5;
 
+impl Counts {
+    /// The counts `tally` holds, with the damaged copies listed and the log's position.
+    pub(super) fn from_tally(t: &Tally, damaged: Vec<String>, events_applied: u64) -> Counts {
+        Counts {
+            objects: t.objects,
+            synced: t.synced,
+            pending: t.pending,
+            failed: t.failed,
+            verified: t.verified,
+            verification_failed: t.verification_failed,
+            events_applied,
+            damaged,
+        }
+    }
+}
+
 /// What a sync worker has to do for one name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SyncJob {
-    /// Fetch this version from the primary.
-    Fetch(ObjectMeta),
+    /// Fetch this version from the primary; a pending row shows `started` while the guard
+    /// lives.
+    Fetch(ObjectMeta, Started),
     /// The object was deleted: remove the local copy.
     Remove(Local),
     /// Nothing (already in step).
     Nothing,
 }
 
-type Tx = Result<(), ConflictableTransactionError<String>>;
+/// What [`Objects::start_sync`] decided inside its transaction (a guard is made outside it).
+enum Decided {
+    Job(SyncJob),
+    Fetch(ObjectMeta),
+}
+
+/// Fetches in progress by name (a count, should two ever overlap).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Transfers(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Transfers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn begin(&self, name: &str) -> Started {
+        *self.lock().entry(name.to_string()).or_insert(0) += 1;
+        Started {
+            transfers: self.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// How a row stored with `sync` is shown: a pending one as `started` while a fetch is
+    /// in progress, and a `started` stored by an earlier version (no fetch survives a
+    /// restart) as pending. A failed one stays failed while it is retried, as
+    /// [`Counts::failed`] counts it.
+    pub(crate) fn shown(&self, name: &str, sync: SyncState) -> SyncState {
+        match sync {
+            SyncState::Pending | SyncState::Started if self.lock().contains_key(name) => {
+                SyncState::Started
+            }
+            SyncState::Started => SyncState::Pending,
+            other => other,
+        }
+    }
+}
+
+/// A fetch in progress: while it lives, [`Objects::row`] shows a pending row as `started`.
+#[derive(Debug)]
+pub struct Started {
+    transfers: Transfers,
+    name: String,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let mut m = self.transfers.lock();
+        if let Some(n) = m.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.name);
+            }
+        }
+    }
+}
 
 fn get<T: serde::de::DeserializeOwned>(
     t: &TransactionalTree,
@@ -94,15 +173,6 @@ fn get<T: serde::de::DeserializeOwned>(
             .map(Some)
             .map_err(ConflictableTransactionError::Abort),
     }
-}
-
-fn put<T: serde::Serialize>(t: &TransactionalTree, k: &[u8], v: &T) -> Tx {
-    t.insert(k, encode(v))?;
-    Ok(())
-}
-
-fn corrupt(e: TransactionError<String>) -> ObjectError {
-    ObjectError::Corrupt(e.to_string())
 }
 
 impl Objects {
@@ -161,86 +231,60 @@ impl Objects {
         self.sync_failures.load(Ordering::Relaxed)
     }
 
-    /// Records that a registry row changed outside the log.
-    fn transitioned(&self) {
-        self.transitions.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Counts the registry: one scan, repeated only when an event or a transition happened
-    /// since the last count (status reports ask every heartbeat).
+    /// How this site's copies stand: the registry's counters and the first
+    /// [`DAMAGED_LISTED`] damaged copies, a handful of reads whatever the registry holds.
+    /// (The counters and the damaged list are read one after the other; a transition
+    /// between the two shows in the second only.)
     pub fn counts(&self) -> Result<Counts, ObjectError> {
-        // Read the generation before scanning: a change during the scan makes the next
-        // call scan again rather than keep a stale count.
-        let generation = (
-            self.log.head().index,
-            self.transitions.load(Ordering::Acquire),
-        );
-        let mut cached = self.counted.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, counts)) = cached.as_ref() {
-            if *at == generation {
-                return Ok(counts.clone());
-            }
-        }
-        let counts = self.scan_counts()?;
-        *cached = Some((generation, counts.clone()));
-        Ok(counts)
-    }
-
-    fn scan_counts(&self) -> Result<Counts, ObjectError> {
         let state = self.log.state();
         let events_applied = self.log.head().index;
-        let mut c = Counts {
-            objects: state.scan_prefix([CATALOG]).count() as u64,
-            events_applied,
-            ..Counts::default()
-        };
-        for item in state.scan_prefix([REGISTRY]) {
-            let (k, v) = item.map_err(|e| ObjectError::Corrupt(e.to_string()))?;
-            let row: Row = decode(&v, "a registry row").map_err(ObjectError::Corrupt)?;
-            match row.sync {
-                SyncState::Synced => c.synced += 1,
-                SyncState::Failed => c.failed += 1,
-                SyncState::Pending | SyncState::Started => c.pending += 1,
-            }
-            match row.verification {
-                Verification::Succeeded if row.sync == SyncState::Synced => c.verified += 1,
-                Verification::Failed => {
-                    c.verification_failed += 1;
-                    if c.damaged.len() < DAMAGED_LISTED {
-                        let name = key_name(&k).map_err(ObjectError::Corrupt)?;
-                        let why = row.verification_failure.as_deref().unwrap_or("failed");
-                        c.damaged.push(format!("{name}: {why}"));
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(c)
+        let tally = self.tally()?;
+        let damaged = super::state::damaged(state, DAMAGED_LISTED).map_err(ObjectError::Corrupt)?;
+        Ok(Counts::from_tally(&tally, damaged, events_applied))
     }
 
     /// How many names wait for sync work.
-    pub fn queued(&self) -> usize {
-        self.log.state().scan_prefix([QUEUE]).count()
+    pub fn queued(&self) -> Result<u64, ObjectError> {
+        Ok(self.tally()?.queued)
     }
 
-    /// Decides what `name` needs and marks it started.
+    fn tally(&self) -> Result<Tally, ObjectError> {
+        load(self.log.state())
+            .map_err(ObjectError::Corrupt)?
+            .ok_or_else(|| ObjectError::Corrupt(super::state::MISSING.into()))
+    }
+
+    /// A transition's transaction failed: this site's storage is broken. (Counters that
+    /// are wrong never fail one: they are marked, see `state::shift`.)
+    fn failed(&self, e: TransactionError<String>) -> ObjectError {
+        ObjectError::Corrupt(e.to_string())
+    }
+
+    /// Why open rebuilt the registry's counters with a recount, if it did.
+    pub fn counters_rebuilt(&self) -> Option<&str> {
+        self.recounted.as_deref()
+    }
+
+    /// Decides what `name` needs. A fetch is marked started in memory only (see
+    /// [`Started`]); only what settles the row without a transfer is written.
     pub fn start_sync(&self, name: &str, now_ms: i64) -> Result<SyncJob, ObjectError> {
-        self.log
+        let decided = self
+            .log
             .state()
             .transaction(|t| {
                 let meta: Option<ObjectMeta> = get(t, &key(CATALOG, name), "a catalog record")?;
                 let row: Option<Row> = get(t, &key(REGISTRY, name), "a registry row")?;
-                let Some(mut row) = row else {
-                    t.remove(key(QUEUE, name))?;
-                    return Ok(SyncJob::Nothing);
+                let Some(row) = row else {
+                    set_queued(t, name, false)?;
+                    return Ok(Decided::Job(SyncJob::Nothing));
                 };
                 match (meta, row.local.clone()) {
                     (None, None) => {
-                        t.remove(key(REGISTRY, name))?;
-                        t.remove(key(QUEUE, name))?;
-                        Ok(SyncJob::Nothing)
+                        set_row(t, name, None)?;
+                        set_queued(t, name, false)?;
+                        Ok(Decided::Job(SyncJob::Nothing))
                     }
-                    (None, Some(local)) => Ok(SyncJob::Remove(local)),
+                    (None, Some(local)) => Ok(Decided::Job(SyncJob::Remove(local))),
                     (Some(meta), Some(local)) if local.sha256 == meta.sha256 => {
                         // The same bytes again (re-pushed unchanged): only the version moved.
                         let verified = row.verified_at_ms.unwrap_or(now_ms);
@@ -252,19 +296,18 @@ impl Objects {
                             verified,
                         );
                         synced.verification = row.verification;
-                        put(t, &key(REGISTRY, name), &synced)?;
-                        t.remove(key(QUEUE, name))?;
-                        Ok(SyncJob::Nothing)
+                        set_row(t, name, Some(&synced))?;
+                        set_queued(t, name, false)?;
+                        Ok(Decided::Job(SyncJob::Nothing))
                     }
-                    (Some(meta), _) => {
-                        row.sync = SyncState::Started;
-                        put(t, &key(REGISTRY, name), &row)?;
-                        Ok(SyncJob::Fetch(meta))
-                    }
+                    (Some(meta), _) => Ok(Decided::Fetch(meta)),
                 }
             })
-            .map_err(corrupt)
-            .inspect(|_| self.transitioned())
+            .map_err(|e| self.failed(e))?;
+        Ok(match decided {
+            Decided::Job(job) => job,
+            Decided::Fetch(meta) => SyncJob::Fetch(meta, self.transfers.begin(name)),
+        })
     }
 
     /// Records a fetched, checked, fsynced temporary file as `meta`'s copy — unless the
@@ -289,8 +332,6 @@ impl Objects {
             .state()
             .transaction(|t| {
                 let current: Option<ObjectMeta> = get(t, &key(CATALOG, &name), "a catalog record")?;
-                let row: Option<Row> = get(t, &key(REGISTRY, &name), "a registry row")?;
-                let old = row.and_then(|r| r.local);
                 match current {
                     Some(c) if c.sha256 == sha => {
                         let local = Local {
@@ -298,15 +339,18 @@ impl Objects {
                             sha256: sha.clone(),
                             size: digest.size,
                         };
-                        put(t, &key(REGISTRY, &name), &Row::synced(local, now_ms))?;
-                        t.remove(key(QUEUE, &name))?;
+                        let old = set_row(t, &name, Some(&Row::synced(local, now_ms)))?;
+                        set_queued(t, &name, false)?;
+                        let old = old.and_then(|r| r.local);
                         Ok((true, old.filter(|o| o.sha256 != sha)))
                     }
-                    _ => Ok((false, old)),
+                    _ => {
+                        let row: Option<Row> = get(t, &key(REGISTRY, &name), "a registry row")?;
+                        Ok((false, row.and_then(|r| r.local)))
+                    }
                 }
             })
-            .map_err(corrupt)
-            .inspect(|_| self.transitioned())?;
+            .map_err(|e| self.failed(e))?;
         match outcome {
             (true, Some(old)) => self.remove_file(&name, &old.sha256).await,
             (false, old) if old.as_ref().is_none_or(|o| o.sha256 != sha) => {
@@ -329,20 +373,19 @@ impl Objects {
             .transaction(|t| {
                 let meta: Option<ObjectMeta> = get(t, &key(CATALOG, name), "a catalog record")?;
                 if meta.is_none() {
-                    t.remove(key(REGISTRY, name))?;
-                    t.remove(key(QUEUE, name))?;
+                    set_row(t, name, None)?;
+                    set_queued(t, name, false)?;
                 } else {
                     // Re-created meanwhile: the file is gone, fetch the new version.
                     let mut row: Row = get(t, &key(REGISTRY, name), "a registry row")?
                         .unwrap_or_else(|| Row::pending(None));
                     row.local = None;
                     row.sync = SyncState::Pending;
-                    put(t, &key(REGISTRY, name), &row)?;
+                    set_row(t, name, Some(&row))?;
                 }
                 Ok(())
             })
-            .map_err(corrupt)
-            .inspect(|_| self.transitioned())
+            .map_err(|e| self.failed(e))
     }
 
     /// Records a failed sync of `version` (`None`: the removal of a deleted object's copy)
@@ -372,11 +415,10 @@ impl Objects {
                 row.next_retry_ms =
                     now_ms.saturating_add(retry_delay(row.retries, jitter).as_millis() as i64);
                 row.last_error = Some(error.to_string());
-                put(t, &key(REGISTRY, name), &row)?;
+                set_row(t, name, Some(&row))?;
                 Ok(Some(row))
             })
-            .map_err(corrupt)
-            .inspect(|_| self.transitioned())
+            .map_err(|e| self.failed(e))
     }
 
     /// Puts off the sync of `version` until `at`, without counting a failure (the primary
@@ -392,12 +434,11 @@ impl Objects {
                 if meta.map(|m| m.version) == Some(version) {
                     row.sync = SyncState::Pending;
                     row.next_retry_ms = at;
-                    put(t, &key(REGISTRY, name), &row)?;
+                    set_row(t, name, Some(&row))?;
                 }
                 Ok(())
             })
-            .map_err(corrupt)
-            .inspect(|_| self.transitioned())
+            .map_err(|e| self.failed(e))
     }
 
     /// Copies due for (re-)verification: never verified, or verified `interval` or more
@@ -452,11 +493,11 @@ impl Objects {
                 };
                 if row.sync == SyncState::Synced && row.verified_at_ms.is_some() {
                     row.verified_at_ms = Some(0);
-                    put(t, &key(REGISTRY, name), &row)?;
+                    set_row(t, name, Some(&row))?;
                 }
                 Ok(())
             })
-            .map_err(corrupt)?;
+            .map_err(|e| self.failed(e))?;
         self.suspects.notify_one();
         Ok(())
     }
@@ -545,11 +586,10 @@ impl Objects {
                 row.verified_at_ms = Some(now_ms);
                 row.checksum_mismatch = false;
                 row.verification_failure = None;
-                put(t, &key(REGISTRY, name), &row)?;
+                set_row(t, name, Some(&row))?;
                 Ok(true)
             })
-            .map_err(corrupt)
-            .inspect(|_| self.transitioned())?;
+            .map_err(|e| self.failed(e))?;
         Ok(recorded)
     }
 
@@ -589,15 +629,14 @@ impl Objects {
                             row.local = None;
                             row.sync = SyncState::Pending;
                             row.next_retry_ms = 0;
-                            t.insert(key(QUEUE, name), Vec::new())?;
+                            set_queued(t, name, true)?;
                         }
                     }
                 }
-                put(t, &key(REGISTRY, name), &row)?;
+                set_row(t, name, Some(&row))?;
                 Ok(resync && outcome.is_err())
             })
-            .map_err(corrupt)
-            .inspect(|_| self.transitioned())?;
+            .map_err(|e| self.failed(e))?;
         if let Err(failure) = &outcome {
             warn!(object = name, %failure, resync, "verification failed");
         }

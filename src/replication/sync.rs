@@ -66,7 +66,7 @@ pub async fn run<S: ObjectSource>(
     let mut cursor: Option<String> = None;
     info!(
         concurrency,
-        queued = objects.queued(),
+        queued = objects.queued()?,
         "sync workers started"
     );
     let mut disk = objects.disk().watch();
@@ -143,7 +143,8 @@ async fn sync_one<S: ObjectSource>(
             }
             other => other,
         },
-        SyncJob::Fetch(meta) => match fetch(objects, source, &meta).await {
+        // `_started` shows the row as started until this arm ends.
+        SyncJob::Fetch(meta, _started) => match fetch(objects, source, &meta).await {
             Ok(current) => {
                 debug!(version = meta.version, current, "synced");
                 Ok(())

@@ -47,7 +47,8 @@ fn lag_ms<M: Machine>(log: &Log<M>, applied: u64, now: i64) -> i64 {
 }
 
 impl Local<'_> {
-    /// What this site knows of itself. Counts the registry: call off the async threads.
+    /// What this site knows of itself. Reads the registry's counters (a few sled reads, which
+    /// may touch the disk): call off the async threads.
     pub fn report(&self) -> Result<Report, ObjectError> {
         let mode = self.settings.mode();
         Ok(Report {
