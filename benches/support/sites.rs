@@ -291,11 +291,18 @@ async fn watch_head(
         epoch: 0,
         proof: None,
     };
-    let mut stream = client
-        .stream_events(bearer(req, &site_token))
-        .await
-        .unwrap_or_else(|s| panic!("StreamEvents at {url}: {s}"))
-        .into_inner();
+    // A fresh secondary knows the bench's site token only once it has applied the
+    // primary's site registry: until then it answers UNAUTHENTICATED.
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    let mut stream = loop {
+        match client.stream_events(bearer(req.clone(), &site_token)).await {
+            Ok(stream) => break stream.into_inner(),
+            Err(s) if s.code() == tonic::Code::Unauthenticated && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) => panic!("StreamEvents at {url}: {s}"),
+        }
+    };
     while let Some(msg) = stream
         .message()
         .await
