@@ -322,50 +322,19 @@ async fn git_push_is_refused_in_maintenance_by_the_pre_receive_hook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_with_the_shipped_snippet() {
-    let Some(nginx) = nginx_binary() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have nginx: .ci/run installs it"
-        );
-        eprintln!("SKIPPED: nginx is not installed (apt-get install nginx)");
+    let Some(nginx) = nginx_or_skip() else {
         return;
     };
     let cluster = Cluster::new();
     let primary = cluster.primary("primary");
-    let prefix = cluster.path("nginx");
-    std::fs::create_dir_all(prefix.join("tmp")).unwrap();
     let snippet = std::fs::canonicalize("contrib/nginx/geo-gate.conf").unwrap();
     let (front, upstream) = (free_port(), free_port());
-    let p = prefix.display();
-    let conf = format!(
-        "master_process off;\ndaemon off;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {p}/tmp; proxy_temp_path {p}/tmp; fastcgi_temp_path {p}/tmp; uwsgi_temp_path {p}/tmp; scgi_temp_path {p}/tmp;\n  upstream geo_agent_gate {{ server {}; keepalive 4; }}\n  server {{ listen 127.0.0.1:{upstream}; location / {{ return 200 \"upstream ok\\n\"; }} }}\n  server {{\n    listen 127.0.0.1:{front};\n    include {};\n    location / {{ proxy_pass http://127.0.0.1:{upstream}; }}\n  }}\n}}\n",
+    let block = format!(
+        "  upstream geo_agent_gate {{ server {}; keepalive 4; }}\n  server {{ listen 127.0.0.1:{upstream}; location / {{ return 200 \"upstream ok\\n\"; }} }}\n  server {{\n    listen 127.0.0.1:{front};\n    include {};\n    location / {{ proxy_pass http://127.0.0.1:{upstream}; }}\n  }}\n",
         primary.http,
         snippet.display()
     );
-    let conf_path = prefix.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let test = Command::new(&nginx)
-        .args(["-t", "-p"])
-        .arg(&prefix)
-        .arg("-c")
-        .arg(&conf_path)
-        .output()
-        .unwrap();
-    assert!(
-        test.status.success(),
-        "nginx -t: {}",
-        String::from_utf8_lossy(&test.stderr)
-    );
-    let _nginx = Nginx(
-        Command::new(&nginx)
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(&conf_path)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _nginx = Nginx::start(&nginx, &cluster.path("nginx"), &block);
     let addr = format!("127.0.0.1:{front}");
     eventually("nginx to listen", || async {
         TcpStream::connect(&addr).ok().map(|_| ())

@@ -490,31 +490,6 @@ async fn an_upstream_that_does_not_answer_is_a_504() {
     }
 }
 
-/// `promtool check metrics`: the proxy's families are valid exposition text.
-fn promtool_check(text: &str) {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}\n--- the text:\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_site_finishes_the_requests_it_is_proxying() {
     let upstream = Upstream::start().await;
@@ -570,12 +545,7 @@ async fn an_upgrade_is_passed_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_routes_the_body_sensitive_locations_through_the_proxy() {
-    let Some(nginx) = nginx_binary() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have nginx: .ci/run installs it"
-        );
-        eprintln!("SKIPPED: nginx is not installed (apt-get install nginx)");
+    let Some(nginx) = nginx_or_skip() else {
         return;
     };
     let upstream = Upstream::start().await;

@@ -12,6 +12,20 @@ pub fn nginx_binary() -> Option<String> {
         .map(|p| p.to_string())
 }
 
+/// The nginx binary for a test that needs it: missing in CI is a failure (`.ci/run`
+/// installs it), missing elsewhere skips the test with a message.
+pub fn nginx_or_skip() -> Option<String> {
+    let found = nginx_binary();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have nginx: .ci/run installs it"
+        );
+        eprintln!("SKIPPED: nginx is not installed (apt-get install nginx)");
+    }
+    found
+}
+
 /// A running nginx, killed when dropped.
 pub struct Nginx(pub Child);
 
