@@ -73,22 +73,43 @@ async fn log_run(base: &str, appenders: usize, run_for: Duration) -> (u64, u64, 
         authoritative: true,
     };
     let log = Arc::new(Log::open(&store, "events", machine).await.unwrap());
+    let syncs_before = log.syncs();
+    let appended = Arc::clone(&log);
+    let (acked, took) = drive(appenders, run_for, move |a, i| {
+        let log = Arc::clone(&appended);
+        async move {
+            let event = Event::Put {
+                name: format!("bench/{a}/{i}"),
+                kind: "upload".into(),
+                size: 4096,
+                sha256: format!("{i:064x}"),
+            };
+            log.append(1, "bench", event.encode()).await.unwrap();
+        }
+    })
+    .await;
+    let syncs = log.syncs() - syncs_before;
+    log.close().await;
+    (acked, syncs, took)
+}
+
+/// Runs `appenders` tasks for `run_for`, each calling `append(task, n)` for its n-th
+/// append and waiting for it; returns how many appends finished and how long it took.
+async fn drive<F, Fut>(appenders: usize, run_for: Duration, append: F) -> (u64, Duration)
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let append = Arc::new(append);
     let acked = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let syncs_before = log.syncs();
     let tasks: Vec<_> = (0..appenders)
         .map(|a| {
-            let (log, acked) = (log.clone(), acked.clone());
+            let (append, acked) = (Arc::clone(&append), Arc::clone(&acked));
             tokio::spawn(async move {
                 let mut i = 0u64;
                 while start.elapsed() < run_for {
-                    let event = Event::Put {
-                        name: format!("bench/{a}/{i}"),
-                        kind: "upload".into(),
-                        size: 4096,
-                        sha256: format!("{:064x}", i),
-                    };
-                    log.append(1, "bench", event.encode()).await.unwrap();
+                    append(a, i).await;
                     acked.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
@@ -98,10 +119,7 @@ async fn log_run(base: &str, appenders: usize, run_for: Duration) -> (u64, u64, 
     for t in tasks {
         t.await.unwrap();
     }
-    let took = start.elapsed();
-    let syncs = log.syncs() - syncs_before;
-    log.close().await;
-    (acked.load(Ordering::Relaxed), syncs, took)
+    (acked.load(Ordering::Relaxed), start.elapsed())
 }
 
 /// Appends (4 KiB) per second of one thread that writes and `fdatasync`s each.
@@ -124,42 +142,32 @@ async fn store_run(base: &str, appenders: usize, run_for: Duration) -> (u64, u64
     let (log, _) = SegmentLog::open(dir.path(), Arc::new(StdIo), Options::default()).unwrap();
     let log = Arc::new(log);
     let tip = Arc::new(Mutex::new(Head::default()));
-    let acked = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
     let syncs_before = log.syncs();
-    let tasks: Vec<_> = (0..appenders)
-        .map(|_| {
-            let (log, tip, acked) = (log.clone(), tip.clone(), acked.clone());
-            tokio::spawn(async move {
-                while start.elapsed() < run_for {
-                    let pending = {
-                        let mut tip = tip.lock().unwrap();
-                        let e = Entry::new(
-                            &tip.hash,
-                            tip.index + 1,
-                            1,
-                            0,
-                            "bench".into(),
-                            vec![tip.index as u8; ENTRY_PAYLOAD],
-                        );
-                        *tip = Head {
-                            index: e.index,
-                            hash: e.hash,
-                            epoch: 1,
-                        };
-                        log.submit(&[e]).unwrap()
-                    };
-                    pending.durable().await.unwrap();
-                    acked.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let took = start.elapsed();
+    let appended = Arc::clone(&log);
+    let (acked, took) = drive(appenders, run_for, move |_, _| {
+        let pending = {
+            let mut tip = tip.lock().unwrap();
+            let e = Entry::new(
+                &tip.hash,
+                tip.index + 1,
+                1,
+                0,
+                "bench".into(),
+                vec![tip.index as u8; ENTRY_PAYLOAD],
+            );
+            *tip = Head {
+                index: e.index,
+                hash: e.hash,
+                epoch: 1,
+            };
+            appended.submit(&[e]).unwrap()
+        };
+        async move {
+            pending.durable().await.unwrap();
+        }
+    })
+    .await;
     let syncs = log.syncs() - syncs_before;
     log.close().await;
-    (acked.load(Ordering::Relaxed), syncs, took)
+    (acked, syncs, took)
 }
