@@ -7,10 +7,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use geo_agent::server::pb;
@@ -382,102 +380,6 @@ async fn metrics_parse_as_prometheus_text_and_follow_the_mode_and_the_lag() {
         sample(&scrape(&s1).await, "geo_maintenance_mode", ""),
         Some(0.0)
     );
-}
-
-/// A ChromeDriver with one headless Chromium session, ended on drop.
-struct Browser {
-    driver: Child,
-    addr: SocketAddr,
-    session: String,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    async fn start() -> Browser {
-        let mut driver = Command::new("chromedriver")
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run chromedriver (Debian packages chromium and chromium-driver)");
-        let stdout = driver.stdout.take().expect("stdout");
-        let port: u16 = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.split("started successfully on port ")
-                    .nth(1)?
-                    .trim_end_matches('.')
-                    .parse()
-                    .ok()
-            })
-            .expect("chromedriver says its port");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let profile = tempfile::tempdir().expect("profile dir");
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--window-size=1280,900",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ]
-            }
-        }}});
-        let (status, body) = http_request(addr, "POST", "/session", Some(&caps)).await;
-        assert_eq!(status, 200, "new session: {body}");
-        let v: Value = serde_json::from_str(&body).expect("JSON");
-        let session = v["value"]["sessionId"]
-            .as_str()
-            .expect("a session id")
-            .to_string();
-        Browser {
-            driver,
-            addr,
-            session,
-            _profile: profile,
-        }
-    }
-
-    async fn call(&self, method: &str, what: &str, body: Option<Value>) -> Result<Value, String> {
-        let path = format!("/session/{}/{what}", self.session);
-        let (status, text) = http_request(self.addr, method, &path, body.as_ref()).await;
-        let v: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
-        if status == 200 {
-            Ok(v["value"].clone())
-        } else {
-            Err(text)
-        }
-    }
-
-    async fn open(&self, url: &str) {
-        self.call("POST", "url", Some(json!({ "url": url })))
-            .await
-            .expect("navigate");
-    }
-
-    /// Runs `script` in the page; `Err` while the page is between loads.
-    async fn run(&self, script: &str) -> Result<Value, String> {
-        self.call(
-            "POST",
-            "execute/sync",
-            Some(json!({"script": script, "args": []})),
-        )
-        .await
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Ending the session stops Chromium; then the driver.
-        let (host, path) = (self.addr.to_string(), format!("/session/{}", self.session));
-        let _ = http_exchange(self.addr, "DELETE", &path, &[("Host", &host)], b"");
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
 }
 
 /// What the page shows of the banner: null when there is none.

@@ -6,6 +6,7 @@
 //! `#[path = "../tests/common/mod.rs"] mod common;`.
 #![allow(dead_code)]
 
+mod browser;
 mod http;
 mod nginx;
 mod pki;
@@ -25,7 +26,7 @@ use tonic::transport::Channel;
 
 // Not every test or bench uses every part.
 #[allow(unused_imports)]
-pub use {http::*, nginx::*, pki::*, proxy::*, site::*, upstream::*, wait::*};
+pub use {browser::*, http::*, nginx::*, pki::*, proxy::*, site::*, upstream::*, wait::*};
 
 /// The `geo-agent` this build made.
 pub const BIN: &str = env!("CARGO_BIN_EXE_geo-agent");
