@@ -133,6 +133,12 @@ async fn maintenance_inner(cmd: MaintenanceCommand) -> Result<u8, Failure> {
         } => (true, message, actor, client),
         MaintenanceCommand::Disable { actor, client } => (false, None, actor, client),
         MaintenanceCommand::Status(args) => return maintenance_status(&args).await,
+        // Dispatched to `cli::schedule` before it gets here.
+        MaintenanceCommand::Schedule(_) => {
+            return Err(Failure::Local(
+                "maintenance schedule is not handled here".into(),
+            ))
+        }
         MaintenanceCommand::Abort { id, actor, client } => {
             return abort_write(id, &actor, &client).await
         }
@@ -371,6 +377,21 @@ fn mode_text(m: &pb::ModeState) -> String {
     );
     if !m.fenced.is_empty() {
         out += &format!("FENCED            {}\n", m.fenced);
+    }
+    if let Some(w) = j.get("scheduled") {
+        out += &format!(
+            "scheduled         {}{}{}: {}\n",
+            w["start"].as_str().unwrap_or("?"),
+            w["end"]
+                .as_str()
+                .map(|e| format!(" until {e}"))
+                .unwrap_or_default(),
+            w["started_at"]
+                .as_str()
+                .map(|s| format!(" (started {s})"))
+                .unwrap_or_default(),
+            w["message"].as_str().unwrap_or("")
+        );
     }
     if let Some(f) = j.get("follower") {
         out += &format!(

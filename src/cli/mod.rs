@@ -8,6 +8,7 @@ mod daemon;
 mod failover;
 mod gate;
 mod objects;
+mod schedule;
 mod sites;
 mod status;
 
@@ -235,6 +236,9 @@ pub enum MaintenanceCommand {
     /// Writes in flight and whether the site is drained, with the freeze point (exit 0
     /// drained, 1 not drained).
     Status(ClientArgs),
+    /// Schedule a maintenance window at the primary: announced at every site at once, the
+    /// mode goes on at --start and off at --end; or --cancel it.
+    Schedule(schedule::ScheduleArgs),
     /// Abort a push in flight, by the id `maintenance status` shows: its client gets an
     /// error and nothing of it is stored (exit 1 when no such write is in flight).
     Abort {
@@ -279,6 +283,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Run(args) => daemon::run(*args).await,
         Command::Dev(args) => daemon::dev(args).await,
         Command::Mode(c) => client::mode(c).await,
+        Command::Maintenance(MaintenanceCommand::Schedule(args)) => schedule::schedule(args).await,
         Command::Maintenance(c) => client::maintenance(c).await,
         Command::Settings(c) => client::settings(c).await,
         Command::Check(c) => gate::check(c).await,

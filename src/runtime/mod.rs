@@ -248,6 +248,17 @@ impl Opened {
         spawn("verifier", Box::pin(async { Ok(verifier.await?) }));
         let (watched, s) = (Arc::clone(&site), shutdown.clone());
         spawn("disk monitor", Box::pin(watch_disk(watched, s)));
+        if site.settings.role() == Role::Primary {
+            // Only the primary's clock decides a maintenance window (SPEC §6).
+            let (settings, s) = (Arc::clone(&site.settings), shutdown.clone());
+            spawn(
+                "maintenance scheduler",
+                Box::pin(async {
+                    crate::settings::schedule::run(settings, s).await;
+                    Ok(())
+                }),
+            );
+        }
         if let (Some(target), Role::Primary) = (site.fence_target.clone(), site.settings.role()) {
             // Not critical: it ends once delivered, and failing to deliver it breaks nothing
             // here (the former primary also fences itself on meeting the epoch elsewhere).

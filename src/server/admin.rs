@@ -82,6 +82,49 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         )))
     }
 
+    async fn schedule_maintenance(
+        &self,
+        req: Request<pb::ScheduleMaintenanceRequest>,
+    ) -> Result<Response<pb::ScheduleMaintenanceResponse>, Status> {
+        let req = req.into_inner();
+        let start = req
+            .start
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("start is required"))?;
+        let start = convert::checked_millis(start, "start")?;
+        let end = match &req.end {
+            Some(t) => Some(convert::checked_millis(t, "end")?),
+            None => None,
+        };
+        let window = self
+            .site
+            .settings
+            .schedule_maintenance(start, end, req.message, actor(&req.actor))
+            .await
+            .map_err(error::status)?;
+        Ok(Response::new(pb::ScheduleMaintenanceResponse {
+            schedule: Some(convert::schedule(&window)),
+            mode: Some(self.site.mode_state()),
+        }))
+    }
+
+    async fn cancel_maintenance_schedule(
+        &self,
+        req: Request<pb::CancelMaintenanceScheduleRequest>,
+    ) -> Result<Response<pb::CancelMaintenanceScheduleResponse>, Status> {
+        let req = req.into_inner();
+        let window = self
+            .site
+            .settings
+            .cancel_maintenance_schedule(actor(&req.actor))
+            .await
+            .map_err(error::status)?;
+        Ok(Response::new(pb::CancelMaintenanceScheduleResponse {
+            cancelled: Some(convert::schedule(&window)),
+            mode: Some(self.site.mode_state()),
+        }))
+    }
+
     async fn get_settings(
         &self,
         _req: Request<pb::GetSettingsRequest>,

@@ -8,7 +8,7 @@ use crate::gate;
 use crate::log::{Entry, Head, HASH_LEN};
 use crate::objects::{ObjectMeta, Row, SyncState, Verification};
 use crate::replication::{FollowerState, FollowerStatus, Received};
-use crate::settings::ModeView;
+use crate::settings::{ModeView, Schedule};
 use crate::status;
 use crate::types::{Promotion, Role};
 
@@ -21,6 +21,26 @@ pub fn timestamp(ms: i64) -> prost_types::Timestamp {
 
 pub fn millis(t: &prost_types::Timestamp) -> i64 {
     t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+}
+
+/// A timestamp from the wire, in ms; out of range or malformed is `INVALID_ARGUMENT`.
+pub fn checked_millis(t: &prost_types::Timestamp, field: &str) -> Result<i64, Status> {
+    t.seconds
+        .checked_mul(1000)
+        .filter(|_| (0..1_000_000_000).contains(&t.nanos))
+        .and_then(|ms| ms.checked_add(i64::from(t.nanos) / 1_000_000))
+        .ok_or_else(|| Status::invalid_argument(format!("{field} is not a valid timestamp")))
+}
+
+pub fn schedule(w: &Schedule) -> pb::MaintenanceSchedule {
+    pb::MaintenanceSchedule {
+        start: Some(timestamp(w.start_ms)),
+        end: w.end_ms.map(timestamp),
+        message: w.message.clone(),
+        scheduled_by: w.scheduled_by.clone(),
+        scheduled_at: Some(timestamp(w.scheduled_at_ms)),
+        started_at: w.started_at_ms.map(timestamp),
+    }
 }
 
 pub fn role(r: Role) -> pb::Role {
@@ -48,6 +68,7 @@ pub fn mode_state(view: &ModeView, follower: Option<&FollowerStatus>) -> pb::Mod
         },
         follower: follower.map(follower_status),
         fenced: view.fenced.clone().unwrap_or_default(),
+        scheduled: view.scheduled.as_ref().map(schedule),
     }
 }
 
@@ -179,6 +200,9 @@ pub fn mode_json(m: &pb::ModeState) -> serde_json::Value {
     if !m.fenced.is_empty() {
         out["fenced"] = m.fenced.clone().into();
     }
+    if let Some(w) = &m.scheduled {
+        out["scheduled"] = schedule_json(w);
+    }
     if let Some(f) = &m.follower {
         let state = match pb::FollowerState::try_from(f.state) {
             Ok(pb::FollowerState::Connecting) => "connecting",
@@ -197,6 +221,18 @@ pub fn mode_json(m: &pb::ModeState) -> serde_json::Value {
         });
     }
     out
+}
+
+/// A maintenance window as `mode get --json` and `maintenance schedule --json` print it.
+pub fn schedule_json(w: &pb::MaintenanceSchedule) -> serde_json::Value {
+    serde_json::json!({
+        "start": rfc3339(&w.start),
+        "end": rfc3339(&w.end),
+        "message": w.message,
+        "scheduled_by": w.scheduled_by,
+        "scheduled_at": rfc3339(&w.scheduled_at),
+        "started_at": rfc3339(&w.started_at),
+    })
 }
 
 /// A gate question from the wire, checked field by field.

@@ -70,17 +70,19 @@ async fn status_page(State(site): State<Arc<Site>>, Query(q): Query<PageQuery>) 
     };
     let mode = site.settings.mode();
     let in_flight = site.objects.inflight().list();
+    let now = crate::log::now_ms();
     let html = page::render(&page::Page {
         mode: &mode,
         primary: site.settings.primary(),
         statuses: &statuses,
         in_flight: &in_flight,
-        now_ms: crate::log::now_ms(),
+        now_ms: now,
         refresh_secs: q
             .refresh
             .unwrap_or(page::DEFAULT_REFRESH_SECS)
             .clamp(1, page::MAX_REFRESH_SECS),
         version: env!("CARGO_PKG_VERSION"),
+        history: &site.reports.history.all(now),
     });
     (
         [
@@ -117,6 +119,10 @@ async fn metrics(State(site): State<Arc<Site>>) -> Response {
         replication_errors: errors,
         repairs: site.counters.repairs(),
         proxy: site.proxy_enabled.then(|| site.counters.proxy.snapshot()),
+        scheduled: site
+            .settings
+            .maintenance_schedule()
+            .map(|w| (w.start_ms, w.end_ms)),
     });
     (
         [(

@@ -6,6 +6,7 @@
 
 mod admin;
 pub mod auth;
+mod charts;
 pub mod client;
 pub mod convert;
 pub mod error;

@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 
 use crate::gate::DEFAULT_MAINTENANCE_MESSAGE;
 use crate::objects::Write;
+use crate::settings::schedule::rfc3339;
 use crate::settings::ModeView;
-use crate::status::{Health, Lag, SiteStatus};
+use crate::status::{Health, Lag, Point, SiteStatus};
 
 pub const DEFAULT_REFRESH_SECS: u32 = 5;
 pub const MAX_REFRESH_SECS: u32 = 3600;
@@ -24,6 +25,8 @@ pub struct Page<'a> {
     pub now_ms: i64,
     pub refresh_secs: u32,
     pub version: &'a str,
+    /// Each secondary's last hour, for the charts (the primary's page).
+    pub history: &'a [(String, Vec<Point>)],
 }
 
 /// Escapes text for HTML content and attribute values.
@@ -114,6 +117,10 @@ tr:last-child td { border-bottom:none; }
 .bar span { display:block; height:100%; background:var(--ok); }
 .figure, .reasons { font-size:12px; color:var(--muted); }
 .reasons { margin:2px 0 0; padding-left:16px; }
+.banner.scheduled { background:#ddf4ff; border-color:#54aeff; }
+.charts { display:flex; flex-wrap:wrap; gap:10px; margin-bottom:8px; }
+.charts svg { display:block; }
+h3 { font-size:14px; margin:14px 0 6px; }
 footer { color:var(--muted); font-size:12px; padding:0 24px 24px; }
 "#;
 
@@ -156,6 +163,7 @@ pub fn render(p: &Page<'_>) -> String {
             esc(message)
         );
     }
+    h.push_str(&scheduled_banner(mode, p.now_ms));
     if let Some(reason) = &mode.fenced {
         let _ = writeln!(
             h,
@@ -256,6 +264,8 @@ pub fn render(p: &Page<'_>) -> String {
     }
     h.push_str("</tbody></table>\n");
 
+    h.push_str(&charts(p));
+
     h.push_str("<h2>Writes in flight</h2>\n");
     if p.in_flight.is_empty() {
         h.push_str("<p class=\"sub\" id=\"in-flight\">None.</p>\n");
@@ -282,6 +292,72 @@ pub fn render(p: &Page<'_>) -> String {
     h
 }
 
+/// How long until `at_ms`, roughly.
+fn within(now_ms: i64, at_ms: i64) -> String {
+    let secs = (at_ms - now_ms).max(0) / 1000;
+    match secs {
+        0..=59 => format!("in {secs}s"),
+        60..=3599 => format!("in {}m {}s", secs / 60, secs % 60),
+        86_400.. => format!("in {}d {}h", secs / 86_400, secs % 86_400 / 3600),
+        _ => format!("in {}h {}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// SPEC §6: a window not yet started is announced as "Maintenance scheduled for START:
+/// MESSAGE"; one in progress says when it ends.
+fn scheduled_banner(mode: &ModeView, now_ms: i64) -> String {
+    let Some(w) = &mode.scheduled else {
+        return String::new();
+    };
+    let until = w
+        .end_ms
+        .map(|e| format!(" until {}", rfc3339(e)))
+        .unwrap_or_default();
+    if w.started() {
+        return format!(
+            "<div class=\"banner scheduled\" id=\"maintenance-window\" role=\"status\"><strong>Scheduled maintenance</strong>since {}{}{}</div>\n",
+            rfc3339(w.started_at_ms.unwrap_or(w.start_ms)),
+            if until.is_empty() { " until an admin ends it".to_string() } else { until },
+            match w.started_at_ms {
+                Some(s) if s - w.start_ms >= 1000 => format!(
+                    " <span class=\"sub\">(started {}s late: the primary was not running at {})</span>",
+                    (s - w.start_ms) / 1000,
+                    rfc3339(w.start_ms)
+                ),
+                _ => String::new(),
+            }
+        );
+    }
+    format!(
+        "<div class=\"banner scheduled\" id=\"maintenance-scheduled\" role=\"status\"><strong>Maintenance scheduled for {}{until}:</strong><span id=\"scheduled-message\">{}</span> <span class=\"sub\">({}; maintenance mode goes on by itself)</span></div>\n",
+        rfc3339(w.start_ms),
+        esc(&w.message),
+        within(now_ms, w.start_ms),
+    )
+}
+
+/// The secondaries' last hour as small charts (the history lives on the primary).
+fn charts(p: &Page<'_>) -> String {
+    let mut h = String::from("<h2>Last hour</h2>\n<div id=\"charts\">\n");
+    if p.history.is_empty() {
+        h.push_str(if p.mode.role == crate::types::Role::Primary {
+            "<p class=\"sub\">No secondary has reported yet.</p>\n"
+        } else {
+            "<p class=\"sub\">Every secondary's charts are on the primary's status page.</p>\n"
+        });
+    }
+    for (site, points) in p.history {
+        let _ = writeln!(
+            h,
+            "<h3>{site}</h3><div class=\"charts\" data-site=\"{site}\">{}</div>",
+            super::charts::site_charts(points, p.now_ms),
+            site = esc(site),
+        );
+    }
+    h.push_str("</div>\n");
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +378,7 @@ mod tests {
             site_id: "primary".into(),
             role: Role::Primary,
             fenced: None,
+            scheduled: None,
         }
     }
 
@@ -314,6 +391,7 @@ mod tests {
             now_ms: 61_000,
             refresh_secs: 5,
             version: "0.1.0",
+            history: &[],
         })
     }
 

@@ -169,9 +169,16 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
             .map_err(error::status)?;
         debug!(site = %report.site_id, "status report");
         // Only registered sites are kept: one report each, and none of a removed site.
+        let received = now_ms();
         self.site
             .reports
-            .record(report, now_ms(), |id| settings.is_site(id));
+            .record(report.clone(), received, |id| settings.is_site(id));
+        // The charts' point: judged off the async threads; a failure costs only the point.
+        let site = Arc::clone(&self.site);
+        let charted = tokio::task::spawn_blocking(move || site.local().chart(report, received));
+        if let Ok(Err(error)) = charted.await {
+            debug!(%error, "cannot chart a status report");
+        }
         Ok(Response::new(pb::ReportStatusResponse {
             epoch: settings.epoch(),
         }))

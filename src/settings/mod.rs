@@ -6,6 +6,7 @@
 //! [`ModeView`] read from a `watch` channel — no database read — because every gate check
 //! and every `GetMode` asks for it.
 
+pub mod schedule;
 mod sites;
 mod state;
 
@@ -21,6 +22,7 @@ use crate::log::{Entry, Hash, Log, LogError, Machine, Published};
 use crate::store::{Store, StoreError};
 use crate::types::{Classify, ErrorKind, Promotion, Role, UNPROVEN_EPOCHS};
 
+pub use schedule::{Schedule, SCHEDULE_ACTOR, SCHEDULE_KEY};
 pub use sites::{check_sha256, is_reserved, site_key, token_sha256, SiteRecord, SITES_PREFIX};
 pub use state::{
     validate_actor, validate_key, validate_message, Change, Maintenance, SettingsState,
@@ -127,7 +129,12 @@ impl Machine for SettingsMachine {
     }
 
     fn check(&self, entry: &Entry) -> Result<(), String> {
-        Change::decode(&entry.payload)?.check()
+        let change = Change::decode(&entry.payload)?;
+        change.check()?;
+        match change.set.get(SCHEDULE_KEY) {
+            Some(window) => schedule::check_value(window),
+            None => Ok(()),
+        }
     }
 
     fn view(&self, state: &sled::Tree) -> Result<SettingsState, String> {
@@ -153,6 +160,8 @@ pub struct ModeView {
     pub role: Role,
     /// Why this site is read-only, when it is a former primary.
     pub fenced: Option<String>,
+    /// The maintenance window scheduled or in progress (SPEC §6).
+    pub scheduled: Option<Schedule>,
 }
 
 /// The settings subsystem of one site.
@@ -305,6 +314,7 @@ impl Settings {
             site_id: Arc::clone(&self.site_id),
             role: self.role,
             fenced: self.fenced(),
+            scheduled: Schedule::of(&p.view),
         }
     }
 
@@ -352,6 +362,11 @@ impl Settings {
         unset: Vec<String>,
         actor: &str,
     ) -> Result<(u64, Arc<SettingsState>), SettingsError> {
+        if set.contains_key(SCHEDULE_KEY) || unset.iter().any(|k| k == SCHEDULE_KEY) {
+            return Err(SettingsError::Invalid(format!(
+                "setting {SCHEDULE_KEY:?} holds the maintenance window: use `geo-agent maintenance schedule` (AdminService.ScheduleMaintenance, CancelMaintenanceSchedule)"
+            )));
+        }
         if let Some(key) = set.keys().chain(&unset).find(|k| is_reserved(k)) {
             return Err(SettingsError::Invalid(format!(
                 "setting {key:?} is under {SITES_PREFIX:?}, which holds the site registry: use `geo-agent sites add|remove` (AdminService.AddSite, RemoveSite)"
@@ -458,8 +473,16 @@ impl Settings {
         Ok(())
     }
 
-    async fn change(&self, change: Change, actor: &str) -> Result<Entry, SettingsError> {
+    async fn change(&self, mut change: Change, actor: &str) -> Result<Entry, SettingsError> {
         self.writable()?;
+        // An admin who changes the mode during a started window ends the window with it:
+        // the schedule never fights the admin (see `schedule`).
+        if actor != SCHEDULE_ACTOR
+            && change.touches_mode()
+            && self.maintenance_schedule().is_some_and(|w| w.started())
+        {
+            change.unset.push(SCHEDULE_KEY.into());
+        }
         validate_actor(actor).map_err(SettingsError::Invalid)?;
         self.log
             .view()
@@ -719,14 +742,14 @@ impl ModeWatch {
                 }
             };
             for entry in batch {
-                let before = self.state.maintenance.clone();
+                let before = (self.state.maintenance.clone(), Schedule::of(&self.state));
                 if let Err(error) = self.state.apply_entry(&entry) {
                     tracing::error!(index = entry.index, %error, "cannot replay a settings entry");
                     self.jump_to_latest();
                     return;
                 }
                 self.index = entry.index;
-                if self.state.maintenance != before {
+                if (self.state.maintenance.clone(), Schedule::of(&self.state)) != before {
                     self.queue.push_back(ModeView {
                         maintenance: self.state.maintenance.clone(),
                         settings_index: entry.index,
@@ -735,6 +758,7 @@ impl ModeWatch {
                         site_id: Arc::clone(&self.settings.site_id),
                         role: self.settings.role,
                         fenced: self.settings.fenced(),
+                        scheduled: Schedule::of(&self.state),
                     });
                 }
             }
@@ -744,7 +768,8 @@ impl ModeWatch {
     fn jump_to_latest(&mut self) {
         let p = self.rx.borrow().clone();
         let view = self.settings.mode_of(&p);
-        if view.maintenance != self.state.maintenance {
+        if view.maintenance != self.state.maintenance || view.scheduled != Schedule::of(&self.state)
+        {
             self.queue.push_back(view);
         }
         self.state = (*p.view).clone();

@@ -67,7 +67,7 @@ impl Change {
         change
     }
 
-    fn touches_mode(&self) -> bool {
+    pub(super) fn touches_mode(&self) -> bool {
         [MODE_KEY, MESSAGE_KEY]
             .iter()
             .any(|k| self.set.contains_key(*k) || self.unset.iter().any(|u| u == k))

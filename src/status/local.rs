@@ -111,6 +111,30 @@ impl Local<'_> {
         Ok(out)
     }
 
+    /// Judges a secondary's report received at `received_ms` against this primary's heads
+    /// and adds it to the site's chart history. Reads the registry's counters: call off the
+    /// async threads.
+    pub fn chart(&self, report: Report, received_ms: i64) -> Result<(), ObjectError> {
+        let settings = self.settings.log();
+        let events = self.objects.log();
+        let judge = Judge {
+            now_ms: received_ms,
+            settings_head: settings.head().index,
+            events_head: events.head().index,
+            settings_lag_ms: Some(lag_ms(settings, report.settings.applied, received_ms)),
+            events_lag_ms: Some(lag_ms(events, report.events.applied, received_ms)),
+            primary_objects: self.objects.counts()?.objects,
+        };
+        let site_id = report.site_id.clone();
+        let status = judge.site(report, Some(received_ms));
+        self.reports
+            .history
+            .record(&site_id, super::Point::of(&status, received_ms), |id| {
+                self.settings.is_site(id)
+            });
+        Ok(())
+    }
+
     /// Readiness for promoting `target`, judged here (the primary).
     pub fn readiness(&self, target: &str) -> Result<Vec<Criterion>, ObjectError> {
         let statuses = self.statuses()?;

@@ -152,6 +152,8 @@ pub struct Scrape<'a> {
     pub repairs: BTreeMap<&'static str, u64>,
     /// The gating proxy's figures, when this site runs one.
     pub proxy: Option<ProxyScrape>,
+    /// The maintenance window scheduled or in progress (SPEC §6): its start and end, in ms.
+    pub scheduled: Option<(i64, Option<i64>)>,
 }
 
 /// Repair results always shown, at 0 until one happens.
@@ -267,6 +269,27 @@ pub fn render(s: &Scrape<'_>) -> String {
         "1 while maintenance mode is on at this site.",
     );
     o.sample("geo_maintenance_mode", &[], flag(own.report.maintenance));
+    o.family(
+        "geo_maintenance_scheduled_start_timestamp_seconds",
+        "gauge",
+        "Start of the scheduled or running maintenance window, Unix seconds; 0 when none is scheduled.",
+    );
+    let (start, end) = s.scheduled.map_or((0, None), |(st, e)| (st, e));
+    o.sample(
+        "geo_maintenance_scheduled_start_timestamp_seconds",
+        &[],
+        seconds(start),
+    );
+    o.family(
+        "geo_maintenance_scheduled_end_timestamp_seconds",
+        "gauge",
+        "End of the scheduled or running maintenance window, Unix seconds; 0 when none is scheduled or it has no end.",
+    );
+    o.sample(
+        "geo_maintenance_scheduled_end_timestamp_seconds",
+        &[],
+        seconds(end.unwrap_or(0)),
+    );
     o.family(
         "geo_primary",
         "gauge",
@@ -555,8 +578,14 @@ mod tests {
             replication_errors: counters.replication_errors(),
             repairs: counters.repairs(),
             proxy: Some(counters.proxy.snapshot()),
+            scheduled: Some((1_800_000_000_500, None)),
         });
         assert!(text.contains("geo_maintenance_mode 1\n"), "{text}");
+        assert!(
+            text.contains("geo_maintenance_scheduled_start_timestamp_seconds 1800000000.5\n"),
+            "{text}"
+        );
+        assert!(text.contains("geo_maintenance_scheduled_end_timestamp_seconds 0\n"));
         assert!(text.contains("geo_primary 1\n"), "{text}");
         assert!(text.contains(
             "geo_gate_decisions_total{rule=\"maintenance.git_push\",verdict=\"deny\"} 2\n"
@@ -598,6 +627,7 @@ mod tests {
             replication_errors: BTreeMap::new(),
             repairs: BTreeMap::new(),
             proxy: None,
+            scheduled: None,
         });
         assert!(!text.contains("geo_proxy"), "{text}");
         assert!(text.contains("geo_primary 0\n"), "{text}");

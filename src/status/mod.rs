@@ -507,6 +507,8 @@ fn percent(part: u64, total: u64) -> String {
 #[derive(Default)]
 pub struct Reports {
     inner: Mutex<BTreeMap<String, (Report, i64)>>,
+    /// The last hour of each site's reports, judged, for the charts.
+    pub history: History,
 }
 
 impl Reports {
@@ -532,7 +534,9 @@ impl Reports {
     }
 }
 
+pub mod history;
 mod local;
+pub use history::{History, Point};
 pub use local::Local;
 pub mod metrics;
 

@@ -1,0 +1,372 @@
+//! Scheduled maintenance windows (SPEC §6): a start, an optional end and a message, kept
+//! as one settings key ([`SCHEDULE_KEY`]) so the announcement replicates to every site and
+//! survives a failover like any other setting.
+//!
+//! Only the primary's clock decides. [`run`] is a task the primary runs: at the start it
+//! appends one ordinary settings entry, authored by [`SCHEDULE_ACTOR`], that turns
+//! maintenance mode on with the window's message *and* marks the window started; at the end
+//! (if one was given) one entry that turns the mode off and removes the window. Each step is
+//! a single entry, so a primary that crashes between them repeats nothing and skips nothing:
+//! on coming back it takes the step that is due, late, and says how late. Secondaries only
+//! show the window; a fenced primary takes no step (its settings refuse every change).
+//!
+//! The admin wins over the schedule: changing the mode by hand during a started window ends
+//! the window in the same entry (see `Settings::set_maintenance`), and a mode that is
+//! already on at the start is left to the admin who turned it on.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::state::{validate_actor, validate_message, Change, MESSAGE_KEY, MODE_KEY};
+use super::{Settings, SettingsError, SettingsState};
+use crate::log::now_ms;
+
+/// The settings key that holds the window; only the schedule calls write it.
+pub const SCHEDULE_KEY: &str = "geo.maintenance.schedule";
+/// Who the entries the schedule makes are recorded as (`updated_by`).
+pub const SCHEDULE_ACTOR: &str = "maintenance-schedule";
+/// How far ahead a window may start: far enough for any plan, near enough that the
+/// timestamps stay small.
+pub const MAX_AHEAD_MS: i64 = 10 * 366 * 24 * 3600 * 1000;
+/// The longest the task sleeps before looking at the clock again, so that a wall clock
+/// that was set (NTP step) is noticed within this.
+const RECHECK: Duration = Duration::from_secs(1);
+/// How long the task waits after a step failed (a full disk, a closing log) to try again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// One window, as the settings log holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// When the primary turns maintenance mode on, ms since the Unix epoch.
+    pub start_ms: i64,
+    /// When it turns the mode off again; none: the admin does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_ms: Option<i64>,
+    /// The banner message, shown before the window and during it.
+    pub message: String,
+    pub scheduled_by: String,
+    /// The primary's clock when the window was scheduled.
+    pub scheduled_at_ms: i64,
+    /// When the primary turned the mode on for this window (later than `start_ms` when it
+    /// was down at the start); none until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+}
+
+impl Schedule {
+    /// The window in `state`, if one is scheduled or in progress. A value that does not
+    /// read as a window cannot be there: every site checks it before applying.
+    pub fn of(state: &SettingsState) -> Option<Schedule> {
+        state
+            .values
+            .get(SCHEDULE_KEY)
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+    }
+
+    pub fn started(&self) -> bool {
+        self.started_at_ms.is_some()
+    }
+
+    /// The checks that need no clock: every site runs them on every entry that sets the
+    /// window, so a window a secondary applies is sound.
+    pub fn check(&self) -> Result<(), String> {
+        if self.start_ms <= 0 || self.start_ms > i64::MAX / 4 {
+            return Err("the window's start is out of range".into());
+        }
+        if let Some(end) = self.end_ms {
+            if end <= self.start_ms {
+                return Err(format!(
+                    "the window's end ({}) must be after its start ({})",
+                    rfc3339(end),
+                    rfc3339(self.start_ms)
+                ));
+            }
+        }
+        if self.message.trim().is_empty() {
+            return Err("give the window a message: it is the banner users see".into());
+        }
+        validate_message(&self.message)?;
+        validate_actor(&self.scheduled_by).map_err(|e| format!("scheduled_by: {e}"))
+    }
+}
+
+/// Checks a value set under [`SCHEDULE_KEY`] (see [`Schedule::check`]).
+pub fn check_value(value: &Value) -> Result<(), String> {
+    let schedule: Schedule = serde_json::from_value(value.clone())
+        .map_err(|e| format!("setting {SCHEDULE_KEY:?} is not a maintenance window: {e}"))?;
+    schedule.check()
+}
+
+/// A time as RFC 3339 in UTC, to the second.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+/// What the primary has to do about a window at `now_ms`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing until this time (none: nothing at all).
+    Wait(Option<i64>),
+    /// The start has come: turn the mode on with the message, mark the window started.
+    Start,
+    /// The start has come but the mode is already on (an admin's): leave it, drop the window.
+    Yield,
+    /// The end has come: turn the mode off, drop the window.
+    End,
+    /// The whole window passed while this primary could not act: drop it, change nothing.
+    Missed,
+}
+
+/// The pure decision: the window, whether the mode is on now, and the clock.
+pub fn step(schedule: Option<&Schedule>, mode_on: bool, now_ms: i64) -> Step {
+    let Some(w) = schedule else {
+        return Step::Wait(None);
+    };
+    let ended = w.end_ms.is_some_and(|end| now_ms >= end);
+    match (w.started(), now_ms >= w.start_ms) {
+        (false, false) => Step::Wait(Some(w.start_ms)),
+        (false, true) if ended => Step::Missed,
+        (false, true) if mode_on => Step::Yield,
+        (false, true) => Step::Start,
+        (true, _) if ended => Step::End,
+        (true, _) => Step::Wait(w.end_ms),
+    }
+}
+
+impl Settings {
+    /// The window scheduled or in progress, as this site has applied it.
+    pub fn maintenance_schedule(&self) -> Option<Schedule> {
+        Schedule::of(&self.log.view())
+    }
+
+    /// Schedules a maintenance window (the primary only), replacing one that has not
+    /// started. Refused, with nothing stored: a start not in the future of the primary's
+    /// clock, an end not after the start, a missing or too long message, a window while
+    /// another one is in progress.
+    pub async fn schedule_maintenance(
+        &self,
+        start_ms: i64,
+        end_ms: Option<i64>,
+        message: String,
+        actor: &str,
+    ) -> Result<Schedule, SettingsError> {
+        self.writable()?;
+        let now = now_ms();
+        let invalid = SettingsError::Invalid;
+        if start_ms <= now {
+            return Err(invalid(format!(
+                "the start {} is not in the future: the primary's clock says {}",
+                rfc3339(start_ms),
+                rfc3339(now)
+            )));
+        }
+        if start_ms - now > MAX_AHEAD_MS {
+            return Err(invalid(format!(
+                "the start {} is more than ten years ahead",
+                rfc3339(start_ms)
+            )));
+        }
+        let window = Schedule {
+            start_ms,
+            end_ms,
+            message,
+            scheduled_by: actor.to_string(),
+            scheduled_at_ms: now,
+            started_at_ms: None,
+        };
+        window.check().map_err(invalid)?;
+        if let Some(current) = self.maintenance_schedule().filter(Schedule::started) {
+            return Err(SettingsError::Conflict(format!(
+                "a maintenance window is in progress (started {}{}); cancel it first (geo-agent maintenance schedule --cancel)",
+                rfc3339(current.started_at_ms.unwrap_or(current.start_ms)),
+                current
+                    .end_ms
+                    .map(|e| format!(", ends {}", rfc3339(e)))
+                    .unwrap_or_default()
+            )));
+        }
+        let mut change = Change::default();
+        change.set.insert(SCHEDULE_KEY.into(), to_value(&window)?);
+        self.change(change, actor).await?;
+        info!(start = %rfc3339(start_ms), end = ?end_ms.map(rfc3339), %actor, "maintenance window scheduled");
+        Ok(window)
+    }
+
+    /// Removes the window (the primary only) and returns it. A window in progress leaves
+    /// the mode as it is: the admin turns it off (`maintenance disable`).
+    pub async fn cancel_maintenance_schedule(
+        &self,
+        actor: &str,
+    ) -> Result<Schedule, SettingsError> {
+        self.writable()?;
+        let Some(window) = self.maintenance_schedule() else {
+            return Err(SettingsError::NotFound(
+                "no maintenance window is scheduled".into(),
+            ));
+        };
+        let mut change = Change::default();
+        change.unset.push(SCHEDULE_KEY.into());
+        self.change(change, actor).await?;
+        info!(%actor, started = window.started(), "maintenance window cancelled");
+        Ok(window)
+    }
+
+    /// Takes the step that is due now, if any; returns what it did.
+    async fn take_step(&self) -> Result<Step, SettingsError> {
+        let state = self.log.view();
+        let window = Schedule::of(&state);
+        let now = now_ms();
+        let due = step(window.as_ref(), state.maintenance.enabled, now);
+        let Some(w) = window else {
+            return Ok(due);
+        };
+        let mut change = Change::default();
+        match &due {
+            Step::Wait(_) => return Ok(due),
+            Step::Start => {
+                let started = Schedule {
+                    started_at_ms: Some(now),
+                    ..w.clone()
+                };
+                change = Change::maintenance(true, Some(w.message.clone()));
+                change.set.insert(SCHEDULE_KEY.into(), to_value(&started)?);
+            }
+            Step::End => {
+                change.set.insert(MODE_KEY.into(), Value::Bool(false));
+                change.unset = vec![MESSAGE_KEY.into(), SCHEDULE_KEY.into()];
+            }
+            Step::Yield | Step::Missed => change.unset.push(SCHEDULE_KEY.into()),
+        }
+        self.change(change, SCHEDULE_ACTOR).await?;
+        let late_ms = now - w.start_ms;
+        match due {
+            Step::Start if late_ms >= 1000 => warn!(
+                start = %rfc3339(w.start_ms),
+                late_ms,
+                "maintenance window started late: this primary was not running at its start; maintenance mode is on now"
+            ),
+            Step::Start => info!(start = %rfc3339(w.start_ms), late_ms, "maintenance window started: maintenance mode is on"),
+            Step::Yield => info!(
+                "maintenance window reached its start with maintenance mode already on: the mode stays as the admin set it and the window is done"
+            ),
+            Step::End => info!(end = ?w.end_ms.map(rfc3339), late_ms = w.end_ms.map(|e| now - e), "maintenance window ended: maintenance mode is off"),
+            Step::Missed => warn!(
+                start = %rfc3339(w.start_ms),
+                end = ?w.end_ms.map(rfc3339),
+                "maintenance window passed entirely while this primary was not running: it is dropped and the mode is unchanged"
+            ),
+            Step::Wait(_) => {}
+        }
+        Ok(due)
+    }
+}
+
+fn to_value(window: &Schedule) -> Result<Value, SettingsError> {
+    serde_json::to_value(window)
+        .map_err(|e| SettingsError::Invalid(format!("cannot encode the window: {e}")))
+}
+
+/// The primary's scheduler: takes each step of the window when its time comes, until
+/// `shutdown`. It waits on the clock and on the settings log (a new or cancelled window),
+/// never longer than [`RECHECK`]. A site that is not an unfenced primary never acts.
+pub async fn run(settings: std::sync::Arc<Settings>, shutdown: CancellationToken) {
+    let mut changed = settings.log.subscribe();
+    loop {
+        let wait = if settings.fenced().is_some() || settings.role() != crate::types::Role::Primary
+        {
+            RECHECK
+        } else {
+            match settings.take_step().await {
+                Ok(Step::Wait(Some(at))) => Duration::from_millis(
+                    (at - now_ms()).clamp(0, RECHECK.as_millis() as i64) as u64,
+                ),
+                Ok(Step::Wait(None)) => RECHECK,
+                // A step was taken: look again at once (the entry changed the window).
+                Ok(_) => Duration::ZERO,
+                Err(error) => {
+                    warn!(%error, "cannot take the maintenance window's step; trying again");
+                    RETRY
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            r = changed.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(start: i64, end: Option<i64>, started: Option<i64>) -> Schedule {
+        Schedule {
+            start_ms: start,
+            end_ms: end,
+            message: "upgrade".into(),
+            scheduled_by: "alice".into(),
+            scheduled_at_ms: 1,
+            started_at_ms: started,
+        }
+    }
+
+    #[test]
+    fn each_step_comes_at_its_time() {
+        use Step::*;
+        let cases = [
+            (None, false, 50, Wait(None)),
+            (
+                Some(window(100, Some(200), None)),
+                false,
+                50,
+                Wait(Some(100)),
+            ),
+            (Some(window(100, Some(200), None)), false, 100, Start),
+            (Some(window(100, None, None)), false, 10_000, Start),
+            (Some(window(100, Some(200), None)), true, 150, Yield),
+            (Some(window(100, Some(200), None)), false, 250, Missed),
+            (
+                Some(window(100, Some(200), Some(100))),
+                true,
+                150,
+                Wait(Some(200)),
+            ),
+            // The admin turned the mode off: the window was dropped in that entry, but a
+            // started one found with the mode off still ends at its end and no earlier.
+            (
+                Some(window(100, Some(200), Some(100))),
+                false,
+                150,
+                Wait(Some(200)),
+            ),
+            (Some(window(100, Some(200), Some(120))), true, 200, End),
+            (Some(window(100, None, Some(100))), true, 10_000, Wait(None)),
+        ];
+        for (w, on, now, want) in cases {
+            assert_eq!(step(w.as_ref(), on, now), want, "{w:?} on={on} now={now}");
+        }
+    }
+
+    #[test]
+    fn a_window_must_make_sense_wherever_it_is_applied() {
+        assert!(window(100, Some(200), None).check().is_ok());
+        let err = window(100, Some(100), None).check().unwrap_err();
+        assert!(err.contains("must be after its start"), "{err}");
+        let mut w = window(100, None, None);
+        w.message = "x".repeat(256);
+        assert!(w.check().unwrap_err().contains("the limit is 255"));
+        w.message = "  ".into();
+        assert!(w.check().unwrap_err().contains("message"));
+        let err = check_value(&serde_json::json!({"start_ms": 1})).unwrap_err();
+        assert!(err.contains("not a maintenance window"), "{err}");
+    }
+}
