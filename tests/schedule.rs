@@ -118,7 +118,12 @@ fn a_window_is_announced_everywhere_then_turns_the_mode_on_and_off_by_itself() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("maintenance schedule"), "{err}");
 
-    // Then replaced by one starting 2 s from now and ending 3 s later.
+    // Then replaced by one starting 2 s from now and ending 3 s later, watched at every
+    // site with `mode watch --json` (started first, so no state can slip by unseen).
+    let mut watchers: Vec<Watcher> = std::iter::once(&primary)
+        .chain(&sites)
+        .map(Watcher::start)
+        .collect();
     let (start, end) = (from_now(2_000), from_now(5_000));
     let (code, out, err) = schedule(
         &cluster,
@@ -126,35 +131,89 @@ fn a_window_is_announced_everywhere_then_turns_the_mode_on_and_off_by_itself() {
         &["--start", &start, "--end", &end, "--message", message],
     );
     assert_eq!(code, 0, "{out}{err}");
-    for site in std::iter::once(&primary).chain(&sites) {
-        let m = wait_mode("maintenance on with the window's message", site, |m| {
-            m["maintenance_mode"] == true
-        });
-        assert_eq!(m["message"], message, "{m}");
-        assert_eq!(m["updated_by"], "maintenance-schedule", "{m}");
-        let started = ms_of(m["scheduled"]["started_at"].as_str().expect("started_at"));
-        assert!(started >= ms_of(&start), "never before its start: {m}");
+    for w in &mut watchers {
+        let on = w.until(|m| m["maintenance_mode"] == true);
+        assert_eq!(on["message"], message, "{on}");
+        assert_eq!(on["updated_by"], "maintenance-schedule", "{on}");
+        let started = ms_of(on["scheduled"]["started_at"].as_str().expect("started_at"));
+        assert!(started >= ms_of(&start), "never before its start: {on}");
         assert_eq!(
-            ms_of(m["scheduled"]["end"].as_str().unwrap_or("")),
+            ms_of(on["scheduled"]["end"].as_str().unwrap_or("")),
             ms_of(&end)
         );
-    }
-    let (_, page) = primary.http_get_blocking("/");
-    assert!(page.contains("id=\"maintenance-banner\""), "{page}");
-    for site in std::iter::once(&primary).chain(&sites) {
-        let m = wait_mode("maintenance off at the end", site, |m| {
-            m["maintenance_mode"] == false && m["scheduled"].is_null()
-        });
-        assert_eq!(m["updated_by"], "maintenance-schedule", "{m}");
+        let off = w.until(|m| m["maintenance_mode"] == false);
+        assert!(off["scheduled"].is_null(), "the window is over: {off}");
+        assert_eq!(off["updated_by"], "maintenance-schedule", "{off}");
         assert!(
-            ms_of(m["updated_at"].as_str().unwrap_or("")) >= ms_of(&end),
-            "{m}"
+            ms_of(off["updated_at"].as_str().unwrap_or("")) >= ms_of(&end),
+            "{off}"
         );
+    }
+    for site in std::iter::once(&primary).chain(&sites) {
         let (_, text) = site.http_get_blocking("/metrics");
         assert_eq!(
             metric(&text, "geo_maintenance_scheduled_start_timestamp_seconds"),
             Some(0.0)
         );
+    }
+}
+
+/// `geo-agent mode watch --json` at a site, read line by line on a thread of its own.
+struct Watcher {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    site: String,
+}
+
+impl Watcher {
+    fn start(site: &SiteProc) -> Watcher {
+        let mut child = std::process::Command::new(BIN)
+            .args(["mode", "watch", "--json", "--addr", &site.url()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run mode watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watcher {
+            child,
+            lines,
+            site: site.name.clone(),
+        }
+    }
+
+    /// The next state the watch prints for which `probe` holds.
+    fn until(&mut self, probe: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("timed out watching {}", self.site));
+            let state: Value = serde_json::from_str(&line).expect("mode watch --json prints JSON");
+            if probe(&state) {
+                return state;
+            }
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

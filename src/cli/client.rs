@@ -426,5 +426,16 @@ fn mode_line(m: &pb::ModeState) -> String {
             j["updated_at"].as_str().unwrap_or("")
         );
     }
+    if let Some(w) = j.get("scheduled") {
+        line += &format!(
+            " [window {}{}: {:?}]",
+            w["start"].as_str().unwrap_or("?"),
+            w["end"]
+                .as_str()
+                .map(|e| format!(" until {e}"))
+                .unwrap_or_default(),
+            w["message"].as_str().unwrap_or("")
+        );
+    }
     line
 }

@@ -356,6 +356,77 @@ mod tests {
         }
     }
 
+    async fn primary(fenced: Option<String>) -> (tempfile::TempDir, std::sync::Arc<Settings>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let s = Settings::open(store, "p", crate::types::Role::Primary, None, fenced)
+            .await
+            .unwrap();
+        (dir, std::sync::Arc::new(s))
+    }
+
+    #[tokio::test]
+    async fn each_step_is_one_entry_made_by_the_schedule() {
+        let (_d, s) = primary(None).await;
+        let start = now_ms() + 100;
+        s.schedule_maintenance(start, Some(start + 200), "m".into(), "alice")
+            .await
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(s.clone(), shutdown.clone()));
+        let mut watch = s.watch_mode();
+        let mut seen = vec![];
+        while seen.len() < 3 {
+            let v = tokio::time::timeout(Duration::from_secs(10), watch.next())
+                .await
+                .expect("the window's steps come")
+                .unwrap();
+            seen.push((
+                v.settings_index,
+                v.maintenance.enabled,
+                v.scheduled.is_some(),
+            ));
+            if v.settings_index == 3 {
+                break;
+            }
+        }
+        assert_eq!(seen, [(1, false, true), (2, true, true), (3, false, false)]);
+        let mode = s.mode().maintenance;
+        assert_eq!(mode.updated_by.as_deref(), Some(SCHEDULE_ACTOR));
+        assert!(mode.updated_at_ms.unwrap() >= start + 200);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_admin_changing_the_mode_ends_a_started_window() {
+        let (_d, s) = primary(None).await;
+        let start = now_ms() + 50;
+        s.schedule_maintenance(start, None, "m".into(), "alice")
+            .await
+            .unwrap();
+        while now_ms() < start {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(s.take_step().await.unwrap(), Step::Start);
+        assert!(s.maintenance_schedule().unwrap().started());
+        s.set_maintenance(false, None, "bob").await.unwrap();
+        assert_eq!(s.maintenance_schedule(), None);
+        assert_eq!(s.take_step().await.unwrap(), Step::Wait(None));
+        assert!(!s.mode().maintenance.enabled);
+    }
+
+    #[tokio::test]
+    async fn a_fenced_primary_takes_no_window() {
+        let (_d, s) = primary(Some("demoted".into())).await;
+        let err = s
+            .schedule_maintenance(now_ms() + 60_000, None, "m".into(), "alice")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SettingsError::Fenced(_)), "{err}");
+        assert_eq!(s.log().head().index, 0);
+    }
+
     #[test]
     fn a_window_must_make_sense_wherever_it_is_applied() {
         assert!(window(100, Some(200), None).check().is_ok());
