@@ -129,12 +129,7 @@ impl Machine for SettingsMachine {
     }
 
     fn check(&self, entry: &Entry) -> Result<(), String> {
-        let change = Change::decode(&entry.payload)?;
-        change.check()?;
-        match change.set.get(SCHEDULE_KEY) {
-            Some(window) => schedule::check_value(window),
-            None => Ok(()),
-        }
+        Change::decode(&entry.payload)?.check()
     }
 
     fn view(&self, state: &sled::Tree) -> Result<SettingsState, String> {
@@ -314,7 +309,7 @@ impl Settings {
             site_id: Arc::clone(&self.site_id),
             role: self.role,
             fenced: self.fenced(),
-            scheduled: Schedule::of(&p.view),
+            scheduled: p.view.schedule.clone(),
         }
     }
 
@@ -742,14 +737,14 @@ impl ModeWatch {
                 }
             };
             for entry in batch {
-                let before = (self.state.maintenance.clone(), Schedule::of(&self.state));
+                let before = (self.state.maintenance.clone(), self.state.schedule.clone());
                 if let Err(error) = self.state.apply_entry(&entry) {
                     tracing::error!(index = entry.index, %error, "cannot replay a settings entry");
                     self.jump_to_latest();
                     return;
                 }
                 self.index = entry.index;
-                if (self.state.maintenance.clone(), Schedule::of(&self.state)) != before {
+                if (&self.state.maintenance, &self.state.schedule) != (&before.0, &before.1) {
                     self.queue.push_back(ModeView {
                         maintenance: self.state.maintenance.clone(),
                         settings_index: entry.index,
@@ -758,7 +753,7 @@ impl ModeWatch {
                         site_id: Arc::clone(&self.settings.site_id),
                         role: self.settings.role,
                         fenced: self.settings.fenced(),
-                        scheduled: Schedule::of(&self.state),
+                        scheduled: self.state.schedule.clone(),
                     });
                 }
             }
@@ -768,8 +763,7 @@ impl ModeWatch {
     fn jump_to_latest(&mut self) {
         let p = self.rx.borrow().clone();
         let view = self.settings.mode_of(&p);
-        if view.maintenance != self.state.maintenance || view.scheduled != Schedule::of(&self.state)
-        {
+        if view.maintenance != self.state.maintenance || view.scheduled != self.state.schedule {
             self.queue.push_back(view);
         }
         self.state = (*p.view).clone();

@@ -16,17 +16,15 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::state::{validate_actor, validate_message, Change, MESSAGE_KEY, MODE_KEY};
-use super::{Settings, SettingsError, SettingsState};
+pub use super::state::{check_value, rfc3339, Schedule, SCHEDULE_KEY};
+use super::state::{Change, MESSAGE_KEY, MODE_KEY};
+use super::{Settings, SettingsError};
 use crate::log::now_ms;
 
-/// The settings key that holds the window; only the schedule calls write it.
-pub const SCHEDULE_KEY: &str = "geo.maintenance.schedule";
 /// Who the entries the schedule makes are recorded as (`updated_by`).
 pub const SCHEDULE_ACTOR: &str = "maintenance-schedule";
 /// How far ahead a window may start: far enough for any plan, near enough that the
@@ -37,77 +35,6 @@ pub const MAX_AHEAD_MS: i64 = 10 * 366 * 24 * 3600 * 1000;
 const RECHECK: Duration = Duration::from_secs(1);
 /// How long the task waits after a step failed (a full disk, a closing log) to try again.
 const RETRY: Duration = Duration::from_secs(1);
-
-/// One window, as the settings log holds it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Schedule {
-    /// When the primary turns maintenance mode on, ms since the Unix epoch.
-    pub start_ms: i64,
-    /// When it turns the mode off again; none: the admin does.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_ms: Option<i64>,
-    /// The banner message, shown before the window and during it.
-    pub message: String,
-    pub scheduled_by: String,
-    /// The primary's clock when the window was scheduled.
-    pub scheduled_at_ms: i64,
-    /// When the primary turned the mode on for this window (later than `start_ms` when it
-    /// was down at the start); none until then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at_ms: Option<i64>,
-}
-
-impl Schedule {
-    /// The window in `state`, if one is scheduled or in progress. A value that does not
-    /// read as a window cannot be there: every site checks it before applying.
-    pub fn of(state: &SettingsState) -> Option<Schedule> {
-        state
-            .values
-            .get(SCHEDULE_KEY)
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-    }
-
-    pub fn started(&self) -> bool {
-        self.started_at_ms.is_some()
-    }
-
-    /// The checks that need no clock: every site runs them on every entry that sets the
-    /// window, so a window a secondary applies is sound.
-    pub fn check(&self) -> Result<(), String> {
-        if self.start_ms <= 0 || self.start_ms > i64::MAX / 4 {
-            return Err("the window's start is out of range".into());
-        }
-        if let Some(end) = self.end_ms {
-            if end <= self.start_ms {
-                return Err(format!(
-                    "the window's end ({}) must be after its start ({})",
-                    rfc3339(end),
-                    rfc3339(self.start_ms)
-                ));
-            }
-        }
-        if self.message.trim().is_empty() {
-            return Err("give the window a message: it is the banner users see".into());
-        }
-        validate_message(&self.message)?;
-        validate_actor(&self.scheduled_by).map_err(|e| format!("scheduled_by: {e}"))
-    }
-}
-
-/// Checks a value set under [`SCHEDULE_KEY`] (see [`Schedule::check`]).
-pub fn check_value(value: &Value) -> Result<(), String> {
-    let schedule: Schedule = serde_json::from_value(value.clone())
-        .map_err(|e| format!("setting {SCHEDULE_KEY:?} is not a maintenance window: {e}"))?;
-    schedule.check()
-}
-
-/// A time as RFC 3339 in UTC, to the second.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| format!("{ms} ms"))
-}
 
 /// What the primary has to do about a window at `now_ms`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +70,7 @@ pub fn step(schedule: Option<&Schedule>, mode_on: bool, now_ms: i64) -> Step {
 impl Settings {
     /// The window scheduled or in progress, as this site has applied it.
     pub fn maintenance_schedule(&self) -> Option<Schedule> {
-        Schedule::of(&self.log.view())
+        self.log.view().schedule.clone()
     }
 
     /// Schedules a maintenance window (the primary only), replacing one that has not
@@ -221,7 +148,7 @@ impl Settings {
     /// Takes the step that is due now, if any; returns what it did.
     async fn take_step(&self) -> Result<Step, SettingsError> {
         let state = self.log.view();
-        let window = Schedule::of(&state);
+        let window = state.schedule.clone();
         let now = now_ms();
         let due = step(window.as_ref(), state.maintenance.enabled, now);
         let Some(w) = window else {

@@ -36,11 +36,81 @@ pub struct Maintenance {
     pub updated_at_ms: Option<i64>,
 }
 
+/// The settings key that holds a scheduled maintenance window (SPEC §6, see
+/// `settings::schedule`); only the schedule calls write it.
+pub const SCHEDULE_KEY: &str = "geo.maintenance.schedule";
+
+/// One maintenance window, as the settings log holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// When the primary turns maintenance mode on, ms since the Unix epoch.
+    pub start_ms: i64,
+    /// When it turns the mode off again; none: the admin does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_ms: Option<i64>,
+    /// The banner message, shown before the window and during it.
+    pub message: String,
+    pub scheduled_by: String,
+    /// The primary's clock when the window was scheduled.
+    pub scheduled_at_ms: i64,
+    /// When the primary turned the mode on for this window (later than `start_ms` when it
+    /// was down at the start); none until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
+}
+
+impl Schedule {
+    pub fn started(&self) -> bool {
+        self.started_at_ms.is_some()
+    }
+
+    /// The checks that need no clock: every site runs them on every entry that sets the
+    /// window, so a window a secondary applies is sound.
+    pub fn check(&self) -> Result<(), String> {
+        if self.start_ms <= 0 || self.start_ms > i64::MAX / 4 {
+            return Err("the window's start is out of range".into());
+        }
+        if let Some(end) = self.end_ms {
+            if end <= self.start_ms {
+                return Err(format!(
+                    "the window's end ({}) must be after its start ({})",
+                    rfc3339(end),
+                    rfc3339(self.start_ms)
+                ));
+            }
+        }
+        if self.message.trim().is_empty() {
+            return Err("give the window a message: it is the banner users see".into());
+        }
+        validate_message(&self.message)?;
+        validate_actor(&self.scheduled_by).map_err(|e| format!("scheduled_by: {e}"))
+    }
+}
+
+/// Checks a value set under [`SCHEDULE_KEY`] (see [`Schedule::check`]).
+pub fn check_value(value: &Value) -> Result<(), String> {
+    let schedule: Schedule = serde_json::from_value(value.clone())
+        .map_err(|e| format!("setting {SCHEDULE_KEY:?} is not a maintenance window: {e}"))?;
+    schedule.check()
+}
+
+/// A time as RFC 3339 in UTC, to the second.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
 /// All settings after some prefix of the settings log.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SettingsState {
     pub values: BTreeMap<String, Value>,
     pub maintenance: Maintenance,
+    /// The maintenance window scheduled or in progress, read from [`SCHEDULE_KEY`] once per
+    /// change, so the mode's readers (every gate check) do not parse it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 /// One settings-log entry's payload.
@@ -107,6 +177,9 @@ impl Change {
             let record = check_record(key, value)?;
             validate_actor(&record.added_by)
                 .map_err(|e| format!("setting {key:?}: added_by: {e}"))?;
+        }
+        if let Some(v) = change.set.get(SCHEDULE_KEY) {
+            check_value(v)?;
         }
         if let Some(v) = change.set.get(MODE_KEY) {
             if !v.is_boolean() {
@@ -204,6 +277,10 @@ impl SettingsState {
             .map(str::to_string);
         self.maintenance.enabled = enabled;
         self.maintenance.message = message;
+        self.schedule = self
+            .values
+            .get(SCHEDULE_KEY)
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
         if change.touches_mode() {
             self.maintenance.updated_by = Some(author.to_string());
             self.maintenance.updated_at_ms = Some(timestamp_ms);
