@@ -266,6 +266,34 @@ fn a_primary_down_at_the_start_turns_the_mode_on_when_it_comes_back() {
 }
 
 #[test]
+fn a_window_survives_a_failover_and_the_new_primary_starts_it() {
+    let cluster = Cluster::new();
+    let mut primary = cluster.primary("primary");
+    let s1 = cluster.secondary("s1", &primary);
+    let start = from_now(3_000);
+    let (code, out, err) = schedule(
+        &cluster,
+        &primary,
+        &["--start", &start, "--message", "after the failover"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    wait_mode("the window announced", &s1, |m| !m["scheduled"].is_null());
+    // The primary is lost; s1 is promoted by force and carries the window on: it takes the
+    // start at its time, or as soon as it is the primary if the promotion took longer.
+    primary.kill9();
+    let (code, out, err) = cluster.admin_cli(&["promote", "--force", "--addr", &s1.url()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let m = wait_mode("maintenance on at the new primary", &s1, |m| {
+        m["role"] == "primary" && m["maintenance_mode"] == true
+    });
+    assert_eq!(m["updated_by"], "maintenance-schedule", "{m}");
+    assert_eq!(m["epoch"], 2, "{m}");
+    assert_eq!(m["message"], "after the failover", "{m}");
+    let started = ms_of(m["scheduled"]["started_at"].as_str().expect("started_at"));
+    assert!(started >= ms_of(&start), "{m}");
+}
+
+#[test]
 fn bad_windows_are_refused_with_clear_errors_and_nothing_stored() {
     let cluster = Cluster::new();
     let primary = cluster.primary("primary");
