@@ -156,6 +156,17 @@ async fn in_maintenance_graphql_mutations_are_refused_and_never_reach_the_upstre
             "{what}"
         );
     }
+    // A mutation sent by GET is the write it would be, too.
+    let a = send(
+        proxy,
+        "GET",
+        "/api/graphql?query=mutation%20%7B%20destroyIssue(id%3A%201)%20%7B%20id%20%7D%20%7D",
+        &[("Accept", "application/json")],
+        b"",
+    )
+    .await;
+    assert_eq!(a.status, 403, "GET mutation: {a:?}");
+    assert_eq!(a.body, READ_ONLY_JSON_BODY, "GET mutation");
     assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
 
     // A query passes with its body byte for byte, headers and query string unchanged.
@@ -706,10 +717,15 @@ async fn real_git_over_smart_http_clones_in_maintenance_and_pushes_only_outside_
             .await
             .unwrap();
     assert!(!pushed.0, "push in maintenance must fail");
-    // The refusal comes on git-receive-pack's POST, whose body git does not print (it says
-    // "RPC failed; HTTP 403"); the gate keeps the ref discovery before it a read. The
-    // answer's text is the SPEC's, as the first test checks on the wire.
-    assert!(pushed.1.contains("HTTP 403"), "{}", pushed.1);
+    // The refusal comes on the ref discovery that starts the push, where git shows it.
+    assert!(
+        pushed.1.contains(
+            "remote: Git push is not allowed because this GitLab instance is currently in \
+             (read-only) maintenance mode."
+        ),
+        "{}",
+        pushed.1
+    );
     assert_eq!(
         std::fs::read_to_string(bare.join("refs/heads/main")).ok(),
         head_before,
