@@ -623,30 +623,6 @@ async fn nginx_routes_the_body_sensitive_locations_through_the_proxy() {
     assert_eq!(a.status, 200, "{a:?}");
 }
 
-/// Runs git with a configuration of its own in `home`: (success, stderr).
-fn git(home: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .env_remove("http_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("all_proxy")
-        .env_remove("ALL_PROXY")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_git_over_smart_http_clones_in_maintenance_and_pushes_only_outside_it() {
     if !have(&["git", "--version"], "the Debian package git") {

@@ -616,7 +616,11 @@ fn graphql_mutations_sent_by_get_are_writes() {
             assert_eq!(d.verdict, Verdict::ProxyToPrimary, "{ctx}: {d:?}");
         }
         // A query, or the one mutation a read-only site runs, stays a read.
-        for query in ["query=%7Bx%7D", "query=mutation%7BgeoRegistriesUpdate%7D", ""] {
+        for query in [
+            "query=%7Bx%7D",
+            "query=mutation%7BgeoRegistriesUpdate%7D",
+            "",
+        ] {
             let path = format!("{root}/api/graphql?{query}");
             let d = run(&req("GET", &path), &site(SiteRole::Primary, true), &c);
             expect(&d, Verdict::Allow, 200, "read", &path);
