@@ -177,6 +177,8 @@ pub struct Objects {
     operations: ops::Operations,
     /// Why open rebuilt the registry's counters, if it did.
     recounted: Option<String>,
+    /// Why open built the registry's state index again, if it did.
+    reindexed: Option<String>,
     /// Set once the site is stopping: new writes are refused.
     stopping: AtomicBool,
     /// Set (with every commit lock held) once the site stops: nothing more is committed, even by a write
@@ -217,6 +219,7 @@ impl Objects {
             transfers: Transfers::default(),
             operations: ops::Operations::default(),
             recounted: None,
+            reindexed: None,
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             sync_failures: AtomicU64::new(0),
@@ -246,9 +249,9 @@ impl Objects {
             Some(why) => warn!(reason = why, "rebuilt the registry counters with a recount"),
         }
         let rebuilt = objects.recounted.is_some();
-        if let Some(why) =
-            state::reconcile_index(objects.log.state(), rebuilt).map_err(ObjectError::Corrupt)?
-        {
+        objects.reindexed =
+            state::reconcile_index(objects.log.state(), rebuilt).map_err(ObjectError::Corrupt)?;
+        if let Some(why) = &objects.reindexed {
             info!(
                 reason = why,
                 "built the registry's state index from the rows"

@@ -271,6 +271,11 @@ impl Objects {
         ObjectError::Corrupt(e.to_string())
     }
 
+    /// Why open built the registry's state index from the rows, if it did.
+    pub fn index_rebuilt(&self) -> Option<&str> {
+        self.reindexed.as_deref()
+    }
+
     /// Why open rebuilt the registry's counters with a recount, if it did.
     pub fn counters_rebuilt(&self) -> Option<&str> {
         self.recounted.as_deref()
