@@ -10,7 +10,10 @@
 //! names spread over the registry), as a busy secondary does between two status reports,
 //! and then times the read. The transition itself is timed too, and so is
 //! `Objects::open` after closing and opening the database again (three times; the OS page
-//! cache stays warm). The process RSS is printed after each load and after the
+//! cache stays warm). With one row in a hundred failed (spread over the registry), it times
+//! what `geo-agent objects list --state failed --limit 100` asks of the registry (a page of
+//! the state index, each name's row and catalog record), and a page of every row under a
+//! prefix. The process RSS is printed after each load and after the
 //! reads.
 //!
 //! `cargo bench --bench registry`. `REGISTRY_BENCH_SIZES=1000,100000` picks the sizes
@@ -23,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geo_agent::log::{Entry, GENESIS};
-use geo_agent::objects::{Event, Objects};
+use geo_agent::objects::{Event, Objects, StateFilter};
 use geo_agent::settings::Settings;
 use geo_agent::status::{metrics, Local, Reports};
 use geo_agent::store::Store;
@@ -105,6 +108,46 @@ fn main() {
         });
         row(&format!("{size}: counts()"), &counts);
 
+        // One row in a hundred failed, spread over the registry, for the listings.
+        for i in (0..size).step_by(100) {
+            objects
+                .fail_sync(&name(i), Some(i as u64 + 1), "bench failure", 0, 1.0)
+                .expect("fail");
+        }
+        // Before each listing, one more failure (a failed sync, which only adds to the
+        // failed rows: the alternating transition above would put them back to pending).
+        let mut k = 0usize;
+        let mut fail_one = || {
+            let j = k.wrapping_mul(7919) % size;
+            k += 1;
+            objects
+                .fail_sync(&name(j), Some(j as u64 + 1), "bench failure", 0, 1.0)
+                .expect("fail");
+        };
+        let want = (size / 100).clamp(1, 100);
+        let failed = sample(budget, || {
+            fail_one();
+            let t = Instant::now();
+            let (page, _) = objects
+                .list_rows(Some(StateFilter::Failed), "", "", 100)
+                .expect("list");
+            let took = t.elapsed();
+            assert!(page.len() >= want, "{} of {want}", page.len());
+            took
+        });
+        row(&format!("{size}: list failed, limit 100"), &failed);
+        let prefixed = sample(budget, || {
+            fail_one();
+            let t = Instant::now();
+            let (page, _) = objects
+                .list_rows(None, &name(size / 2)[..10], "", 100)
+                .expect("list");
+            let took = t.elapsed();
+            assert!(!page.is_empty());
+            took
+        });
+        row(&format!("{size}: list a prefix, limit 100"), &prefixed);
+
         let reports = Reports::default();
         let render = sample(budget, || {
             transition();
@@ -143,6 +186,9 @@ fn main() {
         for _ in 0..RESTARTS {
             let (took, objects) = rt.block_on(reopen(dir.path()));
             opens.push(took);
+            // Nothing to rebuild: the open only checks.
+            assert_eq!(objects.counters_rebuilt(), None);
+            assert_eq!(objects.index_rebuilt(), None);
             drop(objects);
         }
         opens.sort();

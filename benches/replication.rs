@@ -284,7 +284,13 @@ fn pull_floor(
             let mut client = pb::ObjectClient::new(channel.clone());
             let token = bench.admin_token.clone();
             tasks.spawn(async move {
-                let req = bearer(pb::PullRequest { name: name.clone() }, &token);
+                let req = bearer(
+                    pb::PullRequest {
+                        name: name.clone(),
+                        ..Default::default()
+                    },
+                    &token,
+                );
                 let mut stream = client
                     .pull(req)
                     .await

@@ -7,6 +7,7 @@ mod client;
 mod daemon;
 mod failover;
 mod gate;
+mod object_ops;
 mod objects;
 mod schedule;
 mod sites;
@@ -66,6 +67,9 @@ pub enum Command {
     Push(objects::PushArgs),
     /// Pull an object from any site, checking its sha256.
     Pull(objects::PullArgs),
+    /// This site's copies one by one; resync and reverify them (admin).
+    #[command(subcommand)]
+    Objects(object_ops::ObjectsCommand),
     /// Replication status of every site (at the primary) or of this site (exit 0 all OK,
     /// 1 a warning, 2 critical or error).
     Status(ClientArgs),
@@ -298,6 +302,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Fence(FenceCommand::Show(a)) => failover::fence_show(a).await,
         Command::Fence(FenceCommand::Clear(a)) => failover::fence_clear(a).await,
         Command::Pull(a) => objects::pull(a).await,
+        Command::Objects(c) => object_ops::objects(c).await,
         Command::Sites(c) => sites::sites(c).await,
     }
 }

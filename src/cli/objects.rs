@@ -13,7 +13,7 @@ use super::client::{channel, report, token, Failure};
 use super::{ActorArgs, ClientArgs};
 use crate::objects::files::chunks;
 use crate::server::client::authorized;
-use crate::server::convert::object_json;
+use crate::server::convert::{object_json, rfc3339};
 use crate::server::pb;
 
 /// Transfers smaller than this show no progress line.
@@ -40,6 +40,10 @@ pub struct PullArgs {
     /// Write to FILE (atomically, once the checksum matched) instead of standard output.
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// At a secondary that cannot reach the primary for the current version: fail
+    /// (UNAVAILABLE) rather than get the newest verified older copy, marked stale.
+    #[arg(long)]
+    pub no_stale: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -158,6 +162,7 @@ async fn pull_inner(args: PullArgs) -> Result<u8, Failure> {
     let request = authorized(
         pb::PullRequest {
             name: args.name.clone(),
+            no_stale: args.no_stale,
         },
         &token,
     )?;
@@ -226,22 +231,54 @@ async fn pull_inner(args: PullArgs) -> Result<u8, Failure> {
         _ => {}
     }
     result?;
-    let source = if header.read_through {
-        " (read through from the primary: not replicated here yet)"
-    } else {
-        ""
+    let source = match &header.stale {
+        Some(s) => stale_note(s),
+        None if header.read_through => {
+            " (read through from the primary: not replicated here yet)".to_string()
+        }
+        None => String::new(),
     };
     if args.client.json {
         let mut out = object_json(&meta);
         out["read_through"] = header.read_through.into();
+        if let Some(s) = &header.stale {
+            out["stale"] = serde_json::json!({
+                "version": s.version,
+                "current_version": s.current_version,
+                "superseded_at": rfc3339(&s.superseded_at),
+                "age_seconds": s.age_seconds,
+                "verified_at": rfc3339(&s.verified_at),
+                "reason": s.reason,
+            });
+        }
         eprintln!("{out}");
-    } else if args.output.is_some() || std::io::stderr().is_terminal() {
+    } else if args.output.is_some() || std::io::stderr().is_terminal() || header.stale.is_some() {
         eprintln!(
             "pulled {} version {} ({} bytes, sha256 verified){source}",
             meta.name, meta.version, meta.size
         );
     }
     Ok(0)
+}
+
+/// What a stale read says: which version, how old, and why.
+fn stale_note(s: &pb::StaleRead) -> String {
+    let age = if s.version == s.current_version {
+        "the current version, unconfirmed".to_string()
+    } else {
+        format!(
+            "version {} is current since {} ({:.0}s ago)",
+            s.current_version,
+            rfc3339(&s.superseded_at).unwrap_or_else(|| "?".into()),
+            s.age_seconds
+        )
+    };
+    format!(
+        " STALE: the primary cannot be reached ({}); this is the newest verified copy here, version {} ({age}), verified {}",
+        s.reason,
+        s.version,
+        rfc3339(&s.verified_at).unwrap_or_else(|| "?".into())
+    )
 }
 
 /// A progress line on stderr, for large transfers on a terminal only.

@@ -110,7 +110,7 @@ fn status_text(status: &pb::ReplicationStatus) -> String {
                 .sites
                 .first()
                 .and_then(|p| p.report.as_ref())
-                .and_then(|p| p.objects)
+                .and_then(|p| p.objects.as_ref())
                 .map_or(o.objects, |p| p.objects.max(o.objects))
         };
         let mut synced = format!("{}/{} {}", o.synced, total, pct(o.synced, total));
@@ -130,6 +130,10 @@ fn status_text(status: &pb::ReplicationStatus) -> String {
             format!("{}/{} {}", o.verified, total, pct(o.verified, total)),
             ago(&s.last_contact, now),
         ));
+        // A resync or reverification an admin asked for.
+        for line in &o.progress {
+            out.push_str(&format!("    {:<13} {:<8} {line}\n", "objects", "progress"));
+        }
         for c in &s.channels {
             if c.health != pb::Health::Ok as i32 {
                 for reason in &c.reasons {

@@ -85,6 +85,11 @@ impl EventsMachine {
                 Some(decode(&raw, "a registry row").map_err(ConflictableTransactionError::Abort)?)
             }
         };
+        // The copy held now stays (its file too) until the new version is fetched; if it
+        // was verified, it remains what a read may get while the primary is unreachable.
+        let verified = row
+            .as_ref()
+            .and_then(|r| r.verified_local().map(|(_, at)| at));
         let local = row.and_then(|r| r.local);
         match event {
             Event::Put {
@@ -112,7 +117,11 @@ impl EventsMachine {
                     set_row(t, &name, Some(&Row::synced(here, entry.timestamp_ms)))?;
                     set_queued(t, &name, false)?;
                 } else {
-                    set_row(t, &name, Some(&Row::pending(local)))?;
+                    let pending = Row {
+                        local_verified_ms: verified.filter(|_| local.is_some()),
+                        ..Row::pending(local)
+                    };
+                    set_row(t, &name, Some(&pending))?;
                     set_queued(t, &name, true)?;
                 }
             }

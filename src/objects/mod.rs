@@ -18,6 +18,7 @@ pub mod files;
 pub mod inflight;
 mod locks;
 pub mod name;
+mod ops;
 mod registry;
 mod state;
 
@@ -39,6 +40,7 @@ pub use catalog::{Event, EventsMachine};
 pub use files::{Digested, Files, Sink};
 pub use inflight::{Abort, InFlight, Write, WriteGuard};
 pub use name::{parse_kind, parse_sha256, ObjectName};
+pub use ops::{Listed, Operation, OperationKind, Scope, StaleCopy, StateFilter};
 use registry::Transfers;
 pub use registry::{retry_delay, Counts, Due, Started, SyncJob, REPAIR_RETRY};
 use state::{decode, key, CATALOG, REGISTRY};
@@ -171,8 +173,12 @@ pub struct Objects {
     /// Fetches in progress, shown as `started` ([`Objects::row`]) but never stored: a
     /// crash ends them all.
     transfers: Transfers,
+    /// The resync and reverification an admin last asked for (progress in `counts`).
+    operations: ops::Operations,
     /// Why open rebuilt the registry's counters, if it did.
     recounted: Option<String>,
+    /// Why open built the registry's state index again, if it did.
+    reindexed: Option<String>,
     /// Set once the site is stopping: new writes are refused.
     stopping: AtomicBool,
     /// Set (with every commit lock held) once the site stops: nothing more is committed, even by a write
@@ -211,7 +217,9 @@ impl Objects {
             settings,
             commit: CommitLocks::default(),
             transfers: Transfers::default(),
+            operations: ops::Operations::default(),
             recounted: None,
+            reindexed: None,
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             sync_failures: AtomicU64::new(0),
@@ -235,10 +243,19 @@ impl Objects {
             state::reconcile(objects.log.state(), seen).map_err(ObjectError::Corrupt)?;
         match objects.recounted.as_deref() {
             None => {}
-            Some(state::MISSING) => {
+            Some(state::MISSING | state::OLDER) => {
                 info!("counted the registry once: a database from before its counters were kept")
             }
             Some(why) => warn!(reason = why, "rebuilt the registry counters with a recount"),
+        }
+        let rebuilt = objects.recounted.is_some();
+        objects.reindexed =
+            state::reconcile_index(objects.log.state(), rebuilt).map_err(ObjectError::Corrupt)?;
+        if let Some(why) = &objects.reindexed {
+            info!(
+                reason = why,
+                "built the registry's state index from the rows"
+            );
         }
         let removed = objects
             .files

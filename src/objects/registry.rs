@@ -72,6 +72,9 @@ pub struct Counts {
     /// (on the primary the failure says why no repair succeeded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damaged: Vec<String>,
+    /// How the resync and reverification an admin last asked for here stand, a line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub progress: Vec<String>,
 }
 
 /// How many failed verifications [`Counts::damaged`] names.
@@ -89,6 +92,7 @@ impl Counts {
             verification_failed: t.verification_failed,
             events_applied,
             damaged,
+            progress: Vec::new(),
         }
     }
 }
@@ -128,6 +132,11 @@ impl Transfers {
         }
     }
 
+    /// The names being fetched now.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// How a row stored with `sync` is shown: a pending one as `started` while a fetch is
     /// in progress, and a `started` stored by an earlier version (no fetch survives a
     /// restart) as pending. A failed one stays failed while it is retried, as
@@ -162,7 +171,7 @@ impl Drop for Started {
     }
 }
 
-fn get<T: serde::de::DeserializeOwned>(
+pub(super) fn get<T: serde::de::DeserializeOwned>(
     t: &TransactionalTree,
     k: &[u8],
     what: &str,
@@ -240,7 +249,9 @@ impl Objects {
         let events_applied = self.log.head().index;
         let tally = self.tally()?;
         let damaged = super::state::damaged(state, DAMAGED_LISTED).map_err(ObjectError::Corrupt)?;
-        Ok(Counts::from_tally(&tally, damaged, events_applied))
+        let mut counts = Counts::from_tally(&tally, damaged, events_applied);
+        counts.progress = self.operations.progress(&tally);
+        Ok(counts)
     }
 
     /// How many names wait for sync work.
@@ -258,6 +269,11 @@ impl Objects {
     /// are wrong never fail one: they are marked, see `state::shift`.)
     fn failed(&self, e: TransactionError<String>) -> ObjectError {
         ObjectError::Corrupt(e.to_string())
+    }
+
+    /// Why open built the registry's state index from the rows, if it did.
+    pub fn index_rebuilt(&self) -> Option<&str> {
+        self.reindexed.as_deref()
     }
 
     /// Why open rebuilt the registry's counters with a recount, if it did.
@@ -285,7 +301,7 @@ impl Objects {
                         Ok(Decided::Job(SyncJob::Nothing))
                     }
                     (None, Some(local)) => Ok(Decided::Job(SyncJob::Remove(local))),
-                    (Some(meta), Some(local)) if local.sha256 == meta.sha256 => {
+                    (Some(meta), Some(local)) if local.sha256 == meta.sha256 && !row.resync => {
                         // The same bytes again (re-pushed unchanged): only the version moved.
                         let verified = row.verified_at_ms.unwrap_or(now_ms);
                         let mut synced = Row::synced(
@@ -469,9 +485,17 @@ impl Objects {
                 (Verification::Failed, Some(v)) => v.saturating_add(retry),
                 (_, Some(v)) => v.saturating_add(interval),
             };
-            if at <= now_ms && due.len() < limit {
+            if at <= now_ms {
                 let name = key_name(&k).map_err(ObjectError::Corrupt)?;
                 due.push((name.to_string(), local));
+                if due.len() == limit {
+                    // A full batch: the verifier asks again right after it, so when the
+                    // next one falls due does not matter yet.
+                    return Ok(Due {
+                        now: due,
+                        next_ms: None,
+                    });
+                }
             } else {
                 next = Some(next.map_or(at, |n: i64| n.min(at)));
             }
@@ -627,6 +651,7 @@ impl Objects {
                         row.verification_failure = Some(failure.clone());
                         if resync {
                             row.local = None;
+                            row.local_verified_ms = None;
                             row.sync = SyncState::Pending;
                             row.next_retry_ms = 0;
                             set_queued(t, name, true)?;

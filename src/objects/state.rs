@@ -8,7 +8,10 @@
 //! - `q<name>`: present while the copy needs sync work, so workers scan only what is due;
 //! - `d<name>`: present while the copy's verification failed, holding why, so the first
 //!   few damaged copies are a bounded scan;
-//! - `#counts`: the counters ([`Tally`]).
+//! - `s<state><name>`: the registry row's stored sync state (`p` pending, `s` synced, `f`
+//!   failed), so a page of the rows in one state is a range read, never a scan of the
+//!   registry (`geo-agent objects list --state failed` at a million objects);
+//! - `#counts`: the counters ([`Tally`]); `#index`: present once the `s` index is complete.
 //!
 //! Status reports, readiness, `/metrics` and `/objects` all ask how this site's copies
 //! stand; counting the rows each time would scan the registry (a second at a million
@@ -38,16 +41,23 @@ pub const CATALOG: u8 = b'c';
 pub const REGISTRY: u8 = b'r';
 pub const QUEUE: u8 = b'q';
 pub const DAMAGED: u8 = b'd';
+pub const BY_STATE: u8 = b's';
 const TALLY_KEY: &[u8] = b"#counts";
+/// Present (holding [`INDEX_VERSION`]) once the `s` index holds every row.
+const INDEX_KEY: &[u8] = b"#index";
+const INDEX_VERSION: u8 = 1;
 /// Why [`reconcile`] rebuilt counters that were never stored (a database from before).
 pub const MISSING: &str = "the registry counters are missing";
+/// Why [`reconcile`] rebuilt counters of an older encoding (before `unverified`).
+pub const OLDER: &str = "the registry counters are of an older version";
 /// How an error about counters that disagree with the rows begins ([`found_wrong`]).
 pub const DISAGREE: &str = "the registry counters disagree with the rows";
 /// The first byte of a counter record [`found_wrong`]: the reason follows.
 const WRONG_MARK: u8 = 0;
 /// The encoding of [`Tally`]: a version byte, then each counter as a big-endian u64.
-const TALLY_VERSION: u8 = 1;
-const FIELDS: usize = 7;
+/// Version 1 had no `unverified`; a database that holds it is counted again at open.
+const TALLY_VERSION: u8 = 2;
+const FIELDS: usize = 8;
 
 /// One object version, as the primary's event log describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +112,15 @@ pub struct Row {
     pub verified_at_ms: Option<i64>,
     pub checksum_mismatch: bool,
     pub verification_failure: Option<String>,
+    /// Set by an admin's resync: fetch again even when the copy here has the current
+    /// checksum. A fetch that completes writes a fresh row without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resync: bool,
+    /// When the bytes in `local` were last verified, kept while the row waits for another
+    /// version (or a resync): the copy a secondary may serve as a stale read while the
+    /// primary cannot be reached. `None` when they never were, or are in doubt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_verified_ms: Option<i64>,
 }
 
 impl Row {
@@ -116,6 +135,8 @@ impl Row {
             verified_at_ms: None,
             checksum_mismatch: false,
             verification_failure: None,
+            resync: false,
+            local_verified_ms: None,
         }
     }
 
@@ -130,11 +151,52 @@ impl Row {
         }
     }
 
+    /// The copy held here and when it was verified, if it is one this site may serve when
+    /// the primary cannot be reached: verified, and found damaged by no check since.
+    pub fn verified_local(&self) -> Option<(&Local, i64)> {
+        let local = self.local.as_ref()?;
+        if self.verification == Verification::Failed || self.checksum_mismatch {
+            return None;
+        }
+        match (self.sync, self.verification, self.verified_at_ms) {
+            (SyncState::Synced, Verification::Succeeded, Some(at)) => Some((local, at)),
+            _ => self.local_verified_ms.map(|at| (local, at)),
+        }
+    }
+
+    /// The byte of this row's sync state in the `s` index (a stored `started` is pending).
+    fn state_byte(&self) -> u8 {
+        match self.sync {
+            SyncState::Pending | SyncState::Started => b'p',
+            SyncState::Synced => b's',
+            SyncState::Failed => b'f',
+        }
+    }
+
     /// Why the copy failed verification, when it did: what the damaged index holds.
     pub fn damage(&self) -> Option<&str> {
         (self.verification == Verification::Failed)
             .then(|| self.verification_failure.as_deref().unwrap_or("failed"))
     }
+}
+
+/// The `s` index key of `name` in state `state` (see [`Row::state_byte`]).
+pub fn state_key(state: SyncState, name: &str) -> Vec<u8> {
+    let row = Row {
+        sync: state,
+        ..Row::pending(None)
+    };
+    let mut k = Vec::with_capacity(2 + name.len());
+    k.push(BY_STATE);
+    k.push(row.state_byte());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// The name in a key made by [`state_key`].
+pub fn state_key_name(raw: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(raw.get(2..).unwrap_or_default())
+        .map_err(|_| "a registry index key is not UTF-8".to_string())
 }
 
 pub fn key(prefix: u8, name: &str) -> Vec<u8> {
@@ -172,6 +234,8 @@ pub struct Tally {
     pub verification_failed: u64,
     /// Queue markers.
     pub queued: u64,
+    /// Synced rows whose verification is pending (a reverify under way).
+    pub unverified: u64,
 }
 
 const FIELD_NAMES: [&str; FIELDS] = [
@@ -182,6 +246,7 @@ const FIELD_NAMES: [&str; FIELDS] = [
     "verified",
     "verification_failed",
     "queued",
+    "unverified",
 ];
 
 impl Tally {
@@ -197,6 +262,7 @@ impl Tally {
             failed: one(r.sync == SyncState::Failed),
             verified: one(r.sync == SyncState::Synced && r.verification == Verification::Succeeded),
             verification_failed: one(r.verification == Verification::Failed),
+            unverified: one(r.sync == SyncState::Synced && r.verification == Verification::Pending),
             ..Tally::default()
         }
     }
@@ -229,11 +295,13 @@ impl Tally {
             self.verified,
             self.verification_failed,
             self.queued,
+            self.unverified,
         ]
     }
 
     fn from_fields(f: [u64; FIELDS]) -> Tally {
-        let [objects, synced, pending, failed, verified, verification_failed, queued] = f;
+        let [objects, synced, pending, failed, verified, verification_failed, queued, unverified] =
+            f;
         Tally {
             objects,
             synced,
@@ -242,6 +310,7 @@ impl Tally {
             verified,
             verification_failed,
             queued,
+            unverified,
         }
     }
 
@@ -268,6 +337,9 @@ impl Tally {
                 "{}; they are counted again when the site next opens",
                 String::from_utf8_lossy(rest)
             ));
+        }
+        if version == 1 {
+            return Err(OLDER.to_string());
         }
         if version != TALLY_VERSION || rest.len() != 8 * FIELDS {
             return Err(unreadable());
@@ -310,6 +382,15 @@ fn row_changed(
     new: Option<&Row>,
 ) -> TxResult<()> {
     shift(t, &Tally::of_row(new), &Tally::of_row(old))?;
+    let (was, is) = (old.map(Row::state_byte), new.map(Row::state_byte));
+    if was != is {
+        if let Some(r) = old {
+            t.remove(state_key(r.sync, name))?;
+        }
+        if let Some(r) = new {
+            t.insert(state_key(r.sync, name), Vec::new())?;
+        }
+    }
     let (was, is) = (old.and_then(Row::damage), new.and_then(Row::damage));
     if was != is {
         match is {
@@ -482,6 +563,78 @@ pub fn reconcile(state: &sled::Tree, seen: Recount) -> Result<Option<String>, St
     Ok(why)
 }
 
+/// Checks the `s` index at open and rebuilds it from the rows when it was never completed
+/// (a database from before it), when the counters had to be counted again (`rebuilt`:
+/// whatever made them wrong may have touched it too), or — in debug builds, where the whole
+/// index is compared with the rows — when it disagrees. A release build does not read the
+/// whole index at every open (a million keys); the index changes only in the transaction
+/// that changes its row, as the counters do. Returns why it rebuilt it, if it did.
+pub fn reconcile_index(state: &sled::Tree, rebuilt: bool) -> Result<Option<String>, String> {
+    let complete = state.get(INDEX_KEY).map_err(|e| e.to_string())?;
+    let why = if complete.as_deref() != Some(&[INDEX_VERSION][..]) {
+        Some("the registry's state index was never built".to_string())
+    } else if rebuilt {
+        Some("the registry counters were counted again".to_string())
+    } else if cfg!(debug_assertions) && index_keys(state)? != expected_index(state)? {
+        Some("the registry's state index disagrees with the rows".to_string())
+    } else {
+        None
+    };
+    if why.is_some() {
+        rebuild_index(state)?;
+    }
+    Ok(why)
+}
+
+pub(super) fn index_keys(state: &sled::Tree) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    for item in state.scan_prefix([BY_STATE]) {
+        let (k, _) = item.map_err(|e| e.to_string())?;
+        out.push(k.to_vec());
+    }
+    Ok(out)
+}
+
+/// The index keys the rows call for, in key order.
+pub(super) fn expected_index(state: &sled::Tree) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    for item in state.scan_prefix([REGISTRY]) {
+        let (k, v) = item.map_err(|e| e.to_string())?;
+        let row: Row = decode(&v, "a registry row")?;
+        out.push(state_key(row.sync, key_name(&k)?));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes the `s` index again from the rows. The completion mark goes first and comes back
+/// last, so a crash halfway leaves a database that rebuilds it at the next open.
+fn rebuild_index(state: &sled::Tree) -> Result<(), String> {
+    const BATCH: usize = 10_000;
+    let io = |e: sled::Error| e.to_string();
+    state.remove(INDEX_KEY).map_err(io)?;
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for k in index_keys(state)? {
+        batch.remove(k);
+        n += 1;
+        if n % BATCH == 0 {
+            state.apply_batch(std::mem::take(&mut batch)).map_err(io)?;
+        }
+    }
+    for item in state.scan_prefix([REGISTRY]) {
+        let (k, v) = item.map_err(io)?;
+        let row: Row = decode(&v, "a registry row")?;
+        batch.insert(state_key(row.sync, key_name(&k)?), Vec::new());
+        n += 1;
+        if n % BATCH == 0 {
+            state.apply_batch(std::mem::take(&mut batch)).map_err(io)?;
+        }
+    }
+    batch.insert(INDEX_KEY, vec![INDEX_VERSION]);
+    state.apply_batch(batch).map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +668,7 @@ mod tests {
                 failed: f,
                 verified: v,
                 verification_failed: vf,
+                unverified: u64::from(sync == Synced && verification == V::Pending),
                 ..Tally::default()
             };
             assert_eq!(t, want, "{sync:?} {verification:?}");
@@ -532,14 +686,16 @@ mod tests {
             verified: 5,
             verification_failed: 6,
             queued: u64::MAX,
+            unverified: 7,
         };
         assert_eq!(Tally::decode(&t.encode()), Ok(t));
-        for bad in [&b""[..], b"\x01", b"\x02", &[1u8; 56], &[1u8; 58]] {
+        for bad in [&b""[..], b"\x02", &[2u8; 64], &[2u8; 66]] {
             let err = Tally::decode(bad).unwrap_err();
             assert!(err.contains("unreadable"), "{err}");
         }
+        assert_eq!(Tally::decode(&[1u8; 57]), Err(OLDER.to_string()));
         let mut other_version = t.encode();
-        other_version[0] = 2;
+        other_version[0] = 3;
         assert!(Tally::decode(&other_version).is_err());
     }
 

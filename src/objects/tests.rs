@@ -61,8 +61,16 @@ fn recounted(objects: &Objects) -> (Counts, u64) {
 
 fn assert_counted(objects: &Objects, after: &str) {
     let (counts, queued) = recounted(objects);
-    assert_eq!(objects.counts().unwrap(), counts, "after {after}");
+    let mut c = objects.counts().unwrap();
+    c.progress.clear();
+    assert_eq!(c, counts, "after {after}");
     assert_eq!(objects.queued().unwrap(), queued, "after {after}");
+    let st = objects.log().state();
+    assert_eq!(
+        state::index_keys(st).unwrap(),
+        state::expected_index(st).unwrap(),
+        "the state index after {after}"
+    );
 }
 
 /// One site's objects on a real database under `dir`.
@@ -213,6 +221,9 @@ enum Op {
     Suspect(usize),
     /// The primary puts back a damaged copy.
     Restore(usize),
+    /// An admin's resync or reverify of one name, the failed ones or all.
+    Resync(Option<usize>, bool),
+    Reverify(Option<usize>, bool),
     Reopen,
 }
 
@@ -242,7 +253,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..4usize, outcome()).prop_map(|(i, o)| Op::Finish(i, o)),
         3 => (name.clone(), any::<bool>()).prop_map(|(n, ok)| Op::Verify(n, ok)),
         1 => name.clone().prop_map(Op::Suspect),
-        1 => name.prop_map(Op::Restore),
+        1 => name.clone().prop_map(Op::Restore),
+        1 => (proptest::option::of(name.clone()), any::<bool>()).prop_map(|(n, f)| Op::Resync(n, f)),
+        1 => (proptest::option::of(name), any::<bool>()).prop_map(|(n, f)| Op::Reverify(n, f)),
         1 => Just(Op::Reopen),
     ]
 }
@@ -349,10 +362,29 @@ async fn run(site: &mut Site, op: &Op, held: &mut Vec<(ObjectMeta, Started)>) {
                 }
             }
         }
+        Op::Resync(n, failed) | Op::Reverify(n, failed) => {
+            let scope = match (n, failed) {
+                (Some(n), _) => Scope::One(NAMES[*n].to_string()),
+                (None, true) => Scope::Failed,
+                (None, false) => Scope::All,
+            };
+            let objects = site.objects();
+            let done = match op {
+                Op::Resync(..) => objects.resync(&scope, "t"),
+                _ => objects.reverify(&scope, "t"),
+            };
+            match done {
+                Ok(_) | Err(ObjectError::NotFound(_)) => {}
+                Err(ObjectError::Refused { .. }) if site.role == Role::Primary => {}
+                Err(e) => panic!("{op:?}: {e}"),
+            }
+        }
         Op::Reopen => {
             // Fetches in progress end with their process.
             held.clear();
-            let before = site.objects().counts().unwrap();
+            let mut before = site.objects().counts().unwrap();
+            // What an admin asked for is kept in memory only.
+            before.progress.clear();
             site.reopen().await;
             assert_eq!(
                 site.objects().counters_rebuilt(),
@@ -609,4 +641,124 @@ async fn broken_counters_are_errors_and_the_next_open_rebuilds_them() {
         .unwrap()
         .contains("damaged index"));
     assert_eq!(site.objects().counts().unwrap(), before);
+}
+
+/// A page of the rows in one state comes from the state index, under a prefix, after a
+/// cursor; a database without the index gets it built at open.
+#[tokio::test]
+async fn rows_are_listed_by_state_from_the_index_and_a_missing_index_is_built() {
+    let mut site = Site::new(Role::Secondary).await;
+    let puts: Vec<Event> = (0..3).map(|n| Ev::Put(n, n).event()).collect();
+    site.apply(&puts).await;
+    let objects = site.objects();
+    objects
+        .fail_sync("b/c", Some(2), "refused", now_ms(), 1.0)
+        .unwrap();
+    fn listed(
+        objects: &Objects,
+        state: Option<StateFilter>,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> (Vec<String>, Option<String>) {
+        let (page, next) = objects.list_rows(state, prefix, after, limit).unwrap();
+        (page.into_iter().map(|l| l.name).collect(), next)
+    }
+    let names = |state, prefix, after, limit| listed(site.objects(), state, prefix, after, limit);
+    assert_eq!(names(Some(StateFilter::Failed), "", "", 10).0, ["b/c"]);
+    assert_eq!(names(Some(StateFilter::Pending), "", "", 10).0, ["a", "d"]);
+    assert_eq!(
+        names(Some(StateFilter::Pending), "", "", 1),
+        (vec!["a".to_string()], Some("a".to_string()))
+    );
+    assert_eq!(names(Some(StateFilter::Pending), "", "a", 1).0, ["d"]);
+    assert_eq!(names(None, "b/", "", 10).0, ["b/c"]);
+    assert!(names(Some(StateFilter::Synced), "", "", 10).0.is_empty());
+    // A fetch in progress shows as started, not pending.
+    let SyncJob::Fetch(_, started) = site.objects().start_sync("a", now_ms()).unwrap() else {
+        panic!("a fetch");
+    };
+    assert_eq!(names(Some(StateFilter::Started), "", "", 10).0, ["a"]);
+    assert_eq!(names(Some(StateFilter::Pending), "", "", 10).0, ["d"]);
+    drop(started);
+
+    // As an older database holds it: no index.
+    let st = site.objects().log().state();
+    for k in state::index_keys(st).unwrap() {
+        st.remove(k).unwrap();
+    }
+    st.remove(b"#index").unwrap();
+    site.reopen().await;
+    let (failed, _) = listed(site.objects(), Some(StateFilter::Failed), "", "", 10);
+    assert_eq!(failed, ["b/c"]);
+    assert_counted(site.objects(), "the index rebuilt");
+}
+
+/// Starts and completes a fetch of `name`'s current version.
+async fn fetch_now(objects: &Objects, name: &str) {
+    match objects.start_sync(name, now_ms()).unwrap() {
+        SyncJob::Fetch(meta, started) => {
+            finish(objects, &meta, Outcome::Fetched).await;
+            drop(started);
+        }
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// A secondary keeps serving the copy it verified while a newer version cannot be fetched;
+/// never one that failed a check, and resync fetches even a copy whose checksum matches.
+#[tokio::test]
+async fn the_stale_copy_is_the_newest_verified_one_and_never_a_damaged_one() {
+    let mut site = Site::new(Role::Secondary).await;
+    site.apply(&[Ev::Put(0, 0).event()]).await;
+    let objects = site.objects();
+    fetch_now(objects, "a").await;
+    // The current version, verified.
+    let copy = objects.stale_copy("a").unwrap().unwrap();
+    assert_eq!(copy.meta.sha256, sha(CONTENTS[0]));
+
+    // A newer version the site cannot fetch: the older verified copy is what it has.
+    site.apply(&[Ev::Put(0, 1).event()]).await;
+    let objects = site.objects();
+    objects
+        .fail_sync("a", Some(2), "refused", now_ms(), 1.0)
+        .unwrap();
+    let copy = objects.stale_copy("a").unwrap().unwrap();
+    assert_eq!((copy.meta.version, copy.current.version), (1, 2));
+    assert_eq!(copy.meta.sha256, sha(CONTENTS[0]));
+    assert_eq!(std::fs::read(&copy.path).unwrap(), CONTENTS[0]);
+    // Across a reopen too.
+    site.reopen().await;
+    assert!(site.objects().stale_copy("a").unwrap().is_some());
+
+    // Resync keeps that copy's standing; reverify has nothing to verify on a pending row.
+    let objects = site.objects();
+    assert_eq!(objects.resync(&Scope::All, "t").unwrap().marked, 1);
+    assert!(objects.stale_copy("a").unwrap().is_some());
+    assert_eq!(objects.reverify(&Scope::All, "t").unwrap().skipped, 1);
+    let counts = objects.counts().unwrap();
+    assert_eq!(counts.progress.len(), 2, "{counts:?}");
+    assert!(counts.progress[0].starts_with("resync of all objects asked by t"));
+
+    // Fetched: the current version, verified; then a check finds it damaged: nothing.
+    fetch_now(objects, "a").await;
+    let local = objects.row("a").unwrap().unwrap().local.unwrap();
+    objects
+        .record_verification("a", &local, Err("rot".into()), now_ms())
+        .await
+        .unwrap();
+    assert!(objects.stale_copy("a").unwrap().is_none());
+
+    // A copy whose checksum matches is fetched again when an admin asks.
+    fetch_now(objects, "a").await;
+    assert!(matches!(
+        objects.start_sync("a", now_ms()).unwrap(),
+        SyncJob::Nothing
+    ));
+    objects.resync(&Scope::One("a".into()), "t").unwrap();
+    assert!(matches!(
+        objects.start_sync("a", now_ms()).unwrap(),
+        SyncJob::Fetch(..)
+    ));
+    assert_counted(objects, "a resync");
 }

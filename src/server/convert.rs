@@ -468,6 +468,7 @@ pub fn site_report(r: &status::Report) -> pb::SiteReport {
             failed: o.failed,
             verified: o.verified,
             verification_failed: o.verification_failed,
+            progress: o.progress.clone(),
         }),
         writes_in_flight: r.writes_in_flight,
         reported_at: Some(timestamp(r.at_ms)),
@@ -480,6 +481,18 @@ pub fn site_report(r: &status::Report) -> pb::SiteReport {
             reserve: d.reserve,
         }),
     }
+}
+
+/// Lines of progress another site reports, bounded: they are shown as they are.
+fn progress_from(lines: Vec<String>) -> Result<Vec<String>, Status> {
+    const MAX_LINES: usize = 4;
+    const MAX_LINE: usize = 1024;
+    if lines.len() > MAX_LINES || lines.iter().any(|l| l.len() > MAX_LINE) {
+        return Err(Status::invalid_argument(format!(
+            "a report carries at most {MAX_LINES} progress lines of at most {MAX_LINE} bytes"
+        )));
+    }
+    Ok(lines)
 }
 
 /// A report from the wire; malformed fields are INVALID_ARGUMENT.
@@ -507,6 +520,7 @@ pub fn site_report_from(r: pb::SiteReport) -> Result<status::Report, Status> {
             verification_failed: o.verification_failed,
             events_applied: events.applied,
             damaged: Vec::new(),
+            progress: progress_from(o.progress)?,
         },
         events,
         writes_in_flight: r.writes_in_flight,

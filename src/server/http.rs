@@ -68,6 +68,15 @@ async fn status_page(State(site): State<Arc<Site>>, Query(q): Query<PageQuery>) 
         Ok(s) => s,
         Err(r) => return r,
     };
+    let objects = Arc::clone(&site.objects);
+    let listed =
+        match tokio::task::spawn_blocking(move || objects.attention(super::objects_page::LISTED))
+            .await
+        {
+            Ok(Ok(listed)) => super::objects_page::render(&listed, crate::log::now_ms()),
+            Ok(Err(e)) => return error::http(e).into_response(),
+            Err(e) => return error::http(panicked(e)).into_response(),
+        };
     let mode = site.settings.mode();
     let in_flight = site.objects.inflight().list();
     let now = crate::log::now_ms();
@@ -76,6 +85,7 @@ async fn status_page(State(site): State<Arc<Site>>, Query(q): Query<PageQuery>) 
         primary: site.settings.primary(),
         statuses: &statuses,
         in_flight: &in_flight,
+        objects: &listed,
         now_ms: now,
         refresh_secs: q
             .refresh

@@ -17,6 +17,7 @@ use super::auth::Caller;
 use super::client::{authorized, fetch_object};
 use super::convert;
 use super::error::{self, PrimaryUnreachable};
+use super::object_ops;
 use super::pb;
 use super::Site;
 use crate::objects::{
@@ -268,7 +269,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             return Err(error::status(ObjectError::NotFound(object.to_string())));
         };
         // Not here (yet): read it through from the primary, and say so.
-        let stream = fetch_object(
+        let stream = match fetch_object(
             channel.clone(),
             &self.site.site_token,
             self.site.settings.site_id(),
@@ -276,7 +277,19 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             "",
         )
         .await
-        .map_err(|s| forwarded_status(s, primary))?;
+        .map_err(|s| forwarded_status(s, primary))
+        {
+            Ok(stream) => stream,
+            // The primary is gone: the newest verified copy here, marked stale, unless
+            // the client wants the strict answer.
+            Err(s) if object_ops::unreachable(&s) && !req.get_ref().no_stale => {
+                match object_ops::stale_stream(&self.site, &object, &s).await? {
+                    Some(stale) => return Ok(Response::new(stale)),
+                    None => return Err(s),
+                }
+            }
+            Err(s) => return Err(s),
+        };
         let primary = primary.to_string();
         Ok(Response::new(Box::pin(stream.map(
             move |item| match item {
@@ -336,6 +349,29 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             objects: page.iter().map(convert::object_meta).collect(),
             next_page_token: next.unwrap_or_default(),
         }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: Request<pb::ListObjectsRequest>,
+    ) -> Result<Response<pb::ListObjectsResponse>, Status> {
+        object_ops::list_objects(&self.site, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn resync_objects(
+        &self,
+        req: Request<pb::ResyncObjectsRequest>,
+    ) -> Result<Response<pb::ResyncObjectsResponse>, Status> {
+        object_ops::resync_objects(&self.site, req).await
+    }
+
+    async fn reverify_objects(
+        &self,
+        req: Request<pb::ReverifyObjectsRequest>,
+    ) -> Result<Response<pb::ReverifyObjectsResponse>, Status> {
+        object_ops::reverify_objects(&self.site, req).await
     }
 
     async fn delete(
@@ -539,6 +575,7 @@ pub fn local_stream(
                     part: Some(pb::pull_response::Part::Header(pb::PullHeader {
                         object: Some(convert::object_meta(&meta)),
                         read_through: false,
+                        stale: None,
                     })),
                 };
                 let chunks = ReceiverStream::new(rx).map(|c| match c {

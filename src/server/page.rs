@@ -22,6 +22,9 @@ pub struct Page<'a> {
     /// This site first, then every secondary the primary heard from.
     pub statuses: &'a [SiteStatus],
     pub in_flight: &'a [Write],
+    /// The section listing this site's objects that need a look, as `objects_page`
+    /// renders it.
+    pub objects: &'a str,
     pub now_ms: i64,
     pub refresh_secs: u32,
     pub version: &'a str,
@@ -30,7 +33,7 @@ pub struct Page<'a> {
 }
 
 /// Escapes text for HTML content and attribute values.
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -116,6 +119,7 @@ tr:last-child td { border-bottom:none; }
 .bar { width:160px; height:8px; background:#e6eaef; border-radius:4px; overflow:hidden; }
 .bar span { display:block; height:100%; background:var(--ok); }
 .figure, .reasons { font-size:12px; color:var(--muted); }
+tr.failed td { background:#fff5f5; }
 .reasons { margin:2px 0 0; padding-left:16px; }
 .banner.scheduled { background:#ddf4ff; border-color:#54aeff; }
 .charts { display:flex; flex-wrap:wrap; gap:10px; margin-bottom:8px; }
@@ -283,6 +287,7 @@ pub fn render(p: &Page<'_>) -> String {
         }
         h.push_str("</tbody></table>\n");
     }
+    h.push_str(p.objects);
     let _ = write!(
         h,
         "</main>\n<footer>geo-agent {} · refreshes every {}s · <a href=\"/metrics\">metrics</a></footer>\n</body></html>\n",
@@ -388,6 +393,7 @@ mod tests {
             primary: None,
             statuses: &[],
             in_flight: &[],
+            objects: "",
             now_ms: 61_000,
             refresh_secs: 5,
             version: "0.1.0",

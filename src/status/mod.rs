@@ -212,6 +212,8 @@ impl Judge {
                 o.objects, self.primary_objects
             ));
         }
+        // A resync or reverification an admin asked for: progress, not a problem.
+        c.reasons.extend(o.progress.iter().cloned());
         c
     }
 }

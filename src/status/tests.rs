@@ -27,6 +27,7 @@ fn counts(objects: u64, synced: u64, failed: u64, verified: u64, vfailed: u64) -
         verification_failed: vfailed,
         events_applied: 0,
         damaged: Vec::new(),
+        progress: Vec::new(),
     }
 }
 

@@ -253,7 +253,10 @@ pub async fn pull(
     token: &str,
     name: &str,
 ) -> Result<(pb::PullHeader, Vec<u8>), tonic::Status> {
-    let req = pb::PullRequest { name: name.into() };
+    let req = pb::PullRequest {
+        name: name.into(),
+        ..Default::default()
+    };
     let mut stream = site
         .objects()
         .await
