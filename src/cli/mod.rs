@@ -5,6 +5,7 @@
 
 mod client;
 mod daemon;
+mod docs;
 mod failover;
 mod gate;
 mod objects;
@@ -88,6 +89,10 @@ pub enum Command {
     /// admin token).
     #[command(subcommand)]
     Fence(FenceCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages.
+    Man(docs::ManArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -294,6 +299,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Fence(FenceCommand::Clear(a)) => failover::fence_clear(a).await,
         Command::Pull(a) => objects::pull(a).await,
         Command::Sites(c) => sites::sites(c).await,
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     }
 }
 
