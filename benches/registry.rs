@@ -127,6 +127,7 @@ fn main() {
                 replication_errors: Default::default(),
                 repairs: Default::default(),
                 proxy: None,
+                tls_not_after: None,
             });
             let took = t.elapsed();
             assert!(text.contains("geo_objects"), "{text}");

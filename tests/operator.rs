@@ -286,6 +286,12 @@ async fn dashboard_is_grafana_json_and_every_query_reads_an_exported_metric() {
             families.insert(name);
         }
     }
+    // Only a site serving TLS exports its certificate's expiry (tested below).
+    assert!(
+        !families.contains(TLS_EXPIRY),
+        "a site without TLS has no certificate"
+    );
+    families.insert(TLS_EXPIRY.to_string());
     for name in used.iter().chain(&rule_metrics) {
         assert!(
             families.contains(name),
@@ -315,6 +321,37 @@ async fn dashboard_is_grafana_json_and_every_query_reads_an_exported_metric() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+const TLS_EXPIRY: &str = "geo_tls_certificate_expiry_timestamp_seconds";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_site_exports_when_its_certificate_expires() {
+    let cluster = Cluster::new();
+    let dir = cluster.path("pki");
+    std::fs::create_dir_all(&dir).expect("pki dir");
+    let (_, ca) = new_ca(&dir, "ca");
+    let (cert, key) = issue_cert(&dir, "site", &["localhost", "127.0.0.1"], &ca);
+    let path = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
+    let site = cluster.primary_with(
+        "tls",
+        &["--tls-cert", &path(&cert), "--tls-key", &path(&key)],
+    );
+    let (status, text) = site.http_get("/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    // rcgen's certificates are valid until 4096-01-01T00:00:00Z unless told otherwise.
+    let expires = chrono::NaiveDate::from_ymd_opt(4096, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .expect("a date")
+        .and_utc()
+        .timestamp();
+    assert!(
+        text.contains(&format!("\n{TLS_EXPIRY} {expires}\n")),
+        "{text}"
+    );
+    if have(&["promtool", "--version"], "the Debian package prometheus") {
+        promtool_check(&text);
     }
 }
 

@@ -117,6 +117,7 @@ async fn metrics(State(site): State<Arc<Site>>) -> Response {
         replication_errors: errors,
         repairs: site.counters.repairs(),
         proxy: site.proxy_enabled.then(|| site.counters.proxy.snapshot()),
+        tls_not_after: site.server_tls.as_ref().and_then(|t| t.not_after()),
     });
     (
         [(

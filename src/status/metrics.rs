@@ -153,6 +153,8 @@ pub struct Scrape<'a> {
     pub repairs: BTreeMap<&'static str, u64>,
     /// The gating proxy's figures, when this site runs one.
     pub proxy: Option<ProxyScrape>,
+    /// When the gRPC port's certificate expires (Unix seconds), when it serves TLS.
+    pub tls_not_after: Option<i64>,
 }
 
 /// Repair results always shown, at 0 until one happens.
@@ -388,6 +390,14 @@ pub fn render(s: &Scrape<'_>) -> String {
         }
     }
 
+    if let Some(at) = s.tls_not_after {
+        o.family(
+            "geo_tls_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When the gRPC port's certificate (tls_cert, read at start) expires, in Unix seconds.",
+        );
+        o.sample("geo_tls_certificate_expiry_timestamp_seconds", &[], at);
+    }
     if let Some(d) = &own.report.disk {
         o.family(
             "geo_disk_free_bytes",
@@ -587,7 +597,9 @@ mod tests {
             replication_errors: counters.replication_errors(),
             repairs: counters.repairs(),
             proxy: Some(counters.proxy.snapshot()),
+            tls_not_after: Some(1_800_000_000),
         });
+        assert!(text.contains("geo_tls_certificate_expiry_timestamp_seconds 1800000000\n"));
         assert!(text.contains("geo_maintenance_mode 1\n"), "{text}");
         assert!(text.contains("geo_primary 1\n"), "{text}");
         assert!(text.contains(
@@ -637,6 +649,7 @@ mod tests {
             replication_errors: BTreeMap::new(),
             repairs: BTreeMap::new(),
             proxy: None,
+            tls_not_after: None,
         });
         let diverged = "geo_follower_state{site=\"s1\",log=\"settings\",state=\"diverged\"} 1\n";
         assert!(text.contains(diverged), "{text}");
@@ -664,6 +677,7 @@ mod tests {
             replication_errors: BTreeMap::new(),
             repairs: BTreeMap::new(),
             proxy: None,
+            tls_not_after: None,
         });
         assert!(!text.contains("geo_proxy"), "{text}");
         assert!(text.contains("geo_primary 0\n"), "{text}");
