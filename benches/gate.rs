@@ -68,6 +68,60 @@ fn in_process() {
         let ns = elapsed.as_nanos() as f64 / IN_PROCESS_ROUNDS as f64;
         println!("  {name:<48} {per_sec:>12.0} {ns:>12.0}");
     }
+    println!();
+    graphql_bodies(&site, &cfg);
+}
+
+/// A GraphQL document of about `bytes` bytes: an operation of `kind` (`query` or `mutation`)
+/// selecting aliased fields with arguments, as the GitLab UI sends, in a JSON body.
+fn graphql_body(kind: &str, bytes: usize) -> Vec<u8> {
+    let mut doc = format!("{kind} Bench($path: ID!) {{ ");
+    let mut i = 0;
+    while doc.len() + 60 < bytes {
+        doc.push_str(&format!(
+            "f{i}: project(fullPath: $path) {{ id name issues(first: 20) {{ nodes {{ iid }} }} }} "
+        ));
+        i += 1;
+    }
+    doc.push('}');
+    serde_json::to_vec(&serde_json::json!({
+        "query": doc,
+        "operationName": "Bench",
+        "variables": { "path": "group/project" },
+    }))
+    .expect("JSON")
+}
+
+/// Decisions on GraphQL bodies (the gating proxy reads them), one thread.
+fn graphql_bodies(site: &SiteView, cfg: &GateConfig) {
+    println!("gate in-process, GraphQL bodies, one thread          decisions/s   µs/decision");
+    for (kind, size, rounds) in [
+        ("query", 1 << 10, 200_000),
+        ("mutation", 1 << 10, 200_000),
+        ("query", 64 << 10, 3_000),
+        ("mutation", 64 << 10, 3_000),
+    ] {
+        let body = graphql_body(kind, size);
+        let req = Request::Http(HttpRequest {
+            method: "POST".into(),
+            path: "/api/graphql".into(),
+            content_type: Some("application/json".into()),
+            body: Some(body.clone()),
+            ..HttpRequest::default()
+        });
+        let first = gate::decide(&req, site, cfg).expect("a decision");
+        assert_eq!(first.is_allowed(), kind == "query", "{first:?}");
+        let start = Instant::now();
+        for _ in 0..rounds {
+            let d = gate::decide(black_box(&req), black_box(site), black_box(cfg));
+            black_box(d.ok());
+        }
+        let elapsed = start.elapsed();
+        let per_sec = rounds as f64 / elapsed.as_secs_f64();
+        let us = elapsed.as_secs_f64() * 1e6 / rounds as f64;
+        let name = format!("{kind} of {} bytes", body.len());
+        println!("  {name:<48} {per_sec:>12.0} {us:>12.1}");
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

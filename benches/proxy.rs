@@ -155,6 +155,45 @@ async fn upload(addr: SocketAddr, mib: u64) -> f64 {
     (mib << 20) as f64 / 1e6 / t.elapsed().as_secs_f64()
 }
 
+/// A wrk duration ("380.93us", "1.01ms", "2.00s") in microseconds.
+fn wrk_us(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = text.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "us" => n,
+        "ms" => n * 1e3,
+        "s" => n * 1e6,
+        _ => return None,
+    })
+}
+
+/// wrk against `addr` with `clients` connections on one thread for `secs`: mean latency,
+/// p99 (µs) and requests per second, or `None` when wrk is not installed.
+fn wrk(addr: SocketAddr, clients: u64, secs: u64) -> Option<(f64, f64, f64)> {
+    let out = std::process::Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{clients}"),
+            &format!("-d{secs}s"),
+            "--latency",
+        ])
+        .arg(format!("http://{addr}/api/v4/projects"))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str, index: usize| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(index).map(str::to_string))
+    };
+    let mean = wrk_us(&field("Latency ", 1)?)?;
+    let p99 = wrk_us(&field("99%", 1)?)?;
+    let rps = field("Requests/sec:", 1)?.parse().ok()?;
+    Some((mean, p99, rps))
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -214,11 +253,42 @@ async fn run() {
         format!("{clients} clients"),
         format!("{mib} MiB")
     );
-    for (name, addr) in fronts {
+    for &(name, addr) in &fronts {
         let (p50, p99) = latency(addr, || get("/api/v4/projects")).await;
         let (g50, _) = latency(addr, graphql).await;
         let rps = throughput(addr, clients, secs).await;
         let mbs = upload(addr, mib).await;
         println!("{name:<18} {p50:>9.0} {p99:>9.0} {g50:>12.0} {rps:>12.0} {mbs:>12.0}");
     }
+    // The issue's own measure: wrk at one concurrency against each front, taking turns so
+    // that a change in the machine's load falls on all of them.
+    println!();
+    println!(
+        "wrk -t1 -c{clients} -d{secs}s, {} rounds taking turns    mean µs   p99 µs      req/s",
+        WRK_ROUNDS
+    );
+    let mut sums = vec![(0.0, 0.0, 0.0); fronts.len()];
+    for _ in 0..WRK_ROUNDS {
+        for (i, (_, addr)) in fronts.iter().enumerate() {
+            let Some((mean, p99, rps)) = wrk(*addr, clients, secs) else {
+                println!("  (wrk is not installed: apt-get install wrk)");
+                return;
+            };
+            sums[i].0 += mean;
+            sums[i].1 += p99;
+            sums[i].2 += rps;
+        }
+    }
+    for ((name, _), (mean, p99, rps)) in fronts.iter().zip(sums) {
+        let n = WRK_ROUNDS as f64;
+        println!(
+            "  {name:<47} {:>8.0} {:>8.0} {:>10.0}",
+            mean / n,
+            p99 / n,
+            rps / n
+        );
+    }
 }
+
+/// How many times each front gets its turn under wrk.
+const WRK_ROUNDS: usize = 3;

@@ -10,10 +10,10 @@
 //! outside maintenance mode (GitLab secondaries forward writes) and refused in it.
 
 use super::fence;
-use super::form::media_type;
+use super::form::{self, media_type};
 use super::git;
 use super::path::{self, NormalPath};
-use super::rules::{self, ids, Check, Condition, Method};
+use super::rules::{self, ids, Check, Condition, Method, GRAPHQL_ROUTE};
 use super::{
     graphql, lfs, Decision, DenyMode, GateConfig, GateError, GitProtocol, HttpRequest, SiteRole,
     SiteView, Verdict, DEFAULT_MAINTENANCE_MESSAGE, MAX_HEADER_BYTES, MAX_PATH_BYTES,
@@ -51,17 +51,25 @@ pub(crate) fn decide(
         ));
     }
     let method = Method::parse(&req.method);
-    if method.is_read() {
+    // Both disguised writes carry a query string; every other read passes untouched.
+    let read = method.is_read();
+    if read && !req.path.contains('?') {
         return Ok(Decision::allow(ids::READ, "reads are never blocked"));
     }
-    // From here: a write, on a primary in maintenance mode or on a secondary.
+    // From here: a write (or a read with a query string), on a primary in maintenance mode
+    // or on a secondary.
     let maintenance = site.maintenance && !exempt;
     let norm = path::normalise(&req.path);
     let root = cfg.root();
     let below_root = norm.under_root(root);
     let route = below_root.unwrap_or(&norm.path);
 
-    if route.ends_with("/git-receive-pack") {
+    let push = if read {
+        is_push_discovery(method, route, norm.query)
+    } else {
+        route.ends_with("/git-receive-pack")
+    };
+    if push {
         // A push over smart HTTP: answer the way git shows it to the user.
         if let Some(f) = fenced {
             return Ok(fence::git_push(GitProtocol::Http, f, cfg));
@@ -70,6 +78,10 @@ pub(crate) fn decide(
     }
 
     let outcome = match (norm.suspicious, below_root) {
+        _ if read => match graphql_get_mutation(below_root, &norm) {
+            Some(outcome) => outcome,
+            None => return Ok(Decision::allow(ids::READ, "reads are never blocked")),
+        },
         (Some(why), _) => Outcome::Write {
             rule: ids::DENY_WRITE,
             reason: format!("write to a path that matches no allowlist route: {why}").into(),
@@ -117,6 +129,34 @@ pub(crate) fn decide(
         proxy_rule,
         format!("secondary site: forward the write to the primary ({reason})"),
     ))
+}
+
+/// The first request of a push over smart HTTP: `GET …/info/refs?service=git-receive-pack`.
+/// It changes nothing itself, but it is where git shows a refusal to the user (the `text/plain`
+/// body of a failed discovery, after `remote:`), and where GitLab itself refuses a push in
+/// maintenance mode; a refusal of the `POST …/git-receive-pack` that follows is shown by git
+/// only as "HTTP 403". So it is judged as the push it starts.
+fn is_push_discovery(method: Method, route: &str, query: &str) -> bool {
+    matches!(method, Method::Get | Method::Head)
+        && route.ends_with("/info/refs")
+        && form::values(query, "service").any(|s| s == "git-receive-pack")
+}
+
+/// A GraphQL operation in a `GET`'s query string that is not a plain query: a mutation (or
+/// one the gate cannot tell from a mutation). GitLab refuses to run mutations sent by `GET`,
+/// but an application behind the gating proxy may not, so in maintenance mode it is judged as
+/// the write it would be. `None`: an ordinary read.
+fn graphql_get_mutation(below_root: Option<&str>, norm: &NormalPath<'_>) -> Option<Outcome> {
+    if norm.suspicious.is_some() || below_root != Some(GRAPHQL_ROUTE) {
+        return None;
+    }
+    match graphql::check(None, None, norm.query) {
+        Check::Pass { .. } => None,
+        Check::Block { rule, reason } => Some(Outcome::Write {
+            rule,
+            reason: format!("{reason}, sent in a GET request's query string").into(),
+        }),
+    }
 }
 
 enum Outcome {

@@ -83,6 +83,9 @@ pub mod ids {
     pub const REGISTRY_GRANTED: &str = "registry.granted";
 }
 
+/// The GraphQL endpoint, below the relative URL root.
+pub(crate) const GRAPHQL_ROUTE: &str = "/api/graphql";
+
 /// An HTTP method as the gate sees it. Anything but the three reads is a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
@@ -402,7 +405,7 @@ use MethodSet as S;
 // Kept as a hand-aligned table: it is read more often than it is edited.
 #[rustfmt::skip]
 pub static ALLOWLIST: &[Row] = &[
-    row(ids::ALLOW_GRAPHQL, S::POST, M::Exact("/api/graphql"), C::GraphqlBody,
+    row(ids::ALLOW_GRAPHQL, S::POST, M::Exact(GRAPHQL_ROUTE), C::GraphqlBody,
         "GraphQL queries pass; mutations are blocked"),
     row(ids::ALLOW_LFS_BATCH, S::POST, M::Repo("info/lfs/objects/batch"), C::LfsBatchBody,
         "LFS batch download"),

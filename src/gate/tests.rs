@@ -553,15 +553,95 @@ fn gitlab_read_only_middleware_cases() {
     }
 }
 
+/// The first request of a smart HTTP push changes nothing, but it is the one whose refusal git
+/// shows the user: it is judged as the push, on every role, under every root, however the
+/// query string spells it.
+#[test]
+fn push_discovery_is_judged_as_the_push() {
+    for root in ROOTS {
+        let c = cfg(root);
+        for query in [
+            "service=git-receive-pack",
+            "service=git%2Dreceive-pack",
+            "x=1&service=git-receive-pack",
+        ] {
+            let path = format!("{root}/group/sub/project.git/info/refs?{query}");
+            for method in ["GET", "HEAD"] {
+                let r = req(method, &path);
+                let ctx = format!("{method} {path}");
+                let d = run(&r, &site(SiteRole::Primary, false), &c);
+                expect(&d, Verdict::Allow, 200, "maintenance_off", &ctx);
+                for role in [SiteRole::Primary, SiteRole::Secondary] {
+                    let d = run(&r, &site(role, true), &c);
+                    expect(&d, Verdict::Deny, 403, "git.push.maintenance", &ctx);
+                    assert_eq!(&*d.content_type, "text/plain", "{ctx}");
+                    assert_eq!(d.body.as_deref(), Some(GIT_PUSH_MESSAGE), "{ctx}");
+                }
+                let d = run(&r, &site(SiteRole::Secondary, false), &c);
+                expect(&d, Verdict::ProxyToPrimary, 200, "git.push.proxy", &ctx);
+            }
+            // OPTIONS starts nothing.
+            let d = run(&req("OPTIONS", &path), &site(SiteRole::Primary, true), &c);
+            expect(&d, Verdict::Allow, 200, "read", &path);
+        }
+    }
+}
+
+/// GitLab never runs a mutation sent by GET, but an application behind the gating proxy may:
+/// in maintenance mode it is the write it would be, refused like the POST.
+#[test]
+fn graphql_mutations_sent_by_get_are_writes() {
+    for root in ROOTS {
+        let c = cfg(root);
+        for query in [
+            "query=mutation%7Bx%7D",
+            "query=mutation+M%7Bx%7D&operationName=M",
+            "query=%6Dutation%7Bx%7D",
+            "query=query+Q%7Bx%7Dmutation+M%7By%7D&operationName=M",
+            "query=%7Bx%7D&query=mutation%7By%7D",
+        ] {
+            let path = format!("{root}/api/graphql?{query}");
+            let mut r = req("GET", &path);
+            r.accept = Some("application/json".into());
+            let ctx = path.as_str();
+            let d = run(&r, &site(SiteRole::Primary, false), &c);
+            expect(&d, Verdict::Allow, 200, "maintenance_off", ctx);
+            for role in [SiteRole::Primary, SiteRole::Secondary] {
+                let d = run(&r, &site(role, true), &c);
+                assert_eq!((d.verdict, d.status), (Verdict::Deny, 403), "{ctx}: {d:?}");
+                assert_eq!(d.body.as_deref(), Some(READ_ONLY_JSON_BODY), "{ctx}");
+                assert!(d.reason.contains("GET"), "{ctx}: {}", d.reason);
+            }
+            let d = run(&r, &site(SiteRole::Secondary, false), &c);
+            assert_eq!(d.verdict, Verdict::ProxyToPrimary, "{ctx}: {d:?}");
+        }
+        // A query, or the one mutation a read-only site runs, stays a read.
+        for query in [
+            "query=%7Bx%7D",
+            "query=mutation%7BgeoRegistriesUpdate%7D",
+            "",
+        ] {
+            let path = format!("{root}/api/graphql?{query}");
+            let d = run(&req("GET", &path), &site(SiteRole::Primary, true), &c);
+            expect(&d, Verdict::Allow, 200, "read", &path);
+        }
+    }
+}
+
 #[test]
 fn reads_are_never_blocked() {
     for method in ["GET", "HEAD", "OPTIONS"] {
         for path in [
             "/",
             "/api/v4/projects",
-            "/group/project.git/info/refs?service=git-receive-pack",
+            "/group/project.git/info/refs?service=git-upload-pack",
+            "/group/project.git/info/refs?service=git-receive-pack-not",
+            "/group/project.git/git-receive-pack",
             "/users/sign_in/../../admin",
-            "/api/graphql?query=mutation%7Bx%7D",
+            "/api/graphql?query=%7Bx%7D",
+            "/api/graphql?query=mutation%7BgeoRegistriesUpdate%7D",
+            "/api/graphql/other?query=mutation%7Bx%7D",
+            "/projects?query=mutation%7Bx%7D",
             "*",
         ] {
             for root in ROOTS {
@@ -1469,13 +1549,20 @@ fn fenced_sites_refuse_pushes_on_every_git_surface() {
                     );
                 }
             }
-            // A push seen as a plain HTTP request gets git's answer too.
-            let d = run(&req("POST", "/g/p.git/git-receive-pack"), &s, &c);
-            expect(&d, Verdict::Deny, 503, "fenced", "smart HTTP push");
-            assert_eq!(
-                (&*d.content_type, d.body.as_deref(), d.retry_after),
-                ("text/plain", Some(text), Some(retry))
-            );
+            // A push seen as plain HTTP requests gets git's answer too, from its discovery on.
+            for (method, path) in [
+                ("POST", "/g/p.git/git-receive-pack"),
+                ("GET", "/g/p.git/info/refs?service=git-receive-pack"),
+            ] {
+                let d = run(&req(method, path), &s, &c);
+                expect(&d, Verdict::Deny, 503, "fenced", path);
+                assert_eq!(
+                    (&*d.content_type, d.body.as_deref(), d.retry_after),
+                    ("text/plain", Some(text), Some(retry))
+                );
+            }
+            let d = run(&req("GET", "/api/graphql?query=mutation%7Bx%7D"), &s, &c);
+            assert_fenced_http(&d, text, retry, "GraphQL mutation by GET");
         }
     }
 }

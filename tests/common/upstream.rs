@@ -229,3 +229,74 @@ async fn cgi(
         .body(Full::new(Bytes::copy_from_slice(&raw[split.1..])))
         .unwrap())
 }
+
+/// Runs git with a configuration of its own in `home`: (success, stderr).
+pub fn git(home: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A real Git LFS server (giftless) on a loopback port, storing objects under a directory;
+/// killed when dropped.
+pub struct LfsServer {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for LfsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LfsServer {
+    /// Starts `tests/lfs_server.py` and waits (up to 60 s) for the port it prints.
+    pub fn start(storage: &std::path::Path) -> LfsServer {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/lfs_server.py"))
+            .arg(storage)
+            .current_dir(storage.parent().unwrap_or(storage))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python3 tests/lfs_server.py");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the LFS server printed its port within 60 s");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the LFS server did not start: {line:?}"));
+        LfsServer {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
