@@ -171,6 +171,7 @@ fn main() {
                 repairs: Default::default(),
                 proxy: None,
                 scheduled: None,
+                tls_not_after: None,
             });
             let took = t.elapsed();
             assert!(text.contains("geo_objects"), "{text}");

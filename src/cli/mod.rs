@@ -5,6 +5,7 @@
 
 mod client;
 mod daemon;
+mod docs;
 mod failover;
 mod gate;
 mod object_ops;
@@ -93,6 +94,10 @@ pub enum Command {
     /// admin token).
     #[command(subcommand)]
     Fence(FenceCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages.
+    Man(docs::ManArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -304,6 +309,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Pull(a) => objects::pull(a).await,
         Command::Objects(c) => object_ops::objects(c).await,
         Command::Sites(c) => sites::sites(c).await,
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     }
 }
 

@@ -133,6 +133,7 @@ async fn metrics(State(site): State<Arc<Site>>) -> Response {
             .settings
             .maintenance_schedule()
             .map(|w| (w.start_ms, w.end_ms)),
+        tls_not_after: site.server_tls.as_ref().and_then(|t| t.not_after()),
     });
     (
         [(

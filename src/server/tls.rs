@@ -30,6 +30,9 @@ pub struct ServerTls {
     identity: Identity,
     client_ca: Option<Certificate>,
     require_client_cert: bool,
+    /// When the leaf certificate expires (Unix seconds), for `/metrics`; `None` when
+    /// x509-parser cannot read a certificate rustls accepted.
+    not_after: Option<i64>,
 }
 
 impl fmt::Debug for ServerTls {
@@ -56,8 +59,11 @@ impl ServerTls {
                 "require_client_cert needs tls_ca, the CA that signs client certificates".into(),
             );
         }
+        let cert_pem = read_pem(cert, "tls_cert")?;
+        let not_after = leaf_not_after(&cert_pem);
         let tls = ServerTls {
-            identity: Identity::from_pem(read_pem(cert, "tls_cert")?, read_pem(key, "tls_key")?),
+            not_after,
+            identity: Identity::from_pem(cert_pem, read_pem(key, "tls_key")?),
             client_ca: ca
                 .map(|p| read_pem(p, "tls_ca").map(Certificate::from_pem))
                 .transpose()?,
@@ -71,6 +77,11 @@ impl ServerTls {
             )
         })?;
         Ok(tls)
+    }
+
+    /// When this site's certificate expires (Unix seconds), as read at start.
+    pub fn not_after(&self) -> Option<i64> {
+        self.not_after
     }
 
     pub fn config(&self) -> ServerTlsConfig {
@@ -87,6 +98,14 @@ impl ServerTls {
                 .client_auth_optional(!self.require_client_cert),
         }
     }
+}
+
+/// The notAfter of the first certificate in a PEM chain (the leaf, which `tls_cert` lists
+/// first). Only a figure for monitoring: rustls has already checked the certificate.
+fn leaf_not_after(pem: &[u8]) -> Option<i64> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let cert = block.parse_x509().ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 /// How to connect to `https://` sites: the CA to trust (else the system's roots) and the

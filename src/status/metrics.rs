@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use super::{Health, SiteStatus};
+use crate::replication::FollowerState;
 use crate::types::Role;
 
 /// Events counted since the site opened (Prometheus' `rate()` copes with the reset when a
@@ -154,6 +155,8 @@ pub struct Scrape<'a> {
     pub proxy: Option<ProxyScrape>,
     /// The maintenance window scheduled or in progress (SPEC §6): its start and end, in ms.
     pub scheduled: Option<(i64, Option<i64>)>,
+    /// When the gRPC port's certificate expires (Unix seconds), when it serves TLS.
+    pub tls_not_after: Option<i64>,
 }
 
 /// Repair results always shown, at 0 until one happens.
@@ -162,6 +165,15 @@ pub const REPAIR_RESULTS: [&str; 3] = ["repaired", "failed", "moot"];
 /// Replication error kinds always shown, at 0 until one happens, so an alert on
 /// `increase(...)` has a series to watch from the start.
 pub const ERROR_KINDS: [&str; 4] = ["settings", "events", "sync", "report"];
+
+/// Every follower state with its `state` label, all shown so an alert sees a 0 turn into 1.
+const FOLLOWER_STATES: [(FollowerState, &str); 5] = [
+    (FollowerState::Connecting, "connecting"),
+    (FollowerState::Following, "following"),
+    (FollowerState::Diverged, "diverged"),
+    (FollowerState::Refused, "refused"),
+    (FollowerState::PrimaryFenced, "primary_fenced"),
+];
 
 struct Out(String);
 
@@ -349,6 +361,28 @@ pub fn render(s: &Scrape<'_>) -> String {
         |st, log| st.lag(log).entries as f64,
     );
     o.family(
+        "geo_follower_state",
+        "gauge",
+        "A secondary's log follower, per site and log: 1 for the state it is in, 0 for the others. diverged, refused and primary_fenced have stopped and need an operator.",
+    );
+    for st in s.statuses {
+        for log in [Log::Settings, Log::Events] {
+            let pos = match log {
+                Log::Settings => &st.report.settings,
+                Log::Events => &st.report.events,
+            };
+            let Some(f) = &pos.follower else { continue };
+            for (state, label) in FOLLOWER_STATES {
+                let labels = [
+                    ("site", st.report.site_id.as_str()),
+                    ("log", log.label()),
+                    ("state", label),
+                ];
+                o.sample("geo_follower_state", &labels, flag(f.state == state));
+            }
+        }
+    }
+    o.family(
         "geo_site_last_contact_seconds",
         "gauge",
         "Seconds since a site's last contact: on the primary, each secondary's last report (0 for itself); on a secondary, its primary's last message.",
@@ -379,6 +413,14 @@ pub fn render(s: &Scrape<'_>) -> String {
         }
     }
 
+    if let Some(at) = s.tls_not_after {
+        o.family(
+            "geo_tls_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When the gRPC port's certificate (tls_cert, read at start) expires, in Unix seconds.",
+        );
+        o.sample("geo_tls_certificate_expiry_timestamp_seconds", &[], at);
+    }
     if let Some(d) = &own.report.disk {
         o.family(
             "geo_disk_free_bytes",
@@ -579,7 +621,9 @@ mod tests {
             repairs: counters.repairs(),
             proxy: Some(counters.proxy.snapshot()),
             scheduled: Some((1_800_000_000_500, None)),
+            tls_not_after: Some(1_800_000_000),
         });
+        assert!(text.contains("geo_tls_certificate_expiry_timestamp_seconds 1800000000\n"));
         assert!(text.contains("geo_maintenance_mode 1\n"), "{text}");
         assert!(
             text.contains("geo_maintenance_scheduled_start_timestamp_seconds 1800000000.5\n"),
@@ -616,6 +660,42 @@ mod tests {
     }
 
     #[test]
+    fn a_followers_state_is_one_of_five_per_site_and_log() {
+        let mut s1 = status("s1", Role::Secondary, false);
+        s1.report.settings.follower = Some(crate::status::FollowerView {
+            state: FollowerState::Diverged,
+            primary_head: 3,
+            last_contact_ms: None,
+            error: None,
+        });
+        let statuses = [status("primary", Role::Primary, false), s1];
+        let text = render(&Scrape {
+            version: "1",
+            serving: true,
+            fenced: false,
+            statuses: &statuses,
+            gate_decisions: Vec::new(),
+            replication_errors: BTreeMap::new(),
+            repairs: BTreeMap::new(),
+            proxy: None,
+            scheduled: None,
+            tls_not_after: None,
+        });
+        let diverged = "geo_follower_state{site=\"s1\",log=\"settings\",state=\"diverged\"} 1\n";
+        assert!(text.contains(diverged), "{text}");
+        let following = "geo_follower_state{site=\"s1\",log=\"settings\",state=\"following\"} 0\n";
+        assert!(text.contains(following), "{text}");
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("geo_follower_state{"));
+        assert_eq!(
+            series.count(),
+            5,
+            "the primary has no follower; s1's events log none set"
+        );
+    }
+
+    #[test]
     fn a_fenced_primary_is_not_counted_as_one() {
         let statuses = [status("old", Role::Primary, false)];
         let text = render(&Scrape {
@@ -628,6 +708,7 @@ mod tests {
             repairs: BTreeMap::new(),
             proxy: None,
             scheduled: None,
+            tls_not_after: None,
         });
         assert!(!text.contains("geo_proxy"), "{text}");
         assert!(text.contains("geo_primary 0\n"), "{text}");
