@@ -11,10 +11,13 @@
 //! the bytes. Both behaviours are fixed when the machine is built, so applying an entry
 //! still depends on nothing but the state and the entry.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::name::{parse_kind, parse_sha256, ObjectName};
+use super::selection::{settle, SelectionCell};
 use super::state::{
     decode, key, set_catalog, set_queued, set_row, Local, ObjectMeta, Row, TxResult, REGISTRY,
 };
@@ -74,6 +77,9 @@ impl Event {
 pub struct EventsMachine {
     /// True on the primary: the bytes of every event are already here.
     pub authoritative: bool,
+    /// What this site holds a copy of (a secondary with selective sync; see
+    /// `selection.rs`): an unselected object gets a catalog record but no row.
+    pub selection: Arc<SelectionCell>,
 }
 
 impl EventsMachine {
@@ -111,9 +117,11 @@ impl EventsMachine {
                     };
                     set_row(t, &name, Some(&Row::synced(here, entry.timestamp_ms)))?;
                     set_queued(t, &name, false)?;
-                } else {
+                } else if self.selection.selects(&name, &meta.kind) {
                     set_row(t, &name, Some(&Row::pending(local)))?;
                     set_queued(t, &name, true)?;
+                } else {
+                    settle(t, &name, false)?;
                 }
             }
             Event::Delete { name } => {

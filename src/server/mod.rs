@@ -18,6 +18,7 @@ mod objects;
 mod page;
 mod replication;
 mod site;
+pub mod site_sync;
 pub mod status;
 pub mod tls;
 

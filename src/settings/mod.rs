@@ -6,6 +6,7 @@
 //! [`ModeView`] read from a `watch` channel — no database read — because every gate check
 //! and every `GetMode` asks for it.
 
+mod site_sync;
 mod sites;
 mod state;
 
@@ -21,6 +22,9 @@ use crate::log::{Entry, Hash, Log, LogError, Machine, Published};
 use crate::store::{Store, StoreError};
 use crate::types::{Classify, ErrorKind, Promotion, Role, UNPROVEN_EPOCHS};
 
+pub use site_sync::{
+    is_site_sync, site_sync_key, Limit, Selection, SiteSync, SiteSyncUpdate, SITE_SYNC_PREFIX,
+};
 pub use sites::{check_sha256, is_reserved, site_key, token_sha256, SiteRecord, SITES_PREFIX};
 pub use state::{
     validate_actor, validate_key, validate_message, Change, Maintenance, SettingsState,
@@ -352,6 +356,11 @@ impl Settings {
         unset: Vec<String>,
         actor: &str,
     ) -> Result<(u64, Arc<SettingsState>), SettingsError> {
+        if let Some(key) = set.keys().chain(&unset).find(|k| is_site_sync(k)) {
+            return Err(SettingsError::Invalid(format!(
+                "setting {key:?} is under {SITE_SYNC_PREFIX:?}, which holds per-site replication settings: use `geo-agent sites set` (AdminService.SetSiteSync)"
+            )));
+        }
         if let Some(key) = set.keys().chain(&unset).find(|k| is_reserved(k)) {
             return Err(SettingsError::Invalid(format!(
                 "setting {key:?} is under {SITES_PREFIX:?}, which holds the site registry: use `geo-agent sites add|remove` (AdminService.AddSite, RemoveSite)"
@@ -423,6 +432,9 @@ impl Settings {
         }
         let mut change = Change::default();
         change.unset.push(site_key(site_id));
+        if self.log.view().site_sync(site_id).is_some() {
+            change.unset.push(site_sync_key(site_id));
+        }
         self.change(change, actor).await.map(drop)
     }
 

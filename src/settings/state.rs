@@ -108,6 +108,9 @@ impl Change {
             validate_actor(&record.added_by)
                 .map_err(|e| format!("setting {key:?}: added_by: {e}"))?;
         }
+        for (key, value) in change.set.iter().filter(|(k, _)| super::is_site_sync(k)) {
+            super::site_sync::check_site_sync(key, value)?;
+        }
         if let Some(v) = change.set.get(MODE_KEY) {
             if !v.is_boolean() {
                 return Err(format!("{MODE_KEY} must be true or false, not {v}"));
