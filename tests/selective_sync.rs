@@ -99,6 +99,16 @@ async fn a_secondary_replicates_its_selection_through_changes_restarts_and_a_fai
         status.contains("selective sync: prefixes group-a/"),
         "{status}"
     );
+    let (code, page) = primary.http_get("/").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("selective sync (prefixes group-a/): 3 of 9 objects selected; the counts are of the selection"),
+        "{page}"
+    );
+    assert!(
+        page.contains("3 of 3 (100.0%)") && !page.contains("3 of 9 (33.3%)"),
+        "s1 measured on its selection: {page}"
+    );
     let (code, out, _) = cluster.admin_cli(&["failover", "check", "--site", "s1", "--addr", &p]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("✓ all selected objects synced at s1"), "{out}");
