@@ -25,14 +25,18 @@ fn sites_set(cluster: &Cluster, at: &SiteProc, site: &str, args: &[&str]) -> (i3
     cluster.admin_cli(&all)
 }
 
-/// Waits until `site`'s counts are `synced` synced, nothing pending or failed, and it holds
-/// exactly that many files; returns the counts.
-async fn settles_at(site: &SiteProc, synced: u64) -> serde_json::Value {
+/// Waits until `site` knows `objects` objects and its counts are `synced` synced, nothing
+/// pending or failed, and it holds exactly that many files; returns the counts.
+async fn settles_at(site: &SiteProc, objects: u64, synced: u64) -> serde_json::Value {
     eventually(
-        &format!("{} holding exactly {synced} synced copies", site.name),
+        &format!(
+            "{} holding exactly {synced} synced copies of {objects}",
+            site.name
+        ),
         || async {
             let c = site.object_counts().await;
-            (c["synced"] == synced
+            (c["objects"] == objects
+                && c["synced"] == synced
                 && c["verified"] == synced
                 && c["pending"] == 0
                 && c["failed"] == 0
@@ -77,10 +81,10 @@ async fn a_secondary_replicates_its_selection_through_changes_restarts_and_a_fai
     }
 
     // s1 holds group-a only, and its counts are of the selection.
-    let c = settles_at(&s1, 3).await;
+    let c = settles_at(&s1, 9, 3).await;
     assert_eq!(c["objects"], 9, "{c}");
     assert_eq!(c["selective"]["prefixes"][0], "group-a/", "{c}");
-    settles_at(&s2, 9).await;
+    settles_at(&s2, 9, 9).await;
     assert!(holds(&s1, token, "group-a/0").await);
     assert!(!holds(&s1, token, "group-b/0").await);
     // Every site knows the setting: it is in the settings log.
@@ -99,14 +103,14 @@ async fn a_secondary_replicates_its_selection_through_changes_restarts_and_a_fai
         status.contains("selective sync: prefixes group-a/"),
         "{status}"
     );
-    let (code, page) = primary.http_get("/").await;
-    assert_eq!(code, 200);
+    let reason = "selective sync (prefixes group-a/): 3 of 9 objects selected; the counts are of the selection";
+    let page = eventually("the status page showing s1's selection", || async {
+        let (code, page) = primary.http_get("/").await;
+        (code == 200 && page.contains(reason) && page.contains("3 of 3 (100.0%)")).then_some(page)
+    })
+    .await;
     assert!(
-        page.contains("selective sync (prefixes group-a/): 3 of 9 objects selected; the counts are of the selection"),
-        "{page}"
-    );
-    assert!(
-        page.contains("3 of 3 (100.0%)") && !page.contains("3 of 9 (33.3%)"),
+        !page.contains("3 of 9 (33.3%)"),
         "s1 measured on its selection: {page}"
     );
     let (code, out, _) = cluster.admin_cli(&["failover", "check", "--site", "s1", "--addr", &p]);
@@ -130,7 +134,7 @@ async fn a_secondary_replicates_its_selection_through_changes_restarts_and_a_fai
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
-    settles_at(&s1, 6).await;
+    settles_at(&s1, 9, 6).await;
     assert!(!holds(&s1, token, "group-a/1").await);
     assert!(holds(&s1, token, "group-c/2").await);
 
@@ -148,7 +152,7 @@ async fn a_secondary_replicates_its_selection_through_changes_restarts_and_a_fai
     );
     assert_eq!(code, 0, "{err}");
     s1.restart();
-    settles_at(&s1, 3).await;
+    settles_at(&s1, 9, 3).await;
     assert!(holds(&s1, token, "group-a/1").await);
     let lfs = pb::PushHeader {
         name: "group-a/big.bin".into(),
@@ -161,7 +165,7 @@ async fn a_secondary_replicates_its_selection_through_changes_restarts_and_a_fai
     push(&primary, token, "group-b/late", b"late")
         .await
         .unwrap();
-    settles_at(&s1, 4).await;
+    settles_at(&s1, 11, 4).await;
     assert!(!holds(&s1, token, "group-b/late").await);
 
     // A planned failover to s2: s1 follows the new primary with its selection, which the
@@ -195,13 +199,13 @@ async fn a_secondary_replicates_its_selection_through_changes_restarts_and_a_fai
     push(&s2, token, "group-c/after", b"not here")
         .await
         .unwrap();
-    settles_at(&s1, 5).await;
+    settles_at(&s1, 13, 5).await;
     assert!(holds(&s1, token, "group-a/after").await);
     assert!(!holds(&s1, token, "group-c/after").await);
     // The new primary changes it like the old one did.
     let (code, out, err) = sites_set(&cluster, &s2, "s1", &["--selective-sync-off"]);
     assert_eq!(code, 0, "{out}{err}");
-    settles_at(&s1, 13).await;
+    settles_at(&s1, 13, 13).await;
     drop(primary);
 }
 

@@ -9,7 +9,9 @@
 //! On the primary an event describes bytes it already committed, so the row says synced.
 //! On a secondary it only records the event (cheap) and queues the name; sync workers move
 //! the bytes. Both behaviours are fixed when the machine is built, so applying an entry
-//! still depends on nothing but the state and the entry.
+//! still depends on nothing but the state and the entry — and, on a selectively synced
+//! secondary, the selection in force, which never changes while a batch is applied
+//! (`selection.rs`): an object outside it gets its catalog record and no row.
 
 use std::sync::Arc;
 

@@ -285,9 +285,8 @@ impl Objects {
                     set_queued(t, name, false)?;
                     return Ok(Decided::Job(SyncJob::Nothing));
                 };
-                if let Some(m) = meta.as_ref().filter(|m| !self.selects(name, &m.kind)) {
+                if meta.as_ref().is_some_and(|m| !self.selects(name, &m.kind)) {
                     // No longer selected (selective sync): drop the copy, then the row.
-                    let _ = m;
                     return match row.local {
                         Some(local) => Ok(Decided::Job(SyncJob::Remove(local))),
                         None => {

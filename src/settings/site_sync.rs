@@ -70,12 +70,11 @@ impl Selection {
             check_kind(k)?;
         }
         for (what, list) in [("prefix", &self.prefixes), ("kind", &self.kinds)] {
-            if let Some((i, dup)) = list
+            let dup = list
                 .iter()
                 .enumerate()
-                .find(|(i, v)| list[..*i].contains(v))
-            {
-                let _ = i;
+                .find(|(i, v)| list[..*i].contains(v));
+            if let Some((_, dup)) = dup {
                 return Err(format!("{what} {dup:?} is given twice"));
             }
         }
