@@ -394,3 +394,44 @@ async fn a_limit_changed_at_the_primary_applies_to_a_transfer_under_way() {
     assert_eq!(code, 0);
     assert!(out.contains("sync bandwidth default"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_limit_set_at_the_primary_paces_re_verification_reads() {
+    let cluster = Cluster::new();
+    let token = &cluster.admin_token;
+    let primary = cluster.primary("primary");
+    let s1 = cluster.secondary_with("s1", &primary, &["--reverify-interval", "200ms"]);
+    let (code, out, err) = sites_set(
+        &cluster,
+        &primary,
+        "s1",
+        &["--verify-bandwidth-limit", "512KiB/s"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    eventually("s1 applying its verification limit", || async {
+        s1.logs()
+            .contains("verification bandwidth limit in force limit=512KiB/s")
+            .then_some(())
+    })
+    .await;
+    // A copy is hashed as it is written, then re-read every 200 ms: at 512 KiB/s a re-read
+    // of 3 MiB takes about 6 s (a lower bound the limit sets; unpaced it takes milliseconds).
+    let bytes = data(5, 3 << 20);
+    push(&primary, token, "verify/blob", &bytes).await.unwrap();
+    let info = synced(&s1, token, "verify/blob", &sha256_hex(&bytes)).await;
+    let at = |i: &pb::ObjectInfo| {
+        let t = i.replica.as_ref()?.verified_at.as_ref()?;
+        Some(t.seconds as f64 + t.nanos as f64 / 1e9)
+    };
+    let first = at(&info).expect("verified when synced");
+    let second = eventually("a re-verification of the copy", || async {
+        let info = stat(&s1, token, "verify/blob").await.ok()?;
+        at(&info).filter(|t| *t > first)
+    })
+    .await;
+    assert!(
+        second - first >= 4.5,
+        "3 MiB re-read at 512KiB/s in {:.2} s",
+        second - first
+    );
+}
