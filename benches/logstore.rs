@@ -71,6 +71,7 @@ async fn log_run(base: &str, appenders: usize, run_for: Duration) -> (u64, u64, 
     let store = Store::open(dir.path()).unwrap();
     let machine = EventsMachine {
         authoritative: true,
+        selection: Default::default(),
     };
     let log = Arc::new(Log::open(&store, "events", machine).await.unwrap());
     let syncs_before = log.syncs();

@@ -84,6 +84,14 @@ pub struct RunArgs {
     /// e.g. 12h, 7d [default: 7d].
     #[arg(long, env = "GEO_AGENT_REVERIFY_INTERVAL", value_parser = parse_duration)]
     pub reverify_interval: Option<Duration>,
+    /// Byte rate all sync transfers together may use, e.g. 50MiB/s [default: unlimited].
+    /// A limit set for this site at the primary (`sites set`) overrides it.
+    #[arg(long, env = "GEO_AGENT_SYNC_BANDWIDTH_LIMIT", value_parser = crate::types::parse_rate)]
+    pub sync_bandwidth_limit: Option<u64>,
+    /// Byte rate re-verification may read local copies at, e.g. 20MiB/s [default:
+    /// unlimited]. A limit set for this site at the primary overrides it.
+    #[arg(long, env = "GEO_AGENT_VERIFY_BANDWIDTH_LIMIT", value_parser = crate::types::parse_rate)]
+    pub verify_bandwidth_limit: Option<u64>,
     /// This site's TLS certificate chain (PEM). With it, the gRPC port serves TLS only, and
     /// the site presents it when it connects to other sites.
     #[arg(long, env = "GEO_AGENT_TLS_CERT")]
@@ -152,6 +160,8 @@ pub struct FileConfig {
     pub heartbeat_interval: Option<String>,
     pub sync_concurrency: Option<usize>,
     pub reverify_interval: Option<String>,
+    pub sync_bandwidth_limit: Option<String>,
+    pub verify_bandwidth_limit: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_ca: Option<PathBuf>,
@@ -253,6 +263,10 @@ pub struct Config {
     pub sync_concurrency: usize,
     /// How often local copies are re-verified.
     pub reverify_interval: Duration,
+    /// This site's own byte-rate limits (bytes/s; `None`: unlimited) for sync and for
+    /// re-verification; a limit the primary sets for the site overrides each.
+    pub sync_bandwidth_limit: Option<u64>,
+    pub verify_bandwidth_limit: Option<u64>,
     /// How the gate enforces maintenance mode.
     pub gate: GateConfig,
     /// TLS on the gRPC port (none: plain TCP).
@@ -378,6 +392,23 @@ impl Config {
                 "reverify_interval must be at least 100ms".into(),
             ));
         }
+        let rate = |flag: Option<u64>, text: Option<String>, key: &str| match (flag, text) {
+            (Some(r), _) => Ok(Some(r)),
+            (None, Some(t)) => crate::types::parse_rate(&t)
+                .map(Some)
+                .map_err(|e| ConfigError::Invalid(format!("{key}: {e}"))),
+            (None, None) => Ok(None),
+        };
+        let sync_bandwidth_limit = rate(
+            args.sync_bandwidth_limit,
+            file.sync_bandwidth_limit,
+            "sync_bandwidth_limit",
+        )?;
+        let verify_bandwidth_limit = rate(
+            args.verify_bandwidth_limit,
+            file.verify_bandwidth_limit,
+            "verify_bandwidth_limit",
+        )?;
         let gate = file.gate.into_config()?;
         let duration = |flag: Option<Duration>, text: Option<String>, key: &str| match (flag, text)
         {
@@ -575,6 +606,8 @@ impl Config {
             heartbeat,
             sync_concurrency,
             reverify_interval,
+            sync_bandwidth_limit,
+            verify_bandwidth_limit,
             gate,
             tls,
             client_tls,
@@ -609,6 +642,8 @@ impl Config {
             heartbeat: DEFAULT_HEARTBEAT,
             sync_concurrency: DEFAULT_SYNC_CONCURRENCY,
             reverify_interval: DEFAULT_REVERIFY_INTERVAL,
+            sync_bandwidth_limit: None,
+            verify_bandwidth_limit: None,
             gate: GateConfig::default(),
             tls: None,
             client_tls: ClientTls::default(),

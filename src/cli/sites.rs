@@ -21,8 +21,12 @@ pub enum SitesCommand {
     /// mode 0600, when the file does not exist). Copy that file to the site and start it
     /// with `run --site-token-file FILE`.
     Add(AddArgs),
-    /// List the registered sites (any site answers).
+    /// List the registered sites and their replication settings (any site answers).
     List(ClientArgs),
+    /// Change SITE's replication settings at the primary: which objects it replicates
+    /// (selective sync) and how fast it moves bytes. Kept in the settings log, so every
+    /// site applies it and it survives a failover; the site follows without a restart.
+    Set(SetArgs),
     /// Unregister SITE: its token is refused from then on (exit 1 when not registered).
     Remove {
         site: String,
@@ -47,8 +51,68 @@ pub struct AddArgs {
     pub client: ClientArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct SetArgs {
+    /// The site's id.
+    pub site: String,
+    /// Replicate only objects whose name starts with PREFIX (repeat for several, e.g.
+    /// group-a/). Replaces the site's selection; with --selective-sync-kind too, an object
+    /// must match both.
+    #[arg(long = "selective-sync-prefix", value_name = "PREFIX")]
+    pub prefixes: Vec<String>,
+    /// Replicate only objects of KIND (repeat for several, e.g. lfs).
+    #[arg(long = "selective-sync-kind", value_name = "KIND")]
+    pub kinds: Vec<String>,
+    /// Replicate every object again (what the site lacks is backfilled).
+    #[arg(long, conflicts_with_all = ["prefixes", "kinds"])]
+    pub selective_sync_off: bool,
+    /// Byte rate for the site's sync transfers: RATE (e.g. 50MiB/s), `unlimited`, or
+    /// `default` (the site's own --sync-bandwidth-limit decides). Overrides that flag.
+    #[arg(long, value_name = "RATE", value_parser = parse_limit)]
+    pub sync_bandwidth_limit: Option<LimitArg>,
+    /// Byte rate for the site's re-verification reads, as --sync-bandwidth-limit.
+    #[arg(long, value_name = "RATE", value_parser = parse_limit)]
+    pub verify_bandwidth_limit: Option<LimitArg>,
+    #[command(flatten)]
+    pub actor: ActorArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// A limit as `sites set` takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LimitArg {
+    Rate(u64),
+    Unlimited,
+    /// Clear the per-site setting: the site's own flag decides.
+    Default,
+}
+
+fn parse_limit(raw: &str) -> Result<LimitArg, String> {
+    match raw {
+        "unlimited" => Ok(LimitArg::Unlimited),
+        "default" => Ok(LimitArg::Default),
+        _ => crate::types::parse_rate(raw)
+            .map(LimitArg::Rate)
+            .map_err(|e| format!("{e}, `unlimited` or `default`")),
+    }
+}
+
+/// The request's (value, clear) pair for a limit argument.
+fn limit_fields(arg: &Option<LimitArg>) -> (Option<pb::BandwidthLimit>, bool) {
+    use pb::bandwidth_limit::Limit;
+    let set = |l: Limit| Some(pb::BandwidthLimit { limit: Some(l) });
+    match arg {
+        None => (None, false),
+        Some(LimitArg::Default) => (None, true),
+        Some(LimitArg::Unlimited) => (set(Limit::Unlimited(true)), false),
+        Some(LimitArg::Rate(r)) => (set(Limit::BytesPerSecond(*r)), false),
+    }
+}
+
 pub async fn sites(cmd: SitesCommand) -> u8 {
     report(match cmd {
+        SitesCommand::Set(a) => set(a).await,
         SitesCommand::Add(a) => add(a).await,
         SitesCommand::List(args) => list(&args).await,
         SitesCommand::Remove {
@@ -122,7 +186,88 @@ fn record_json(r: &pb::SiteRecord) -> serde_json::Value {
         "token_sha256": r.token_sha256,
         "added_by": r.added_by,
         "added_at": rfc3339(&r.added_at),
+        "sync": r.sync.as_ref().map(|s| serde_json::json!({
+            "selective_sync": s.selective_sync.as_ref().map(|sel| serde_json::json!({
+                "prefixes": sel.prefixes, "kinds": sel.kinds,
+            })),
+            "sync_bandwidth_limit": limit_text(&s.sync_bandwidth),
+            "verify_bandwidth_limit": limit_text(&s.verify_bandwidth),
+            "updated_by": s.updated_by,
+            "updated_at": rfc3339(&s.updated_at),
+        })),
     })
+}
+
+/// A limit as shown: `50MiB/s`, `unlimited`, or `default` (the site's own flag).
+fn limit_text(l: &Option<pb::BandwidthLimit>) -> String {
+    use pb::bandwidth_limit::Limit;
+    match l.as_ref().and_then(|l| l.limit) {
+        Some(Limit::BytesPerSecond(r)) => crate::types::format_rate(r),
+        Some(Limit::Unlimited(_)) => "unlimited".into(),
+        None => "default".into(),
+    }
+}
+
+/// The replication settings of a site, as one line.
+fn sync_text(s: &Option<pb::SiteSync>) -> String {
+    let Some(s) = s else {
+        return "replicates everything; bandwidth: the site's own flags".into();
+    };
+    let what = match &s.selective_sync {
+        Some(sel) => format!("selective sync: {}", super::status::selection_text(sel)),
+        None => "replicates everything".into(),
+    };
+    format!(
+        "{what}; sync bandwidth {}, verify bandwidth {} (default: the site's own flag) — set by {}",
+        limit_text(&s.sync_bandwidth),
+        limit_text(&s.verify_bandwidth),
+        s.updated_by
+    )
+}
+
+async fn set(a: SetArgs) -> Result<u8, Failure> {
+    crate::types::validate_site_id(&a.site)?;
+    let (mut client, token) = admin(&a.client).await?;
+    let selective = (!a.prefixes.is_empty() || !a.kinds.is_empty()).then(|| pb::SelectiveSync {
+        prefixes: a.prefixes.clone(),
+        kinds: a.kinds.clone(),
+    });
+    let (sync_bandwidth, clear_sync_bandwidth) = limit_fields(&a.sync_bandwidth_limit);
+    let (verify_bandwidth, clear_verify_bandwidth) = limit_fields(&a.verify_bandwidth_limit);
+    let req = pb::SetSiteSyncRequest {
+        site_id: a.site.clone(),
+        selective_sync: selective,
+        selective_sync_off: a.selective_sync_off,
+        sync_bandwidth,
+        clear_sync_bandwidth,
+        verify_bandwidth,
+        clear_verify_bandwidth,
+        actor: actor(&a.actor),
+    };
+    let r = match client.set_site_sync(authorized(req, &token)?).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            eprintln!("{}", s.message());
+            return Ok(1);
+        }
+        Err(s) => return Err(s.into()),
+    };
+    let sync = r.site.as_ref().and_then(|s| s.sync.clone());
+    if a.client.json {
+        let site = r.site.as_ref().map(record_json);
+        println!(
+            "{}",
+            serde_json::json!({"site": site, "settings_index": r.settings_index})
+        );
+    } else {
+        println!(
+            "site {}: {} (settings index {})",
+            a.site,
+            sync_text(&sync),
+            r.settings_index
+        );
+    }
+    Ok(0)
 }
 
 async fn list(args: &ClientArgs) -> Result<u8, Failure> {
@@ -147,6 +292,7 @@ async fn list(args: &ClientArgs) -> Result<u8, Failure> {
                 s.added_by,
                 j["added_at"].as_str().unwrap_or("")
             );
+            println!("    {}", sync_text(&s.sync));
         }
     }
     Ok(0)

@@ -102,7 +102,12 @@ fn status_text(status: &pb::ReplicationStatus) -> String {
         let log = |p: &Option<pb::LogPosition>, head: u64| {
             format!("{}/{}", p.as_ref().map_or(0, |p| p.applied), head)
         };
-        let total = if role == "primary" {
+        // A selectively synced site is judged on its selection: the objects it holds a row
+        // for (synced, pending or failed).
+        let selected = o.synced + o.pending + o.failed;
+        let total = if o.selective_sync.is_some() {
+            selected
+        } else if role == "primary" {
             o.objects
         } else {
             // Against the primary's catalog when the primary answers.
@@ -133,6 +138,13 @@ fn status_text(status: &pb::ReplicationStatus) -> String {
         // A resync or reverification an admin asked for.
         for line in &o.progress {
             out.push_str(&format!("    {:<13} {:<8} {line}\n", "objects", "progress"));
+        }
+        if let Some(sel) = &o.selective_sync {
+            out.push_str(&format!(
+                "    selective sync: {} — {selected} of {} objects selected, counts above are of the selection\n",
+                selection_text(sel),
+                o.objects
+            ));
         }
         for c in &s.channels {
             if c.health != pb::Health::Ok as i32 {
@@ -199,6 +211,10 @@ fn status_json(status: &pb::ReplicationStatus) -> serde_json::Value {
                     "objects": o.objects, "synced": o.synced, "pending": o.pending,
                     "failed": o.failed, "verified": o.verified,
                     "verification_failed": o.verification_failed,
+                    "selective_sync": o.selective_sync.as_ref().map(|s| serde_json::json!({
+                        "prefixes": s.prefixes, "kinds": s.kinds,
+                        "selected": o.synced + o.pending + o.failed,
+                    })),
                 },
                 "writes_in_flight": r.writes_in_flight,
                 "last_contact": rfc3339(&s.last_contact),
@@ -285,4 +301,16 @@ fn readiness_json(r: &pb::FailoverReadiness) -> serde_json::Value {
             "name": c.name, "ok": c.ok, "detail": c.detail,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A selection as one line: `prefixes a/, b/; kinds lfs`.
+pub(super) fn selection_text(s: &pb::SelectiveSync) -> String {
+    let mut parts = Vec::new();
+    if !s.prefixes.is_empty() {
+        parts.push(format!("prefixes {}", s.prefixes.join(", ")));
+    }
+    if !s.kinds.is_empty() {
+        parts.push(format!("kinds {}", s.kinds.join(", ")));
+    }
+    parts.join("; ")
 }

@@ -9,12 +9,17 @@
 //! On the primary an event describes bytes it already committed, so the row says synced.
 //! On a secondary it only records the event (cheap) and queues the name; sync workers move
 //! the bytes. Both behaviours are fixed when the machine is built, so applying an entry
-//! still depends on nothing but the state and the entry.
+//! still depends on nothing but the state and the entry — and, on a selectively synced
+//! secondary, the selection in force, which never changes while a batch is applied
+//! (`selection.rs`): an object outside it gets its catalog record and no row.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::name::{parse_kind, parse_sha256, ObjectName};
+use super::selection::{settle, SelectionCell};
 use super::state::{
     decode, key, set_catalog, set_queued, set_row, Local, ObjectMeta, Row, TxResult, REGISTRY,
 };
@@ -74,6 +79,9 @@ impl Event {
 pub struct EventsMachine {
     /// True on the primary: the bytes of every event are already here.
     pub authoritative: bool,
+    /// What this site holds a copy of (a secondary with selective sync; see
+    /// `selection.rs`): an unselected object gets a catalog record but no row.
+    pub selection: Arc<SelectionCell>,
 }
 
 impl EventsMachine {
@@ -116,13 +124,15 @@ impl EventsMachine {
                     };
                     set_row(t, &name, Some(&Row::synced(here, entry.timestamp_ms)))?;
                     set_queued(t, &name, false)?;
-                } else {
+                } else if self.selection.selects(&name, &meta.kind) {
                     let pending = Row {
                         local_verified_ms: verified.filter(|_| local.is_some()),
                         ..Row::pending(local)
                     };
                     set_row(t, &name, Some(&pending))?;
                     set_queued(t, &name, true)?;
+                } else {
+                    settle(t, &name, false)?;
                 }
             }
             Event::Delete { name } => {

@@ -142,6 +142,12 @@ pub fn chunks(source: impl Read + Send + 'static) -> mpsc::Receiver<io::Result<V
 
 /// Hashes a file (blocking: call from a blocking thread).
 pub fn digest_file(path: &Path) -> io::Result<Digested> {
+    digest_file_paced(path, |_| {})
+}
+
+/// [`digest_file`], calling `pace` with each read's length before it is hashed (a
+/// bandwidth limit blocks there).
+pub fn digest_file_paced(path: &Path, mut pace: impl FnMut(usize)) -> io::Result<Digested> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
@@ -151,6 +157,7 @@ pub fn digest_file(path: &Path) -> io::Result<Digested> {
         if n == 0 {
             break;
         }
+        pace(n);
         hasher.update(&buf[..n]);
         size += n as u64;
     }

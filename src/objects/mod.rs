@@ -20,6 +20,7 @@ mod locks;
 pub mod name;
 mod ops;
 mod registry;
+mod selection;
 mod state;
 
 use std::collections::HashSet;
@@ -43,6 +44,7 @@ pub use name::{parse_kind, parse_sha256, ObjectName};
 pub use ops::{Listed, Operation, OperationKind, Scope, StaleCopy, StateFilter};
 use registry::Transfers;
 pub use registry::{retry_delay, Counts, Due, Started, SyncJob, REPAIR_RETRY};
+pub use selection::{SelectionCell, Walked};
 use state::{decode, key, CATALOG, REGISTRY};
 pub use state::{Local, ObjectMeta, Row, SyncState, Verification};
 
@@ -192,6 +194,8 @@ pub struct Objects {
     requeued: tokio::sync::Notify,
     /// The data directory's disk: writes are refused while it is full.
     disk: Arc<crate::store::Disk>,
+    /// What this site holds a copy of (selective sync on a secondary).
+    selection: Arc<SelectionCell>,
 }
 
 impl Objects {
@@ -202,8 +206,12 @@ impl Objects {
         data_dir: &Path,
         settings: Arc<Settings>,
     ) -> Result<Objects, ObjectError> {
+        let selection = Arc::new(SelectionCell::new(
+            settings.own_site_sync().and_then(|s| s.selective),
+        ));
         let machine = EventsMachine {
             authoritative: settings.role() == Role::Primary,
+            selection: Arc::clone(&selection),
         };
         let log = Arc::new(Log::open(store, LOG_NAME, machine).await?);
         let files = Files::open(data_dir).map_err(ObjectError::io(format!(
@@ -226,6 +234,7 @@ impl Objects {
             suspects: tokio::sync::Notify::new(),
             requeued: tokio::sync::Notify::new(),
             disk: Arc::clone(store.disk()),
+            selection,
         };
         let mut keep = HashSet::new();
         // The rows are read here anyway: what they add up to checks the stored counters.
@@ -586,7 +595,10 @@ impl Replica for Objects {
         self.settings
             .refuse_unproven(LOG_NAME, &entries)
             .map_err(|e| ReplicaError::Unproven(e.to_string()))?;
+        // One selection judges the whole batch (see `selection.rs`).
+        let gate = self.selection.gate.read().await;
         let applied = self.log.apply_batch(entries).await;
+        drop(gate);
         // Entries before a refused one were applied: their epoch counts either way.
         self.settings
             .observe_epoch(self.log.head().epoch, None, "the primary")

@@ -68,6 +68,10 @@ pub struct Counts {
     pub verification_failed: u64,
     /// Event-log index applied here.
     pub events_applied: u64,
+    /// What this site replicates when it is selectively synced (`None`: everything). The
+    /// counters above, but `objects`, then count the selection only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selective: Option<crate::settings::Selection>,
     /// Why copies failed verification: the first [`DAMAGED_LISTED`], as `name: failure`
     /// (on the primary the failure says why no repair succeeded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -91,6 +95,7 @@ impl Counts {
             verified: t.verified,
             verification_failed: t.verification_failed,
             events_applied,
+            selective: None,
             damaged,
             progress: Vec::new(),
         }
@@ -251,6 +256,7 @@ impl Objects {
         let damaged = super::state::damaged(state, DAMAGED_LISTED).map_err(ObjectError::Corrupt)?;
         let mut counts = Counts::from_tally(&tally, damaged, events_applied);
         counts.progress = self.operations.progress(&tally);
+        counts.selective = self.selection().map(|s| (*s).clone());
         Ok(counts)
     }
 
@@ -294,6 +300,17 @@ impl Objects {
                     set_queued(t, name, false)?;
                     return Ok(Decided::Job(SyncJob::Nothing));
                 };
+                if meta.as_ref().is_some_and(|m| !self.selects(name, &m.kind)) {
+                    // No longer selected (selective sync): drop the copy, then the row.
+                    return match row.local {
+                        Some(local) => Ok(Decided::Job(SyncJob::Remove(local))),
+                        None => {
+                            set_row(t, name, None)?;
+                            set_queued(t, name, false)?;
+                            Ok(Decided::Job(SyncJob::Nothing))
+                        }
+                    };
+                }
                 match (meta, row.local.clone()) {
                     (None, None) => {
                         set_row(t, name, None)?;
@@ -356,7 +373,8 @@ impl Objects {
                             size: digest.size,
                         };
                         let old = set_row(t, &name, Some(&Row::synced(local, now_ms)))?;
-                        set_queued(t, &name, false)?;
+                        // Unselected meanwhile: stays queued, and a worker removes it.
+                        set_queued(t, &name, !self.selects(&name, &c.kind))?;
                         let old = old.and_then(|r| r.local);
                         Ok((true, old.filter(|o| o.sha256 != sha)))
                     }
@@ -388,7 +406,8 @@ impl Objects {
             .state()
             .transaction(|t| {
                 let meta: Option<ObjectMeta> = get(t, &key(CATALOG, name), "a catalog record")?;
-                if meta.is_none() {
+                // Deleted, or no longer selected here (selective sync).
+                if meta.as_ref().is_none_or(|m| !self.selects(name, &m.kind)) {
                     set_row(t, name, None)?;
                     set_queued(t, name, false)?;
                 } else {

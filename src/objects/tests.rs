@@ -126,6 +126,7 @@ impl Site {
         let entry = Entry::new(&GENESIS, self.side, 1, now_ms(), "t".into(), event.encode());
         let machine = EventsMachine {
             authoritative: self.role == Role::Primary,
+            selection: Default::default(),
         };
         let runs = std::cell::Cell::new(0);
         self.objects()

@@ -9,11 +9,13 @@
 //! — contiguity, epoch, hash chain, checksums — are those of the log and the object store
 //! themselves.
 
+pub mod bandwidth;
 mod follower;
 pub mod repair;
 pub mod sync;
 pub mod verify;
 
+pub use bandwidth::Bandwidth;
 pub use follower::{
     Follower, FollowerError, FollowerState, FollowerStatus, LogSource, OpenError, Received,
     SourceError, BACKOFF_MAX,

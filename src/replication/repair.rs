@@ -82,6 +82,8 @@ pub async fn repair<P: Peers>(
                 &local.sha256,
                 &from,
                 "the push recorded",
+                // A repair puts back the primary's own copy: not paced.
+                None,
             )
             .await
             .map_err(SourceError)

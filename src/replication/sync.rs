@@ -16,7 +16,7 @@ use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::SourceError;
+use super::{Bandwidth, SourceError};
 use crate::log::now_ms;
 use crate::objects::{Due, ObjectError, ObjectMeta, Objects, SyncJob};
 
@@ -57,6 +57,7 @@ pub async fn run<S: ObjectSource>(
     objects: Arc<Objects>,
     source: Arc<S>,
     concurrency: usize,
+    bandwidth: Arc<Bandwidth>,
     shutdown: CancellationToken,
 ) -> Result<(), ObjectError> {
     let concurrency = concurrency.max(1);
@@ -84,10 +85,11 @@ pub async fn run<S: ObjectSource>(
             cursor = Some(name.clone());
             busy.insert(name.clone());
             let (objects, source) = (Arc::clone(&objects), Arc::clone(&source));
+            let bandwidth = Arc::clone(&bandwidth);
             let span = tracing::debug_span!("sync", object = %name);
             workers.spawn(
                 async move {
-                    let result = sync_one(&objects, source.as_ref(), &name).await;
+                    let result = sync_one(&objects, source.as_ref(), &bandwidth, &name).await;
                     (name, result)
                 }
                 .instrument(span),
@@ -129,6 +131,7 @@ pub async fn run<S: ObjectSource>(
 async fn sync_one<S: ObjectSource>(
     objects: &Objects,
     source: &S,
+    bandwidth: &Bandwidth,
     name: &str,
 ) -> Result<(), ObjectError> {
     match objects.start_sync(name, now_ms())? {
@@ -144,7 +147,7 @@ async fn sync_one<S: ObjectSource>(
             other => other,
         },
         // `_started` shows the row as started until this arm ends.
-        SyncJob::Fetch(meta, _started) => match fetch(objects, source, &meta).await {
+        SyncJob::Fetch(meta, _started) => match fetch(objects, source, bandwidth, &meta).await {
             Ok(current) => {
                 debug!(version = meta.version, current, "synced");
                 Ok(())
@@ -171,15 +174,21 @@ async fn sync_one<S: ObjectSource>(
 async fn fetch<S: ObjectSource>(
     objects: &Objects,
     source: &S,
+    bandwidth: &Bandwidth,
     meta: &ObjectMeta,
 ) -> Result<bool, FetchError> {
     let mut chunks = source.fetch(&meta.name, &meta.sha256).await?;
-    fetch_into(objects, &mut chunks, meta)
+    fetch_into(objects, &mut chunks, meta, Some(bandwidth))
         .await
         .map_err(|e| FetchError::Failed(SourceError(e)))
 }
 
-async fn fetch_into<C>(objects: &Objects, chunks: &mut C, meta: &ObjectMeta) -> Result<bool, String>
+async fn fetch_into<C>(
+    objects: &Objects,
+    chunks: &mut C,
+    meta: &ObjectMeta,
+    bandwidth: Option<&Bandwidth>,
+) -> Result<bool, String>
 where
     C: Stream<Item = Result<Vec<u8>, SourceError>> + Unpin,
 {
@@ -190,6 +199,7 @@ where
         &meta.sha256,
         "the primary",
         "its event",
+        bandwidth,
     )
     .await?;
     objects
@@ -208,6 +218,7 @@ pub(crate) async fn receive<C>(
     sha256: &str,
     from: &str,
     announced: &str,
+    bandwidth: Option<&Bandwidth>,
 ) -> Result<(std::path::PathBuf, crate::objects::Digested), String>
 where
     C: Stream<Item = Result<Vec<u8>, SourceError>> + Unpin,
@@ -226,6 +237,10 @@ where
             return Err(format!(
                 "{from} sent more than the {size} bytes {announced} announced; the copy was dropped"
             ));
+        }
+        // Paced before the next chunk is asked for: the sender then waits on TCP's window.
+        if let Some(b) = bandwidth {
+            b.take(chunk.len()).await;
         }
         sink.write(chunk)
             .await
@@ -279,7 +294,7 @@ mod tests {
             updated_by: "admin".into(),
         };
         // Without the bound this would never end.
-        let err = fetch_into(&objects, &mut endless(64 << 10), &meta)
+        let err = fetch_into(&objects, &mut endless(64 << 10), &meta, None)
             .await
             .unwrap_err();
         assert!(err.contains("more than the 1048576 bytes"), "{err}");

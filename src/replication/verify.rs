@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::repair::{self, Outcome, Peers};
+use super::Bandwidth;
 use crate::log::now_ms;
-use crate::objects::{files::digest_file, ObjectError, Objects};
+use crate::objects::{files::digest_file_paced, ObjectError, Objects};
 use crate::types::Role;
 
 /// How often a copy is re-verified when the configuration does not say.
@@ -31,6 +32,7 @@ pub async fn run<P: Peers>(
     objects: Arc<Objects>,
     peers: Arc<P>,
     interval: Duration,
+    bandwidth: Arc<Bandwidth>,
     shutdown: CancellationToken,
 ) -> Result<(), ObjectError> {
     info!(interval_s = interval.as_secs_f64(), "verifier started");
@@ -46,9 +48,12 @@ pub async fn run<P: Peers>(
                 return Ok(());
             }
             let path = objects.files().path(name, &local.sha256);
-            let digest = tokio::task::spawn_blocking(move || digest_file(&path))
-                .await
-                .map_err(|e| ObjectError::Corrupt(format!("the verifier panicked: {e}")))?;
+            let paced = Arc::clone(&bandwidth);
+            let digest = tokio::task::spawn_blocking(move || {
+                digest_file_paced(&path, |n| paced.take_blocking(n))
+            })
+            .await
+            .map_err(|e| ObjectError::Corrupt(format!("the verifier panicked: {e}")))?;
             let outcome = match digest {
                 Ok(d) if d.hex() == local.sha256 && d.size == local.size => Ok(()),
                 Ok(d) => Err(format!(

@@ -3,6 +3,7 @@
 //! it on stop, and open it again after a promotion, demotion, repoint or fence. This is the
 //! composition root the daemon and `dev` share; everything below it knows nothing of it.
 
+mod site_sync;
 mod supervise;
 
 use std::sync::atomic::AtomicBool;
@@ -17,7 +18,7 @@ use crate::config::Config;
 use crate::failover;
 use crate::objects::{ObjectError, Objects};
 use crate::proxy::{self, ProxyConfig};
-use crate::replication::{sync, verify, Follower, FollowerError};
+use crate::replication::{sync, verify, Bandwidth, Follower, FollowerError};
 use crate::server::client::{
     lazy_channel, GrpcFencer, GrpcLogSource, GrpcObjectSource, GrpcPeers, LogKind,
 };
@@ -75,6 +76,9 @@ pub struct Opened {
     secondary: Option<Secondary>,
     sync_concurrency: usize,
     reverify_interval: Duration,
+    /// This site's own bandwidth flags (the primary's per-site setting overrides them).
+    sync_bandwidth_limit: Option<u64>,
+    verify_bandwidth_limit: Option<u64>,
     proxy: Option<ProxyConfig>,
 }
 
@@ -198,6 +202,8 @@ pub async fn open(
         secondary,
         sync_concurrency: config.sync_concurrency,
         reverify_interval: config.reverify_interval,
+        sync_bandwidth_limit: config.sync_bandwidth_limit,
+        verify_bandwidth_limit: config.verify_bandwidth_limit,
         proxy: config.proxy.clone(),
     })
 }
@@ -236,6 +242,21 @@ impl Opened {
             let child = tracing::info_span!(parent: &span, "task", name);
             tasks.spawn(name, task.instrument(child));
         };
+        // One limit per kind of work, shared by all its workers; the primary's per-site
+        // setting (followed by `site_sync`) changes them in place.
+        let sync_bandwidth = Arc::new(Bandwidth::new(self.sync_bandwidth_limit));
+        let verify_bandwidth = Arc::new(Bandwidth::new(self.verify_bandwidth_limit));
+        let limits = site_sync::Limits {
+            sync: Arc::clone(&sync_bandwidth),
+            verify: Arc::clone(&verify_bandwidth),
+            sync_flag: self.sync_bandwidth_limit,
+            verify_flag: self.verify_bandwidth_limit,
+        };
+        let (followed, s) = (Arc::clone(&site), shutdown.clone());
+        spawn(
+            "site replication settings",
+            Box::pin(site_sync::follow(followed, limits, s)),
+        );
         // On the primary the verifier repairs a damaged copy from a secondary's verified one.
         let verifier = verify::run(
             Arc::clone(&site.objects),
@@ -243,6 +264,7 @@ impl Opened {
                 site: Arc::clone(&site),
             }),
             self.reverify_interval,
+            verify_bandwidth,
             shutdown.clone(),
         );
         spawn("verifier", Box::pin(async { Ok(verifier.await?) }));
@@ -295,6 +317,7 @@ impl Opened {
                 Arc::clone(&site.objects),
                 Arc::new(secondary.fetch),
                 self.sync_concurrency,
+                sync_bandwidth,
                 shutdown.clone(),
             );
             spawn("sync workers", Box::pin(async { Ok(sync.await?) }));

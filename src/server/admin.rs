@@ -39,8 +39,14 @@ impl AdminSvc {
     }
 }
 
-fn site_record(id: &str, r: &crate::settings::SiteRecord, added: bool) -> pb::SiteRecord {
+fn site_record(
+    id: &str,
+    r: &crate::settings::SiteRecord,
+    added: bool,
+    sync: Option<&crate::settings::SiteSync>,
+) -> pb::SiteRecord {
     pb::SiteRecord {
+        sync: sync.map(super::site_sync::site_sync),
         site_id: id.to_string(),
         token_sha256: r.token_sha256.clone(),
         added_by: r.added_by.clone(),
@@ -313,7 +319,13 @@ impl pb::admin_service_server::AdminService for AdminSvc {
         if added {
             tracing::info!(site = %req.site_id, actor = actor(&req.actor), "site registered");
         }
-        Ok(Response::new(site_record(&req.site_id, &record, added)))
+        let sync = self.site.settings.current().1.site_sync(&req.site_id);
+        Ok(Response::new(site_record(
+            &req.site_id,
+            &record,
+            added,
+            sync.as_ref(),
+        )))
     }
 
     async fn remove_site(
@@ -341,8 +353,32 @@ impl pb::admin_service_server::AdminService for AdminSvc {
             sites: state
                 .sites()
                 .iter()
-                .map(|(id, r)| site_record(id, r, false))
+                .map(|(id, r)| site_record(id, r, false, state.site_sync(id).as_ref()))
                 .collect(),
+            settings_index: index,
+        }))
+    }
+
+    async fn set_site_sync(
+        &self,
+        req: Request<pb::SetSiteSyncRequest>,
+    ) -> Result<Response<pb::SetSiteSyncResponse>, Status> {
+        let req = req.into_inner();
+        let update = super::site_sync::update_from(&req)?;
+        let settings = &self.site.settings;
+        let (index, sync) = settings
+            .set_site_sync(&req.site_id, update, actor(&req.actor))
+            .await
+            .map_err(error::status)?;
+        tracing::info!(site = %req.site_id, actor = actor(&req.actor), "site replication settings changed");
+        let (_, state) = settings.current();
+        let site = state
+            .sites()
+            .into_iter()
+            .find(|(id, _)| *id == req.site_id)
+            .map(|(id, r)| site_record(&id, &r, false, sync.as_ref()));
+        Ok(Response::new(pb::SetSiteSyncResponse {
+            site,
             settings_index: index,
         }))
     }

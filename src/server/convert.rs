@@ -469,6 +469,7 @@ pub fn site_report(r: &status::Report) -> pb::SiteReport {
             verified: o.verified,
             verification_failed: o.verification_failed,
             progress: o.progress.clone(),
+            selective_sync: o.selective.as_ref().map(selection),
         }),
         writes_in_flight: r.writes_in_flight,
         reported_at: Some(timestamp(r.at_ms)),
@@ -519,6 +520,7 @@ pub fn site_report_from(r: pb::SiteReport) -> Result<status::Report, Status> {
             verified: o.verified,
             verification_failed: o.verification_failed,
             events_applied: events.applied,
+            selective: o.selective_sync.map(selection_from).transpose()?,
             damaged: Vec::new(),
             progress: progress_from(o.progress)?,
         },
@@ -618,6 +620,24 @@ pub fn criterion_from(c: pb::Criterion) -> status::Criterion {
         ok: c.ok,
         detail: c.detail,
     }
+}
+
+/// A selective sync's selection (`settings::Selection`) on the wire.
+pub fn selection(s: &crate::settings::Selection) -> pb::SelectiveSync {
+    pb::SelectiveSync {
+        prefixes: s.prefixes.clone(),
+        kinds: s.kinds.clone(),
+    }
+}
+
+/// A selection from the wire, checked (shape, lengths, counts).
+pub fn selection_from(s: pb::SelectiveSync) -> Result<crate::settings::Selection, Status> {
+    let s = crate::settings::Selection {
+        prefixes: s.prefixes,
+        kinds: s.kinds,
+    };
+    s.check().map_err(Status::invalid_argument)?;
+    Ok(s)
 }
 
 /// Everything a peer or a client sends is decoded here first: whatever the bytes, decoding

@@ -21,6 +21,7 @@ mod objects_page;
 mod page;
 mod replication;
 mod site;
+pub mod site_sync;
 pub mod status;
 pub mod tls;
 

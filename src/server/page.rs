@@ -259,7 +259,17 @@ pub fn render(p: &Page<'_>) -> String {
             esc(&lag(&st.events_lag)),
             r.events.applied,
             st.events_head,
-            progress(c.synced, c.objects, &pending),
+            // A selectively synced site is measured against its selection (the objects
+            // channel's reason says which).
+            progress(
+                c.synced,
+                if c.selective.is_some() {
+                    c.synced + c.pending + c.failed
+                } else {
+                    c.objects
+                },
+                &pending
+            ),
             progress(c.verified, c.synced, &vfailed),
             st.last_contact_ms
                 .map_or_else(|| "never".to_string(), |at| ago(p.now_ms, at)),

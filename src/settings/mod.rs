@@ -7,6 +7,7 @@
 //! and every `GetMode` asks for it.
 
 pub mod schedule;
+mod site_sync;
 mod sites;
 mod state;
 
@@ -23,6 +24,9 @@ use crate::store::{Store, StoreError};
 use crate::types::{Classify, ErrorKind, Promotion, Role, UNPROVEN_EPOCHS};
 
 pub use schedule::{Schedule, SCHEDULE_ACTOR, SCHEDULE_KEY};
+pub use site_sync::{
+    is_site_sync, site_sync_key, Limit, Selection, SiteSync, SiteSyncUpdate, SITE_SYNC_PREFIX,
+};
 pub use sites::{check_sha256, is_reserved, site_key, token_sha256, SiteRecord, SITES_PREFIX};
 pub use state::{
     validate_actor, validate_key, validate_message, Change, Maintenance, SettingsState,
@@ -362,6 +366,11 @@ impl Settings {
                 "setting {SCHEDULE_KEY:?} holds the maintenance window: use `geo-agent maintenance schedule` (AdminService.ScheduleMaintenance, CancelMaintenanceSchedule)"
             )));
         }
+        if let Some(key) = set.keys().chain(&unset).find(|k| is_site_sync(k)) {
+            return Err(SettingsError::Invalid(format!(
+                "setting {key:?} is under {SITE_SYNC_PREFIX:?}, which holds per-site replication settings: use `geo-agent sites set` (AdminService.SetSiteSync)"
+            )));
+        }
         if let Some(key) = set.keys().chain(&unset).find(|k| is_reserved(k)) {
             return Err(SettingsError::Invalid(format!(
                 "setting {key:?} is under {SITES_PREFIX:?}, which holds the site registry: use `geo-agent sites add|remove` (AdminService.AddSite, RemoveSite)"
@@ -433,6 +442,9 @@ impl Settings {
         }
         let mut change = Change::default();
         change.unset.push(site_key(site_id));
+        if self.log.view().site_sync(site_id).is_some() {
+            change.unset.push(site_sync_key(site_id));
+        }
         self.change(change, actor).await.map(drop)
     }
 

@@ -181,6 +181,9 @@ impl Change {
         if let Some(v) = change.set.get(SCHEDULE_KEY) {
             check_value(v)?;
         }
+        for (key, value) in change.set.iter().filter(|(k, _)| super::is_site_sync(k)) {
+            super::site_sync::check_site_sync(key, value)?;
+        }
         if let Some(v) = change.set.get(MODE_KEY) {
             if !v.is_boolean() {
                 return Err(format!("{MODE_KEY} must be true or false, not {v}"));

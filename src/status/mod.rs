@@ -205,6 +205,13 @@ impl Judge {
                 ),
             );
         }
+        if let (Some(sel), Role::Secondary) = (&o.selective, report.role) {
+            c.reasons.push(format!(
+                "selective sync ({sel}): {} of {} objects selected; the counts are of the selection",
+                o.synced + o.pending + o.failed,
+                o.objects
+            ));
+        }
         if report.role == Role::Secondary && o.objects < self.primary_objects {
             // Not an error while events are still arriving; the events channel says so.
             c.reasons.push(format!(
@@ -399,27 +406,31 @@ pub fn readiness(
     }
     let o = &r.objects;
     let total = primary.report.objects.objects;
-    out.push(c(
-        format!("all objects synced at {target_id}"),
-        o.synced == total && o.objects == total && o.pending == 0 && o.failed == 0,
-        format!(
-            "{} of {total} synced ({}), {} pending, {} failed",
-            o.synced,
-            percent(o.synced, total),
-            o.pending,
-            o.failed
-        ),
-    ));
-    out.push(c(
-        format!("all objects verified at {target_id}"),
-        o.verified == total && o.verification_failed == 0,
-        format!(
-            "{} of {total} verified ({}), {} failed verification",
-            o.verified,
-            percent(o.verified, total),
-            o.verification_failed
-        ),
-    ));
+    if let Some(sel) = &o.selective {
+        out.extend(selective_readiness(target_id, o, total, sel));
+    } else {
+        out.push(c(
+            format!("all objects synced at {target_id}"),
+            o.synced == total && o.objects == total && o.pending == 0 && o.failed == 0,
+            format!(
+                "{} of {total} synced ({}), {} pending, {} failed",
+                o.synced,
+                percent(o.synced, total),
+                o.pending,
+                o.failed
+            ),
+        ));
+        out.push(c(
+            format!("all objects verified at {target_id}"),
+            o.verified == total && o.verification_failed == 0,
+            format!(
+                "{} of {total} verified ({}), {} failed verification",
+                o.verified,
+                percent(o.verified, total),
+                o.verification_failed
+            ),
+        ));
+    }
     out.push(c(
         "nothing in flight at the primary".into(),
         in_flight.is_empty(),
@@ -461,6 +472,20 @@ pub fn readiness_without_primary(own: &SiteStatus, primary: &str, error: &str) -
         ok: false,
         detail: error.to_string(),
     }];
+    if let Some(sel) = &o.selective {
+        for (name, pos, head) in [
+            ("settings", &r.settings, own.settings_head),
+            ("event", &r.events, own.events_head),
+        ] {
+            out.push(Criterion {
+                name: format!("{id} applied the {name} log to the primary's last known head"),
+                ok: pos.applied >= head,
+                detail: format!("applied {} of {head}", pos.applied),
+            });
+        }
+        out.extend(selective_readiness(id, o, o.objects, sel));
+        return out;
+    }
     for (name, pos, head) in [
         ("settings", &r.settings, own.settings_head),
         ("event", &r.events, own.events_head),
@@ -494,6 +519,49 @@ pub fn readiness_without_primary(own: &SiteStatus, primary: &str, error: &str) -
         ),
     });
     out
+}
+
+/// The object criteria for a selectively synced target: its selection synced and verified,
+/// and a criterion that fails while it holds less than everything, naming what a
+/// promotion would leave behind (`total`: objects in the primary's catalog).
+fn selective_readiness(
+    id: &str,
+    o: &crate::objects::Counts,
+    total: u64,
+    sel: &crate::settings::Selection,
+) -> Vec<Criterion> {
+    let selected = o.synced + o.pending + o.failed;
+    let missing = total.saturating_sub(selected);
+    vec![
+        Criterion {
+            name: format!("all selected objects synced at {id}"),
+            ok: o.objects >= total && o.pending == 0 && o.failed == 0,
+            detail: format!(
+                "{} of {selected} selected synced ({}), {} pending, {} failed",
+                o.synced,
+                percent(o.synced, selected),
+                o.pending,
+                o.failed
+            ),
+        },
+        Criterion {
+            name: format!("all selected objects verified at {id}"),
+            ok: o.verified == selected && o.verification_failed == 0,
+            detail: format!(
+                "{} of {selected} selected verified ({}), {} failed verification",
+                o.verified,
+                percent(o.verified, selected),
+                o.verification_failed
+            ),
+        },
+        Criterion {
+            name: format!("{id} replicates every object"),
+            ok: missing == 0,
+            detail: format!(
+                "selective sync ({sel}): {missing} of {total} objects are not replicated at {id}; a promotion leaves them behind"
+            ),
+        },
+    ]
 }
 
 fn percent(part: u64, total: u64) -> String {

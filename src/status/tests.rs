@@ -26,6 +26,7 @@ fn counts(objects: u64, synced: u64, failed: u64, verified: u64, vfailed: u64) -
         verified,
         verification_failed: vfailed,
         events_applied: 0,
+        selective: None,
         damaged: Vec::new(),
         progress: Vec::new(),
     }
@@ -289,4 +290,40 @@ fn an_unknown_site_is_not_ready() {
         got.iter().any(|c| !c.ok && c.detail.contains("\"s9\"")),
         "{got:?}"
     );
+}
+
+#[test]
+fn a_selectively_synced_target_is_judged_on_its_selection_and_names_what_it_lacks() {
+    let selection = crate::settings::Selection {
+        prefixes: vec!["group-a/".into()],
+        kinds: vec![],
+    };
+    // 5 objects at the primary, 2 of them selected at s1, both synced and verified.
+    let mut c = counts(5, 2, 0, 2, 0);
+    c.pending = 0;
+    c.selective = Some(selection.clone());
+    let got = ready_case(true, secondary((3, 10), c.clone(), true), &[], Some(NOW));
+    let find = |name: &str| got.iter().find(|g| g.0 == name).cloned();
+    let synced = find("all selected objects synced at s1").expect("judged on the selection");
+    assert!(synced.1, "{got:#?}");
+    assert_eq!(
+        synced.2,
+        "2 of 2 selected synced (100.0%), 0 pending, 0 failed"
+    );
+    assert!(find("all selected objects verified at s1").unwrap().1);
+    let lacks = find("s1 replicates every object").unwrap();
+    assert!(!lacks.1);
+    assert_eq!(
+        lacks.2,
+        "selective sync (prefixes group-a/): 3 of 5 objects are not replicated at s1; a promotion leaves them behind"
+    );
+    assert!(find("all objects synced at s1").is_none());
+    // A selected object still pending fails the synced criterion.
+    c.pending = 1;
+    let got = ready_case(true, secondary((3, 10), c, true), &[], Some(NOW));
+    let synced = got
+        .iter()
+        .find(|g| g.0 == "all selected objects synced at s1")
+        .unwrap();
+    assert!(!synced.1, "{got:#?}");
 }

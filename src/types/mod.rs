@@ -5,11 +5,13 @@
 mod addr;
 mod error;
 mod promotion;
+mod rate;
 mod role;
 mod site_id;
 
 pub use addr::{check_plaintext, normalize_url};
 pub use error::{Classify, ErrorKind};
 pub use promotion::{Promotion, UNPROVEN_EPOCHS};
+pub use rate::{format_rate, parse_rate, MAX_RATE, MIN_RATE};
 pub use role::Role;
 pub use site_id::{validate_site_id, MAX_SITE_ID_LEN};
