@@ -182,6 +182,10 @@ pub struct Settings {
     /// Checks proofs; without one, no epoch above [`UNPROVEN_EPOCHS`] is ever taken from
     /// another site.
     checker: Option<Arc<dyn ProofCheck>>,
+    /// Held from reading the state to appending the entry decided from it, by every writer
+    /// at the primary: a scheduled step, a cancel and an admin's change of the mode cannot
+    /// interleave, so none acts on a state another has just changed.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl Settings {
@@ -224,6 +228,7 @@ impl Settings {
             fenced,
             proof,
             checker: None,
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -480,7 +485,19 @@ impl Settings {
         Ok(())
     }
 
-    async fn change(&self, mut change: Change, actor: &str) -> Result<Entry, SettingsError> {
+    async fn change(&self, change: Change, actor: &str) -> Result<Entry, SettingsError> {
+        let serial = self.writing.lock().await;
+        self.change_serialised(&serial, change, actor).await
+    }
+
+    /// [`Settings::change`] for a caller that holds the write lock, having decided `change`
+    /// from the state it read under it.
+    async fn change_serialised(
+        &self,
+        _serial: &tokio::sync::MutexGuard<'_, ()>,
+        mut change: Change,
+        actor: &str,
+    ) -> Result<Entry, SettingsError> {
         self.writable()?;
         // An admin who changes the mode during a started window ends the window with it:
         // the schedule never fights the admin (see `schedule`).

@@ -109,6 +109,7 @@ impl Settings {
             started_at_ms: None,
         };
         window.check().map_err(invalid)?;
+        let serial = self.writing.lock().await;
         if let Some(current) = self.maintenance_schedule().filter(Schedule::started) {
             return Err(SettingsError::Conflict(format!(
                 "a maintenance window is in progress (started {}{}); cancel it first (geo-agent maintenance schedule --cancel)",
@@ -121,7 +122,7 @@ impl Settings {
         }
         let mut change = Change::default();
         change.set.insert(SCHEDULE_KEY.into(), to_value(&window)?);
-        self.change(change, actor).await?;
+        self.change_serialised(&serial, change, actor).await?;
         info!(start = %rfc3339(start_ms), end = ?end_ms.map(rfc3339), %actor, "maintenance window scheduled");
         Ok(window)
     }
@@ -133,6 +134,7 @@ impl Settings {
         actor: &str,
     ) -> Result<Schedule, SettingsError> {
         self.writable()?;
+        let serial = self.writing.lock().await;
         let Some(window) = self.maintenance_schedule() else {
             return Err(SettingsError::NotFound(
                 "no maintenance window is scheduled".into(),
@@ -140,13 +142,16 @@ impl Settings {
         };
         let mut change = Change::default();
         change.unset.push(SCHEDULE_KEY.into());
-        self.change(change, actor).await?;
+        self.change_serialised(&serial, change, actor).await?;
         info!(%actor, started = window.started(), "maintenance window cancelled");
         Ok(window)
     }
 
     /// Takes the step that is due now, if any; returns what it did.
     async fn take_step(&self) -> Result<Step, SettingsError> {
+        // The step is decided and appended under the write lock: a cancel or an admin's
+        // change of the mode that lands first is what the step is decided from.
+        let serial = self.writing.lock().await;
         let state = self.log.view();
         let window = state.schedule.clone();
         let now = now_ms();
@@ -171,7 +176,9 @@ impl Settings {
             }
             Step::Yield | Step::Missed => change.unset.push(SCHEDULE_KEY.into()),
         }
-        self.change(change, SCHEDULE_ACTOR).await?;
+        self.change_serialised(&serial, change, SCHEDULE_ACTOR)
+            .await?;
+        drop(serial);
         let late_ms = now - w.start_ms;
         match due {
             Step::Start if late_ms >= 1000 => warn!(

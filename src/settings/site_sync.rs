@@ -291,6 +291,9 @@ impl Settings {
                 "nothing to change: give --selective-sync-prefix/--selective-sync-kind, --selective-sync-off, --sync-bandwidth-limit or --verify-bandwidth-limit".into(),
             ));
         }
+        // Read, change and append under the write lock: two admins' changes to one site's
+        // record do not lose one another.
+        let serial = self.writing.lock().await;
         let view = self.log.view();
         if !view.is_site(site_id) {
             return Err(SettingsError::NotFound(format!(
@@ -332,7 +335,7 @@ impl Settings {
             change.set.insert(key, value);
             Some(record)
         };
-        self.change(change, actor).await?;
+        self.change_serialised(&serial, change, actor).await?;
         Ok((self.current().0, now))
     }
 
