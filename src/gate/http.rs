@@ -19,6 +19,7 @@ use super::{
     SiteView, Verdict, DEFAULT_MAINTENANCE_MESSAGE, MAX_HEADER_BYTES, MAX_PATH_BYTES,
     READ_ONLY_JSON_BODY, READ_ONLY_MESSAGE,
 };
+use crate::types::truncate_chars;
 use serde::Serialize;
 use std::borrow::Cow;
 
@@ -147,7 +148,8 @@ fn is_push_discovery(method: Method, route: &str, query: &str) -> bool {
 /// but an application behind the gating proxy may not, so in maintenance mode it is judged as
 /// the write it would be. `None`: an ordinary read.
 fn graphql_get_mutation(below_root: Option<&str>, norm: &NormalPath<'_>) -> Option<Outcome> {
-    if norm.suspicious.is_some() || below_root != Some(GRAPHQL_ROUTE) {
+    // The resolved path, suspicious or not: a front end may route `/api/./graphql` there.
+    if below_root != Some(GRAPHQL_ROUTE) {
         return None;
     }
     match graphql::check(None, None, norm.query) {
@@ -348,7 +350,7 @@ fn validate(req: &HttpRequest) -> Result<(), GateError> {
     if m.is_empty() || m.len() > 32 || !m.bytes().all(is_tchar) {
         return Err(GateError::InvalidInput(format!(
             "HTTP method {:?} is not a valid token",
-            truncate(m, 40)
+            truncate_chars(m, 40)
         )));
     }
     if req.path.len() > MAX_PATH_BYTES {
@@ -374,13 +376,6 @@ fn validate(req: &HttpRequest) -> Result<(), GateError> {
 
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 #[cfg(test)]
@@ -458,6 +453,6 @@ mod tests {
                 "{bad:?}"
             );
         }
-        assert_eq!(truncate("abcdef", 3), "abc");
+        assert_eq!(truncate_chars("abcdef", 3), "abc");
     }
 }

@@ -9,6 +9,7 @@
 
 use super::rules::ids;
 use super::{Decision, GateError, SiteView, REGISTRY_WRITE_DENIED};
+use crate::types::truncate_chars;
 use std::fmt;
 
 /// Most scopes one token request may ask for.
@@ -36,7 +37,7 @@ impl RegistryScope {
             GateError::InvalidInput(format!(
                 "registry scope {:?}: {why} (expected TYPE:NAME:ACTIONS, \
                  e.g. repository:group/app:pull,push)",
-                truncate(s)
+                truncate_chars(s, 80)
             ))
         };
         if s.is_empty() || s.len() > MAX_SCOPE_BYTES {
@@ -85,7 +86,7 @@ impl RegistryScope {
             other => {
                 return Err(bad(&format!(
                     "unknown resource type {:?} (repository or registry)",
-                    truncate(other)
+                    truncate_chars(other, 80)
                 )));
             }
         }
@@ -128,13 +129,6 @@ impl fmt::Display for RegistryScope {
             write!(f, "({c})")?;
         }
         write!(f, ":{}:{}", self.name, self.actions.join(","))
-    }
-}
-
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(80) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 

@@ -601,6 +601,14 @@ fn graphql_mutations_sent_by_get_are_writes() {
             "query=%7Bx%7D&query=mutation%7By%7D",
         ] {
             let path = format!("{root}/api/graphql?{query}");
+            // However the path is spelled on its way to the GraphQL route.
+            let dotted = format!("{root}/api/./graphql?{query}");
+            let d = run(&req("GET", &dotted), &site(SiteRole::Primary, true), &c);
+            assert_eq!(
+                (d.verdict, d.status),
+                (Verdict::Deny, 403),
+                "{dotted}: {d:?}"
+            );
             let mut r = req("GET", &path);
             r.accept = Some("application/json".into());
             let ctx = path.as_str();

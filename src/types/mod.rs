@@ -15,3 +15,11 @@ pub use promotion::{Promotion, UNPROVEN_EPOCHS};
 pub use rate::{format_rate, parse_rate, MAX_RATE, MIN_RATE};
 pub use role::Role;
 pub use site_id::{validate_site_id, MAX_SITE_ID_LEN};
+
+/// The first `max` characters of `s` (all of it when shorter), cut on a character boundary.
+pub fn truncate_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
