@@ -104,7 +104,7 @@ fn status_text(status: &pb::ReplicationStatus) -> String {
         };
         // A selectively synced site is judged on its selection: the objects it holds a row
         // for (synced, pending or failed).
-        let selected = o.synced + o.pending + o.failed;
+        let selected = o.synced.saturating_add(o.pending).saturating_add(o.failed);
         let total = if o.selective_sync.is_some() {
             selected
         } else if role == "primary" {
@@ -213,7 +213,7 @@ fn status_json(status: &pb::ReplicationStatus) -> serde_json::Value {
                     "verification_failed": o.verification_failed,
                     "selective_sync": o.selective_sync.as_ref().map(|s| serde_json::json!({
                         "prefixes": s.prefixes, "kinds": s.kinds,
-                        "selected": o.synced + o.pending + o.failed,
+                        "selected": o.synced.saturating_add(o.pending).saturating_add(o.failed),
                     })),
                 },
                 "writes_in_flight": r.writes_in_flight,

@@ -21,12 +21,14 @@ use super::state::{
     Tally, Verification, CATALOG, DAMAGED, REGISTRY,
 };
 use super::{ObjectError, Objects, MAX_PAGE};
-use crate::types::Role;
+use crate::types::{truncate_chars, Role};
 
 /// Names marked per transaction by a resync or reverification of many.
 pub const MARK_BATCH: usize = 1000;
 /// Operations whose progress `counts` reports (the latest of each kind).
 const KINDS: usize = 2;
+/// Characters of an operation's scope (an object's name) shown in its progress line.
+const PROGRESS_SCOPE_CHARS: usize = 200;
 
 /// Which rows a listing shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,9 +140,11 @@ impl Operations {
                     OperationKind::Resync => t.pending == 0,
                     OperationKind::Reverify => t.unverified == 0,
                 };
+                // A name may be 1,024 bytes long: the line stays well under what a
+                // report may carry.
                 format!(
                     "{verb} of {} asked by {} at {}: {} marked; {left}{}",
-                    op.scope,
+                    truncate_chars(&op.scope, PROGRESS_SCOPE_CHARS),
                     op.by,
                     when(op.at_ms),
                     op.marked,
@@ -454,10 +458,11 @@ fn mark_resync(t: &TransactionalTree, name: &str) -> super::state::TxResult<bool
     let (Some(_), Some(row)) = (meta, row) else {
         return Ok(false);
     };
-    let verified = row.verified_local().map(|(_, at)| at);
+    // A copy an admin asked to fetch again is suspect: it is no longer served as a stale
+    // read while the primary is away.
     let marked = Row {
         resync: true,
-        local_verified_ms: verified,
+        local_verified_ms: None,
         ..Row::pending(row.local.clone())
     };
     set_row(t, name, Some(&marked))?;

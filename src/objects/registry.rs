@@ -85,6 +85,14 @@ pub struct Counts {
 pub const DAMAGED_LISTED: usize = 5;
 
 impl Counts {
+    /// Objects this site replicates: synced, pending or failed. Saturating, as a report from
+    /// another site can carry any numbers.
+    pub fn selected(&self) -> u64 {
+        self.synced
+            .saturating_add(self.pending)
+            .saturating_add(self.failed)
+    }
+
     /// The counts `tally` holds, with the damaged copies listed and the log's position.
     pub(super) fn from_tally(t: &Tally, damaged: Vec<String>, events_applied: u64) -> Counts {
         Counts {

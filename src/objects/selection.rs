@@ -151,10 +151,7 @@ impl Objects {
         if stored.as_deref() == Some(&wanted[..]) {
             return Ok(None);
         }
-        let rows_cover_catalog = || {
-            self.counts()
-                .is_ok_and(|c| c.synced + c.pending + c.failed >= c.objects)
-        };
+        let rows_cover_catalog = || self.counts().is_ok_and(|c| c.selected() >= c.objects);
         if stored.is_none() && selection.is_none() && rows_cover_catalog() {
             // Never selective: every catalog record already has its row (a walk cut
             // short, or events applied under a selection, would have left some without).

@@ -732,10 +732,11 @@ async fn the_stale_copy_is_the_newest_verified_one_and_never_a_damaged_one() {
     site.reopen().await;
     assert!(site.objects().stale_copy("a").unwrap().is_some());
 
-    // Resync keeps that copy's standing; reverify has nothing to verify on a pending row.
+    // A resync makes that copy suspect: no longer served stale; reverify has nothing to
+    // verify on a pending row.
     let objects = site.objects();
     assert_eq!(objects.resync(&Scope::All, "t").unwrap().marked, 1);
-    assert!(objects.stale_copy("a").unwrap().is_some());
+    assert!(objects.stale_copy("a").unwrap().is_none());
     assert_eq!(objects.reverify(&Scope::All, "t").unwrap().skipped, 1);
     let counts = objects.counts().unwrap();
     assert_eq!(counts.progress.len(), 2, "{counts:?}");

@@ -198,15 +198,6 @@ pub async fn reverify_objects(
     }))
 }
 
-/// Whether a failed read-through may fall back to a stale read: only when the primary
-/// could not be reached (not when it answered, say, NOT_FOUND).
-pub fn unreachable(s: &Status) -> bool {
-    matches!(
-        s.code(),
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-    )
-}
-
 /// Streams the newest verified copy of `object` held here, marked stale, or `None` when
 /// there is none (then the caller's UNAVAILABLE stands).
 pub async fn stale_stream(

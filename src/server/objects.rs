@@ -277,18 +277,21 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
             "",
         )
         .await
-        .map_err(|s| forwarded_status(s, primary))
         {
             Ok(stream) => stream,
-            // The primary is gone: the newest verified copy here, marked stale, unless
-            // the client wants the strict answer.
-            Err(s) if object_ops::unreachable(&s) && !req.get_ref().no_stale => {
-                match object_ops::stale_stream(&self.site, &object, &s).await? {
-                    Some(stale) => return Ok(Response::new(stale)),
-                    None => return Err(s),
+            Err(raw) => {
+                // The primary is gone (not: it answered with a refusal): the newest
+                // verified copy here, marked stale, unless the client wants the strict
+                // answer.
+                let gone = unanswered(&raw) && !req.get_ref().no_stale;
+                let s = forwarded_status(raw, primary);
+                if gone {
+                    if let Some(stale) = object_ops::stale_stream(&self.site, &object, &s).await? {
+                        return Ok(Response::new(stale));
+                    }
                 }
+                return Err(s);
             }
-            Err(s) => return Err(s),
         };
         let primary = primary.to_string();
         Ok(Response::new(Box::pin(stream.map(
@@ -536,15 +539,28 @@ impl ObjectSvc {
 /// A status from the primary, passed on as it is — except a transport failure, which says
 /// the primary cannot be reached.
 pub fn forwarded_status(s: Status, primary: &str) -> Status {
-    match s.code() {
-        tonic::Code::Unavailable | tonic::Code::Unknown if s.metadata().is_empty() => {
-            error::status(PrimaryUnreachable {
-                primary: primary.to_string(),
-                detail: s.message().to_string(),
-            })
-        }
-        _ => s,
+    if !unanswered(&s) {
+        return s;
     }
+    error::status(PrimaryUnreachable {
+        primary: primary.to_string(),
+        detail: s.message().to_string(),
+    })
+}
+
+/// Whether a call to another site failed without an answer from it: a status made on this
+/// side (no response headers), because the connection failed, was cut (a peer killed
+/// mid-call reads as "operation was canceled") or timed out. A status the other site sent
+/// always carries headers, and stands as it is.
+pub fn unanswered(s: &Status) -> bool {
+    s.metadata().is_empty()
+        && matches!(
+            s.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+        )
 }
 
 /// Streams this site's copy of `object`'s current version (optionally only if its checksum

@@ -238,7 +238,7 @@ pub fn render(p: &Page<'_>) -> String {
                     .collect::<String>()
             )
         };
-        let pending = if c.pending + c.failed > 0 {
+        let pending = if c.pending > 0 || c.failed > 0 {
             format!(", {} pending, {} failed", c.pending, c.failed)
         } else {
             String::new()
@@ -264,7 +264,7 @@ pub fn render(p: &Page<'_>) -> String {
             progress(
                 c.synced,
                 if c.selective.is_some() {
-                    c.synced + c.pending + c.failed
+                    c.selected()
                 } else {
                     c.objects
                 },

@@ -208,7 +208,7 @@ impl Judge {
         if let (Some(sel), Role::Secondary) = (&o.selective, report.role) {
             c.reasons.push(format!(
                 "selective sync ({sel}): {} of {} objects selected; the counts are of the selection",
-                o.synced + o.pending + o.failed,
+                o.selected(),
                 o.objects
             ));
         }
@@ -530,7 +530,7 @@ fn selective_readiness(
     total: u64,
     sel: &crate::settings::Selection,
 ) -> Vec<Criterion> {
-    let selected = o.synced + o.pending + o.failed;
+    let selected = o.selected();
     let missing = total.saturating_sub(selected);
     vec![
         Criterion {
