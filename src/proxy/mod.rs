@@ -29,7 +29,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::gate::Cidr;
 use crate::server::limits::{self, HttpLimits};
@@ -130,6 +130,60 @@ impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "http://{}", self.authority)
     }
+}
+
+/// [`serve`] on a thread of its own, with a single-threaded runtime, as an nginx worker
+/// runs: a request and its exchange with the upstream never hop between threads, and the
+/// front door's latency does not depend on what replication is doing on the daemon's
+/// runtime (nor the other way round). Measured side by side (BENCHMARKS.md, "The gating
+/// proxy"), this cut the p99 under 16 concurrent clients about fourfold; one core proxies
+/// over 40,000 requests a second. Returns when the proxy has stopped.
+pub async fn serve_on_own_thread(
+    listener: TcpListener,
+    site: Arc<Site>,
+    config: ProxyConfig,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(error) => {
+            error!(%error, "the gating proxy cannot take its listener: it does not run");
+            return;
+        }
+    };
+    let (done, stopped) = tokio::sync::oneshot::channel::<()>();
+    let span = tracing::Span::current();
+    let started = std::thread::Builder::new()
+        .name("geo-proxy".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(error) => {
+                    error!(%error, "the gating proxy cannot start its runtime: it does not run");
+                    return;
+                }
+            };
+            runtime.block_on(
+                async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => serve(l, site, config, shutdown, drain).await,
+                        Err(error) => error!(%error, "the gating proxy cannot listen"),
+                    }
+                }
+                .instrument(span),
+            );
+            drop(done);
+        });
+    if let Err(error) = started {
+        error!(%error, "the gating proxy cannot start its thread: it does not run");
+        return;
+    }
+    // Resolves when the thread is done (its sender dropped), however it ended.
+    let _ = stopped.await;
 }
 
 /// Serves the gating proxy on `listener` until `shutdown`, then lets the requests still open

@@ -327,7 +327,7 @@ impl Opened {
         let servers = server::serve(Arc::clone(&site), grpc, http).instrument(span.clone());
         let gating = match (proxy, self.proxy) {
             (Some(listener), Some(config)) => Some(
-                proxy::serve(
+                proxy::serve_on_own_thread(
                     listener,
                     Arc::clone(&site),
                     config,
