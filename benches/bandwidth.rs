@@ -21,18 +21,6 @@ use common::*;
 const OBJECTS: usize = 40;
 const SECONDS: f64 = 10.0;
 
-fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Seconds the secondary takes to backfill `total` bytes once `limit` is set.
 async fn backfill(limit: &str, total: u64) -> f64 {
     let cluster = Cluster::new();
@@ -53,7 +41,7 @@ async fn backfill(limit: &str, total: u64) -> f64 {
             &primary,
             token,
             &format!("bench/{i}"),
-            &data(i as u64, each),
+            &noise(i as u64, each),
         )
         .await
         .expect("push");

@@ -12,18 +12,6 @@ use common::*;
 use geo_agent::server::pb;
 use tonic::Code;
 
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Where `site` keeps its copy of `name` with these bytes.
 fn copy_path(site: &SiteProc, name: &str, data: &[u8]) -> PathBuf {
     let id = sha256_hex(name.as_bytes());
@@ -103,7 +91,7 @@ async fn reverify_finds_a_damaged_copy_and_resync_fetches_again_in_maintenance_t
     // The default re-verification interval (a week): nothing but an admin looks again.
     let s1 = cluster.secondary("s1", &primary);
     let names = ["grp/a", "grp/b", "grp/c"];
-    let data: Vec<Vec<u8>> = (0..3).map(|i| bytes(i + 1, 150_000 + i as usize)).collect();
+    let data: Vec<Vec<u8>> = (0..3).map(|i| noise(i + 1, 150_000 + i as usize)).collect();
     for (name, d) in names.iter().zip(&data) {
         push(&primary, token, name, d).await.unwrap();
     }
@@ -112,7 +100,7 @@ async fn reverify_finds_a_damaged_copy_and_resync_fetches_again_in_maintenance_t
     }
     // One object s1 cannot fetch: the one `--failed` is about.
     break_fetches(&s1, true);
-    let d = bytes(9, 70_000);
+    let d = noise(9, 70_000);
     push(&primary, token, "grp/d", &d).await.unwrap();
     eventually("grp/d failed at s1", || async {
         let r = stat(&s1, token, "grp/d").await.ok()?.replica?;
@@ -229,7 +217,7 @@ async fn reverify_at_the_primary_reports_the_damage_and_repairs_it_from_a_second
             &advertise,
         ],
     );
-    let data = bytes(3, 300_000);
+    let data = noise(3, 300_000);
     push(&primary, token, "lfs/x", &data).await.unwrap();
     holds(&s1, token, "lfs/x", &data).await;
     let file = copy_path(&primary, "lfs/x", &data);
@@ -261,14 +249,14 @@ async fn with_the_primary_gone_a_secondary_serves_its_verified_older_copy_marked
     let token = &cluster.admin_token;
     let mut primary = cluster.primary("primary");
     let s1 = cluster.secondary("s1", &primary);
-    let v1 = bytes(1, 200_000);
+    let v1 = noise(1, 200_000);
     let first = push(&primary, token, "docs/guide", &v1).await.unwrap();
     let v1_version = first.object.unwrap().version;
     holds(&s1, token, "docs/guide", &v1).await;
 
     // s1 learns of a newer version and of a new object but cannot fetch either.
     break_fetches(&s1, true);
-    let v2 = bytes(2, 210_000);
+    let v2 = noise(2, 210_000);
     let second = push(&primary, token, "docs/guide", &v2).await.unwrap();
     let v2_version = second.object.unwrap().version;
     push(&primary, token, "docs/new", b"never here")
@@ -337,7 +325,7 @@ async fn objects_list_filters_pages_prints_json_and_refuses_bad_input() {
     let s1 = cluster.secondary("s1", &primary);
     let names = ["p/a/1", "p/a/2", "p/a/3", "p/b/1", "q/1"];
     for (i, name) in names.iter().enumerate() {
-        let d = bytes(i as u64 + 10, 1000 + i);
+        let d = noise(i as u64 + 10, 1000 + i);
         push(&primary, token, name, &d).await.unwrap();
         holds(&s1, token, name, &d).await;
     }

@@ -10,19 +10,6 @@ use geo_agent::gate::GIT_PUSH_MESSAGE;
 use geo_agent::server::pb;
 use tonic::Code;
 
-/// Deterministic, incompressible-enough test bytes.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 const FAST_VERIFY: &[&str] = &["--reverify-interval", "500ms"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,7 +20,7 @@ async fn a_push_to_the_primary_reaches_both_secondaries_verified() {
     let s1 = cluster.secondary("s1", &primary);
     let s2 = cluster.secondary("s2", &primary);
 
-    let data = bytes(1, 3 * 1024 * 1024 + 17);
+    let data = noise(1, 3 * 1024 * 1024 + 17);
     let sha = sha256_hex(&data);
     let pushed = push(&primary, token, "group/project.git", &data)
         .await
@@ -69,7 +56,7 @@ async fn a_push_at_a_secondary_is_forwarded_committed_and_replicated() {
     let s1 = cluster.secondary("s1", &primary);
     let s2 = cluster.secondary("s2", &primary);
 
-    let data = bytes(2, 700_000);
+    let data = noise(2, 700_000);
     let sha = sha256_hex(&data);
     let pushed = push(&s1, token, "uploads/a.png", &data)
         .await
@@ -104,7 +91,7 @@ async fn maintenance_refuses_new_pushes_everywhere_but_replication_and_pulls_go_
 
     let mut expected = Vec::new();
     for i in 0..20u64 {
-        let data = bytes(100 + i, 10_000 + i as usize * 1000);
+        let data = noise(100 + i, 10_000 + i as usize * 1000);
         let name = format!("repos/r{i}.git");
         push(&primary, token, &name, &data).await.expect("push");
         expected.push((name, sha256_hex(&data)));
@@ -206,7 +193,7 @@ async fn a_push_in_flight_when_maintenance_starts_finishes_and_new_ones_are_refu
     // The settings log holds the sites' registrations before any change.
     let base = primary.get_mode().await.settings_index;
 
-    let data = bytes(3, 2 * 1024 * 1024);
+    let data = noise(3, 2 * 1024 * 1024);
     let (tx, call) = open_push(&primary, token, "slow.bin").await;
     tx.send(pb::PushRequest {
         part: Some(pb::push_request::Part::Chunk(data[..1024 * 1024].to_vec())),
@@ -270,7 +257,7 @@ async fn a_corrupted_copy_is_detected_resynced_and_verified_again() {
     let primary = cluster.primary("primary");
     let s1 = cluster.secondary_with("s1", &primary, FAST_VERIFY);
 
-    let data = bytes(4, 300_000);
+    let data = noise(4, 300_000);
     let sha = sha256_hex(&data);
     push(&primary, token, "lfs/ab/cdef", &data).await.unwrap();
     synced(&s1, token, "lfs/ab/cdef", &sha).await;
@@ -316,7 +303,7 @@ async fn a_secondary_offline_during_a_thousand_pushes_catches_up() {
         let primary = &primary;
         async move {
             let name = format!("objects/{:03}/{i}", i % 37);
-            let data = bytes(1000 + i, 64 + (i as usize % 500));
+            let data = noise(1000 + i, 64 + (i as usize % 500));
             push(primary, token, &name, &data).await.expect("push");
             (name, sha256_hex(&data))
         }
@@ -346,14 +333,14 @@ async fn a_primary_killed_in_the_middle_of_a_push_leaves_no_partial_object() {
     let token = cluster.admin_token.clone();
     let mut primary = cluster.primary("primary");
     let s1 = cluster.secondary("s1", &primary);
-    let kept = bytes(5, 50_000);
+    let kept = noise(5, 50_000);
     push(&primary, &token, "kept.bin", &kept).await.unwrap();
     synced(&s1, &token, "kept.bin", &sha256_hex(&kept)).await;
 
     let (tx, call) = open_push(&primary, &token, "big.bin").await;
     for i in 0..8 {
         tx.send(pb::PushRequest {
-            part: Some(pb::push_request::Part::Chunk(bytes(600 + i, 256 * 1024))),
+            part: Some(pb::push_request::Part::Chunk(noise(600 + i, 256 * 1024))),
         })
         .await
         .unwrap();
@@ -389,7 +376,7 @@ async fn a_primary_killed_in_the_middle_of_a_push_leaves_no_partial_object() {
     );
     assert_eq!(object_files(&cluster.path("primary")).len(), 1);
     // The registry recovered: the primary takes pushes again and they replicate.
-    let after = bytes(6, 10_000);
+    let after = noise(6, 10_000);
     push(&primary, &token, "after.bin", &after)
         .await
         .expect("push after restart");
@@ -456,7 +443,7 @@ async fn concurrent_pushes_of_one_name_end_with_the_same_version_everywhere() {
     let attempts = (0..12u64).map(|i| {
         let site = [&primary, &s1, &s2][i as usize % 3];
         async move {
-            let data = bytes(7000 + i, 20_000 + i as usize);
+            let data = noise(7000 + i, 20_000 + i as usize);
             push(site, token, "contended/name", &data)
                 .await
                 .expect("push")
@@ -503,7 +490,7 @@ async fn a_secondary_that_cannot_sync_retries_and_reads_through_meanwhile() {
     std::fs::remove_dir(&tmp).unwrap();
     std::fs::write(&tmp, b"not a directory").unwrap();
 
-    let data = bytes(8, 123_456);
+    let data = noise(8, 123_456);
     let sha = sha256_hex(&data);
     push(&primary, token, "docs/manual.pdf", &data)
         .await
@@ -557,7 +544,7 @@ async fn deletes_replicate_and_lists_page_through_names() {
             &primary,
             token,
             &format!("pkg/{i:02}"),
-            &bytes(900 + i, 100),
+            &noise(900 + i, 100),
         )
         .await
         .unwrap();
