@@ -472,20 +472,6 @@ pub fn readiness_without_primary(own: &SiteStatus, primary: &str, error: &str) -
         ok: false,
         detail: error.to_string(),
     }];
-    if let Some(sel) = &o.selective {
-        for (name, pos, head) in [
-            ("settings", &r.settings, own.settings_head),
-            ("event", &r.events, own.events_head),
-        ] {
-            out.push(Criterion {
-                name: format!("{id} applied the {name} log to the primary's last known head"),
-                ok: pos.applied >= head,
-                detail: format!("applied {} of {head}", pos.applied),
-            });
-        }
-        out.extend(selective_readiness(id, o, o.objects, sel));
-        return out;
-    }
     for (name, pos, head) in [
         ("settings", &r.settings, own.settings_head),
         ("event", &r.events, own.events_head),
@@ -495,6 +481,10 @@ pub fn readiness_without_primary(own: &SiteStatus, primary: &str, error: &str) -
             ok: pos.applied >= head,
             detail: format!("applied {} of {head}", pos.applied),
         });
+    }
+    if let Some(sel) = &o.selective {
+        out.extend(selective_readiness(id, o, o.objects, sel));
+        return out;
     }
     out.push(Criterion {
         name: format!("all objects synced at {id}"),
