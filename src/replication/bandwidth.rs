@@ -102,32 +102,32 @@ impl Bandwidth {
     /// Waits until `bytes` may pass.
     pub async fn take(&self, bytes: usize) {
         let mut units = (bytes as u64).div_ceil(UNIT);
-        while units > 0 {
-            // Looked up per piece, so a changed limit applies from the next piece.
-            let Some(limiter) = self.limiter() else {
-                return;
-            };
-            let piece = units.min(limiter.burst);
-            match limiter.try_take(piece) {
-                None => units -= piece,
-                Some(wait) => tokio::time::sleep(wait).await,
-            }
+        while let Some(wait) = self.pass(&mut units) {
+            tokio::time::sleep(wait).await;
         }
     }
 
     /// [`Bandwidth::take`] for a blocking thread (verification reads).
     pub fn take_blocking(&self, bytes: usize) {
         let mut units = (bytes as u64).div_ceil(UNIT);
-        while units > 0 {
-            let Some(limiter) = self.limiter() else {
-                return;
-            };
-            let piece = units.min(limiter.burst);
+        while let Some(wait) = self.pass(&mut units) {
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// Lets through what of `units` may pass now, and says how long to wait before the rest
+    /// may (`None`: all passed, or no limit is in force). The limit is looked up per piece,
+    /// so a changed limit applies from the next piece.
+    fn pass(&self, units: &mut u64) -> Option<Duration> {
+        while *units > 0 {
+            let limiter = self.limiter()?;
+            let piece = (*units).min(limiter.burst);
             match limiter.try_take(piece) {
-                None => units -= piece,
-                Some(wait) => std::thread::sleep(wait),
+                None => *units -= piece,
+                Some(wait) => return Some(wait),
             }
         }
+        None
     }
 }
 
