@@ -220,6 +220,22 @@ impl Out {
         }
     }
 
+    /// A counter family with one sample per value of one label: every value in `values`,
+    /// at 0 until `counts` has it.
+    fn counters(
+        &mut self,
+        name: &str,
+        help: &str,
+        (label, values): (&str, &[&str]),
+        counts: &BTreeMap<&'static str, u64>,
+    ) {
+        self.family(name, "counter", help);
+        for value in values {
+            let n = counts.get(value).copied().unwrap_or(0);
+            self.sample(name, &[(label, value)], n);
+        }
+    }
+
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}");
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
@@ -501,24 +517,18 @@ pub fn render(s: &Scrape<'_>) -> String {
             n,
         );
     }
-    o.family(
+    o.counters(
         "geo_replication_errors_total",
-        "counter",
         "Replication failures at this site by kind: settings and events (a log stream lost or refused), sync (an object fetch failed), report (a status report not delivered).",
+        ("kind", &ERROR_KINDS),
+        &s.replication_errors,
     );
-    for kind in ERROR_KINDS {
-        let n = s.replication_errors.get(kind).copied().unwrap_or(0);
-        o.sample("geo_replication_errors_total", &[("kind", kind)], n);
-    }
-    o.family(
+    o.counters(
         "geo_repairs_total",
-        "counter",
         "Repairs of a damaged copy on the primary from a secondary's verified copy, by result: repaired, failed (no site sent the recorded bytes), moot (replaced or deleted meanwhile).",
+        ("result", &REPAIR_RESULTS),
+        &s.repairs,
     );
-    for result in REPAIR_RESULTS {
-        let n = s.repairs.get(result).copied().unwrap_or(0);
-        o.sample("geo_repairs_total", &[("result", result)], n);
-    }
     if let Some(p) = &s.proxy {
         render_proxy(&mut o, p);
     }
@@ -553,15 +563,12 @@ fn render_proxy(o: &mut Out, p: &ProxyScrape) {
     o.sample(&bucket, &[("le", "+Inf")], p.latency.count);
     o.sample(&format!("{name}_sum"), &[], p.latency.sum);
     o.sample(&format!("{name}_count"), &[], p.latency.count);
-    o.family(
+    o.counters(
         "geo_proxy_upstream_errors_total",
-        "counter",
         "Proxied requests that got no answer from the upstream, by kind: connect (refused or unreachable), timeout (504), broken (the connection failed mid-exchange).",
+        ("kind", &UPSTREAM_ERRORS),
+        &p.errors,
     );
-    for kind in UPSTREAM_ERRORS {
-        let n = p.errors.get(kind).copied().unwrap_or(0);
-        o.sample("geo_proxy_upstream_errors_total", &[("kind", kind)], n);
-    }
 }
 
 fn health_value(h: Health) -> u8 {
