@@ -25,21 +25,7 @@ fn deployment(cluster: &Cluster) -> (SiteProc, SiteProc) {
 /// [`deployment`] with the primary re-verifying every `interval`.
 fn deployment_verifying_every(cluster: &Cluster, interval: &str) -> (SiteProc, SiteProc) {
     let primary = cluster.primary_with("primary", &["--reverify-interval", interval]);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let advertise = format!("http://{listen}");
-    let secondary = cluster.secondary_with(
-        "s1",
-        &primary,
-        &[
-            "--listen",
-            &listen,
-            "--http-listen",
-            "127.0.0.1:0",
-            "--advertise-url",
-            &advertise,
-        ],
-    );
+    let secondary = cluster.advertised_secondary("s1", &primary);
     (primary, secondary)
 }
 

@@ -202,21 +202,7 @@ async fn reverify_at_the_primary_reports_the_damage_and_repairs_it_from_a_second
     let cluster = Cluster::new();
     let token = &cluster.admin_token;
     let primary = cluster.primary("primary");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let advertise = format!("http://{listen}");
-    let s1 = cluster.secondary_with(
-        "s1",
-        &primary,
-        &[
-            "--listen",
-            &listen,
-            "--http-listen",
-            "127.0.0.1:0",
-            "--advertise-url",
-            &advertise,
-        ],
-    );
+    let s1 = cluster.advertised_secondary("s1", &primary);
     let data = noise(3, 300_000);
     push(&primary, token, "lfs/x", &data).await.unwrap();
     holds(&s1, token, "lfs/x", &data).await;

@@ -137,6 +137,25 @@ impl Cluster {
         self.secondary_via(name, primary, &primary.url(), extra)
     }
 
+    /// A secondary on a fixed gRPC port that it advertises, so that the primary can call it
+    /// back (to fetch a verified copy when repairing its own).
+    pub fn advertised_secondary(&self, name: &str, primary: &SiteProc) -> SiteProc {
+        let listen = format!("127.0.0.1:{}", super::free_port());
+        let advertise = format!("http://{listen}");
+        self.secondary_with(
+            name,
+            primary,
+            &[
+                "--listen",
+                &listen,
+                "--http-listen",
+                "127.0.0.1:0",
+                "--advertise-url",
+                &advertise,
+            ],
+        )
+    }
+
     /// A secondary registered at `primary` that reaches it at `url` (a [`super::FaultProxy`]
     /// in front of it, say).
     pub fn secondary_via(
