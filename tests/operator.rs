@@ -292,6 +292,12 @@ async fn dashboard_is_grafana_json_and_every_query_reads_an_exported_metric() {
         "a site without TLS has no certificate"
     );
     families.insert(TLS_EXPIRY.to_string());
+    // Only a site keeping objects in a bucket says whether it answers (tests/s3.rs).
+    assert!(
+        !families.contains(OBJECT_STORAGE_UP),
+        "a site on disk has no bucket"
+    );
+    families.insert(OBJECT_STORAGE_UP.to_string());
     for name in used.iter().chain(&rule_metrics) {
         assert!(
             families.contains(name),
@@ -325,6 +331,7 @@ async fn dashboard_is_grafana_json_and_every_query_reads_an_exported_metric() {
 }
 
 const TLS_EXPIRY: &str = "geo_tls_certificate_expiry_timestamp_seconds";
+const OBJECT_STORAGE_UP: &str = "geo_object_storage_up";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_site_exports_when_its_certificate_expires() {

@@ -82,8 +82,13 @@ impl S3Options {
     }
 }
 
+/// What a site keeps directly under its prefix. No prefix has a segment of these names,
+/// so one site's prefix never lies inside another's `objects/` or `tmp/` (whose keys the
+/// other would remove as orphans).
+const RESERVED: [&str; 3] = ["objects", "tmp", "site"];
+
 /// Checks a prefix: path segments of letters, digits, `-`, `_` and `.`, no `.` or `..`
-/// segment; returns it ending in `/` (or empty).
+/// segment, none of [`RESERVED`]; returns it ending in `/` (or empty).
 pub fn normalise_prefix(prefix: &str) -> Result<String, String> {
     let trimmed = prefix.trim_matches('/');
     if trimmed.is_empty() {
@@ -102,6 +107,11 @@ pub fn normalise_prefix(prefix: &str) -> Result<String, String> {
         if !fine {
             return Err(format!(
                 "the prefix {prefix:?} has a segment {segment:?}: use letters, digits, '-', '_' and '.' between '/'"
+            ));
+        }
+        if RESERVED.contains(&segment) {
+            return Err(format!(
+                "the prefix {prefix:?} has a segment {segment:?}, a name a site keeps under its own prefix; choose another"
             ));
         }
     }
@@ -686,7 +696,9 @@ mod tests {
         assert_eq!(normalise_prefix("/").unwrap(), "");
         assert_eq!(normalise_prefix("site-a").unwrap(), "site-a/");
         assert_eq!(normalise_prefix("/geo/site_a.1/").unwrap(), "geo/site_a.1/");
-        for bad in ["a/../b", "a//b", "./a", "a b", "a/%2e", "ä"] {
+        for bad in [
+            "a/../b", "a//b", "./a", "a b", "a/%2e", "ä", "objects", "x/tmp/y", "site",
+        ] {
             assert!(normalise_prefix(bad).is_err(), "{bad}");
         }
     }
