@@ -12,12 +12,15 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+mod objects;
 mod proxy;
 
+pub use objects::{ObjectsArgs, ObjectsFile};
 pub use proxy::{ProxyArgs, ProxyFile};
 
 use crate::failover::promotion::PublicKey;
 use crate::gate::{AllowRoute, Cidr, DenyMode, GateConfig};
+use crate::objects::Backend;
 use crate::proxy::ProxyConfig;
 use crate::server::auth::Token;
 use crate::server::limits::{self, Limits};
@@ -142,6 +145,8 @@ pub struct RunArgs {
     pub promotion_public_key: Option<String>,
     #[command(flatten)]
     pub proxy: ProxyArgs,
+    #[command(flatten)]
+    pub objects: ObjectsArgs,
 }
 
 /// The configuration file's shape. Every key is optional; unknown keys are errors.
@@ -181,6 +186,9 @@ pub struct FileConfig {
     /// The `[proxy]` table: the gating reverse proxy (off unless listen and upstream are set).
     #[serde(default)]
     pub proxy: ProxyFile,
+    /// The `[objects]` table: where object bytes are kept (the data directory unless said).
+    #[serde(default)]
+    pub objects: ObjectsFile,
 }
 
 /// The `[gate]` table: how maintenance mode is enforced (SPEC §3).
@@ -285,6 +293,8 @@ pub struct Config {
     pub promotion_key: Option<PublicKey>,
     /// The gating reverse proxy, when asked for.
     pub proxy: Option<ProxyConfig>,
+    /// Where object bytes are kept.
+    pub objects: Backend,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -552,6 +562,7 @@ impl Config {
             }
         }
         let proxy = proxy::load(&args.proxy, file.proxy)?;
+        let objects = objects::load(&args.objects, file.objects, |k| std::env::var(k).ok())?;
         if let Some(p) = &proxy {
             if p.listen.port() != 0 && (p.listen == listen || p.listen == http_listen) {
                 return Err(ConfigError::Invalid(format!(
@@ -617,6 +628,7 @@ impl Config {
             generated,
             promotion_key,
             proxy,
+            objects,
         })
     }
 
@@ -653,6 +665,7 @@ impl Config {
             generated: Vec::new(),
             promotion_key: None,
             proxy: None,
+            objects: Backend::Disk,
         }
     }
 }
@@ -718,18 +731,18 @@ pub fn read_token(path: &Path, what: &str) -> Result<Token, ConfigError> {
         .map_err(|e| ConfigError::Invalid(format!("{what} in {}: {e}", path.display())))
 }
 
-/// Refuses a token file that group or others may read or write (mode & 0o077).
+/// Refuses a secret's file that group or others may read or write (mode & 0o077).
 pub fn check_private(path: &Path, what: &str) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|source| ConfigError::Io {
-        what: "cannot read the token file",
+        what: "cannot read the secret's file",
         path: path.to_path_buf(),
         source,
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(ConfigError::Invalid(format!(
-            "the {what} file {} has mode {mode:04o}: group or others can read or write it, and anyone who can has the token. Run `chmod 600 {}`",
+            "the {what} file {} has mode {mode:04o}: group or others can read or write it, and anyone who can has the secret. Run `chmod 600 {}`",
             path.display(),
             path.display()
         )));

@@ -1,4 +1,5 @@
-//! Object bytes on disk: atomic installs, streamed reads and writes, and garbage collection.
+//! Object bytes on disk (the default backend, see [`super::blobs`]): atomic installs,
+//! streamed reads and writes, and garbage collection.
 //!
 //! A version lives at `objects/<2 hex>/<sha256(name)>-<sha256(bytes)>`. Names never become
 //! paths (nothing a name holds can reach outside the directory, and `a` and `a/b` can both
@@ -20,10 +21,12 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::blobs::{blob_id, Staged, TempFile};
+
 /// Bytes per chunk on the wire and per read from disk.
 pub const CHUNK: usize = 256 * 1024;
 /// Chunks queued between the network and a disk thread.
-const QUEUE: usize = 4;
+pub(crate) const QUEUE: usize = 4;
 
 /// The sha256 and size of bytes that were written or read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,10 +76,14 @@ impl Files {
         Ok(Files { root, tmp })
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Where the version of `name` with checksum `sha256_hex` lives.
     pub fn path(&self, name: &str, sha256_hex: &str) -> PathBuf {
-        let id = hex::encode(Sha256::digest(name.as_bytes()));
-        self.root.join(&id[..2]).join(format!("{id}-{sha256_hex}"))
+        let id = blob_id(name, sha256_hex);
+        self.root.join(&id[..2]).join(id)
     }
 
     /// Starts writing a new file; [`Sink::finish`] fsyncs it, dropping the sink removes it.
@@ -84,7 +91,9 @@ impl Files {
         let path = self.tmp.join(format!("{:016x}", rand::random::<u64>()));
         let file = File::options().write(true).create_new(true).open(&path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::task::spawn_blocking(move || write_all(file, path, rx));
+        let task = tokio::task::spawn_blocking(move || {
+            write_all(file, path, rx).map(|(p, d)| (Staged::File(TempFile::new(p)), d))
+        });
         Ok(Sink { tx, task })
     }
 
@@ -108,8 +117,9 @@ impl Files {
         }
     }
 
-    /// Removes every object file not in `keep`; returns how many it removed.
-    pub fn collect_garbage(&self, keep: &HashSet<PathBuf>) -> io::Result<usize> {
+    /// Removes every object file whose name (a [`blob_id`]) is not in `keep`; returns how
+    /// many it removed.
+    pub fn collect_garbage(&self, keep: &HashSet<String>) -> io::Result<usize> {
         let mut removed = 0;
         for shard in fs::read_dir(&self.root)? {
             let shard = shard?.path();
@@ -118,18 +128,17 @@ impl Files {
             }
             for file in fs::read_dir(&shard)? {
                 let file = file?.path();
-                if !keep.contains(&file) {
+                let kept = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| keep.contains(n));
+                if !kept {
                     fs::remove_file(&file)?;
                     removed += 1;
                 }
             }
         }
         Ok(removed)
-    }
-
-    /// Opens a file and streams its chunks from a blocking thread.
-    pub fn reader(path: &Path) -> io::Result<mpsc::Receiver<io::Result<Vec<u8>>>> {
-        Ok(chunks(File::open(path)?))
     }
 }
 
@@ -171,18 +180,27 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-enum Piece {
+/// What a sink's writer receives.
+pub(crate) enum Piece {
     Chunk(Vec<u8>),
     Finish,
 }
 
-/// A temporary file being written (see [`Files::sink`]).
+/// Bytes being written aside (see [`super::Blobs::sink`]): hashed as they are written, held
+/// in a few chunks at most, and removed if the sink is dropped before it finishes.
 pub struct Sink {
     tx: mpsc::Sender<Piece>,
-    task: tokio::task::JoinHandle<io::Result<(PathBuf, Digested)>>,
+    task: tokio::task::JoinHandle<io::Result<(Staged, Digested)>>,
 }
 
 impl Sink {
+    pub(crate) fn new(
+        tx: mpsc::Sender<Piece>,
+        task: tokio::task::JoinHandle<io::Result<(Staged, Digested)>>,
+    ) -> Sink {
+        Sink { tx, task }
+    }
+
     /// Queues a chunk; waits while the disk is behind.
     pub async fn write(&mut self, chunk: Vec<u8>) -> io::Result<()> {
         if self.tx.send(Piece::Chunk(chunk)).await.is_err() {
@@ -192,8 +210,8 @@ impl Sink {
         Ok(())
     }
 
-    /// Flushes and fsyncs; returns the temporary path and what was written.
-    pub async fn finish(self) -> io::Result<(PathBuf, Digested)> {
+    /// Makes the bytes durable aside; returns them staged, and what was written.
+    pub async fn finish(self) -> io::Result<(Staged, Digested)> {
         let _ = self.tx.send(Piece::Finish).await;
         drop(self.tx);
         self.task
@@ -290,10 +308,12 @@ mod tests {
         let mut sink = files.sink().unwrap();
         sink.write(b"hello ".to_vec()).await.unwrap();
         sink.write(b"world".to_vec()).await.unwrap();
-        let (temp, d) = sink.finish().await.unwrap();
+        let (staged, d) = sink.finish().await.unwrap();
         assert_eq!(d.size, 11);
         assert_eq!(d.hex(), hex::encode(Sha256::digest(b"hello world")));
-        let path = files.install(&temp, "a/b", &d.hex()).unwrap();
+        let blobs = crate::objects::Blobs::Disk(files.clone());
+        blobs.install(staged, "a/b", &d.hex()).await.unwrap();
+        let path = files.path("a/b", &d.hex());
         assert_eq!(fs::read(&path).unwrap(), b"hello world");
         assert_eq!(digest_file(&path).unwrap(), d);
 
@@ -316,14 +336,15 @@ mod tests {
     async fn garbage_is_what_no_row_points_at() {
         let dir = tempfile::tempdir().unwrap();
         let files = Files::open(dir.path()).unwrap();
+        let blobs = crate::objects::Blobs::Disk(files.clone());
         let mut keep = HashSet::new();
         for (i, name) in ["x", "y"].iter().enumerate() {
             let mut sink = files.sink().unwrap();
             sink.write(vec![i as u8; 10]).await.unwrap();
-            let (temp, d) = sink.finish().await.unwrap();
-            let p = files.install(&temp, name, &d.hex()).unwrap();
+            let (staged, d) = sink.finish().await.unwrap();
+            blobs.install(staged, name, &d.hex()).await.unwrap();
             if i == 0 {
-                keep.insert(p);
+                keep.insert(blob_id(name, &d.hex()));
             }
         }
         assert_eq!(files.collect_garbage(&keep).unwrap(), 1);
@@ -336,7 +357,7 @@ mod tests {
         let path = dir.path().join("f");
         let data: Vec<u8> = (0..CHUNK * 2 + 7).map(|i| i as u8).collect();
         fs::write(&path, &data).unwrap();
-        let mut rx = Files::reader(&path).unwrap();
+        let mut rx = chunks(File::open(&path).unwrap());
         let mut got = Vec::new();
         let mut chunks = 0;
         while let Some(c) = rx.recv().await {

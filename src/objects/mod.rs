@@ -1,5 +1,5 @@
 //! Replicated objects: named blobs with a kind label, their bytes as files under the data
-//! directory, their history in the event log.
+//! directory or in a bucket ([`Blobs`]), their history in the event log.
 //!
 //! Every committed create, update or delete is an entry of the **event log** — the same
 //! [`Log`] implementation as the settings log, with [`EventsMachine`] deriving the catalog
@@ -13,6 +13,8 @@
 //! are tracked as live guards ([`InFlight`]) so a push that began before maintenance may
 //! finish and "drained" is exact.
 
+pub mod blobs;
+pub mod bucket;
 pub mod catalog;
 pub mod files;
 pub mod inflight;
@@ -25,7 +27,7 @@ mod state;
 
 use std::collections::HashSet;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -37,6 +39,8 @@ use crate::log::{Entry, Head, Log, LogError, Replica, ReplicaError};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::types::{Classify, ErrorKind, Role};
+pub use blobs::{blob_id, Backend, Blobs, Staged};
+pub use bucket::S3Options;
 pub use catalog::{Event, EventsMachine};
 pub use files::{Digested, Files, Sink};
 pub use inflight::{Abort, InFlight, Write, WriteGuard};
@@ -165,7 +169,7 @@ pub enum Route {
 /// The objects of one site.
 pub struct Objects {
     log: Arc<Log<EventsMachine>>,
-    files: Files,
+    blobs: Blobs,
     inflight: InFlight,
     settings: Arc<Settings>,
     /// Orders install → append → remove the old file per name, so the file an event names
@@ -199,11 +203,25 @@ pub struct Objects {
 }
 
 impl Objects {
-    /// Opens the event log and the object directory, and removes the files a crash
-    /// orphaned (written but never committed, or replaced but not yet removed).
+    /// Opens the event log and the object directory under `data_dir` (see
+    /// [`Objects::open_with`]).
     pub async fn open(
         store: &Store,
         data_dir: &Path,
+        settings: Arc<Settings>,
+    ) -> Result<Objects, ObjectError> {
+        let files = Files::open(data_dir).map_err(ObjectError::io(format!(
+            "cannot open the object directory under {}",
+            data_dir.display()
+        )))?;
+        Objects::open_with(store, Blobs::Disk(files), settings).await
+    }
+
+    /// Opens the event log over `blobs`, and removes the blobs a crash orphaned (written
+    /// but never committed, or replaced but not yet removed).
+    pub async fn open_with(
+        store: &Store,
+        blobs: Blobs,
         settings: Arc<Settings>,
     ) -> Result<Objects, ObjectError> {
         let selection = Arc::new(SelectionCell::new(
@@ -214,13 +232,9 @@ impl Objects {
             selection: Arc::clone(&selection),
         };
         let log = Arc::new(Log::open(store, LOG_NAME, machine).await?);
-        let files = Files::open(data_dir).map_err(ObjectError::io(format!(
-            "cannot open the object directory under {}",
-            data_dir.display()
-        )))?;
         let mut objects = Objects {
             log,
-            files,
+            blobs,
             inflight: InFlight::default(),
             settings,
             commit: CommitLocks::default(),
@@ -245,7 +259,7 @@ impl Objects {
             let row: Row = decode(&v, "a registry row").map_err(ObjectError::Corrupt)?;
             seen.row(name, &row);
             if let Some(local) = row.local {
-                keep.insert(objects.files.path(name, &local.sha256));
+                keep.insert(blob_id(name, &local.sha256));
             }
         }
         objects.recounted =
@@ -267,9 +281,13 @@ impl Objects {
             );
         }
         let removed = objects
-            .files
-            .collect_garbage(&keep)
-            .map_err(ObjectError::io("cannot remove orphaned object files"))?;
+            .blobs
+            .collect_garbage(keep)
+            .await
+            .map_err(ObjectError::io(format!(
+                "cannot remove orphaned objects from {}",
+                objects.blobs.describe()
+            )))?;
         if removed > 0 {
             info!(removed, "removed object files no commit refers to");
         }
@@ -280,8 +298,8 @@ impl Objects {
         &self.log
     }
 
-    pub fn files(&self) -> &Files {
-        &self.files
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
     }
 
     pub fn inflight(&self) -> &InFlight {
@@ -379,12 +397,12 @@ impl Objects {
         }
     }
 
-    /// Makes a received, fsynced temporary file the current version of `name` (primary).
+    /// Makes received, durable staged bytes the current version of `name` (primary).
     pub async fn commit_put(
         &self,
         name: &ObjectName,
         kind: &str,
-        temp: PathBuf,
+        staged: Staged,
         digest: Digested,
         author: &str,
     ) -> Result<ObjectMeta, ObjectError> {
@@ -401,20 +419,12 @@ impl Objects {
             .check()
             .and_then(|()| crate::log::validate_author(author))
         {
-            let _ = std::fs::remove_file(&temp);
             return Err(ObjectError::Invalid(reason));
         }
-        let _commit = match self.lock_commit(name.as_str()).await {
-            Ok(guard) => guard,
-            Err(e) => {
-                let _ = std::fs::remove_file(&temp);
-                return Err(e);
-            }
-        };
+        let _commit = self.lock_commit(name.as_str()).await?;
         let previous = self.meta(name.as_str())?;
-        let files = self.files.clone();
-        let (n, s) = (name.to_string(), sha.clone());
-        blocking(move || files.install(&temp, &n, &s))
+        self.blobs
+            .install(staged, name.as_str(), &sha)
             .await
             .map_err(ObjectError::io(format!("cannot install {name}")))?;
         let entry = match self
@@ -465,13 +475,11 @@ impl Objects {
         Ok(entry.index)
     }
 
-    /// Removes a file no row refers to any more. A failure only leaves an orphan, which the
+    /// Removes a blob no row refers to any more. A failure only leaves an orphan, which the
     /// next start collects, so it is logged rather than returned.
     async fn remove_file(&self, name: &str, sha: &str) {
-        let files = self.files.clone();
-        let (n, s) = (name.to_string(), sha.to_string());
-        if let Err(error) = blocking(move || files.remove(&n, &s)).await {
-            warn!(object = name, %error, "cannot remove a replaced object file");
+        if let Err(error) = self.blobs.remove(name, sha).await {
+            warn!(object = name, %error, "cannot remove a replaced object's bytes");
         }
     }
 
@@ -537,9 +545,9 @@ impl Objects {
         Ok((out, None))
     }
 
-    /// The current version of `name` and its file, when this site holds exactly that
-    /// version (always on the primary; once synced on a secondary).
-    pub fn local_copy(&self, name: &str) -> Result<Option<(ObjectMeta, PathBuf)>, ObjectError> {
+    /// The current version of `name`, when this site holds exactly that version (always on
+    /// the primary; once synced on a secondary); its bytes are [`Blobs::reader`]'s.
+    pub fn local_copy(&self, name: &str) -> Result<Option<ObjectMeta>, ObjectError> {
         let Some(meta) = self.meta(name)? else {
             return Ok(None);
         };
@@ -555,10 +563,7 @@ impl Objects {
             Some(l) if l.sha256 == meta.sha256 && r.sync == SyncState::Synced => Some(l),
             _ => None,
         });
-        Ok(held.map(|l| {
-            let path = self.files.path(name, &l.sha256);
-            (meta, path)
-        }))
+        Ok(held.map(|_| meta))
     }
 }
 

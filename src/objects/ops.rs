@@ -168,7 +168,6 @@ fn when(ms: i64) -> String {
 pub struct StaleCopy {
     /// The copy: the catalog record with the copy's version, size and checksum.
     pub meta: ObjectMeta,
-    pub path: std::path::PathBuf,
     pub verified_at_ms: i64,
     /// The current version, as the event log applied here describes it.
     pub current: ObjectMeta,
@@ -416,7 +415,8 @@ impl Objects {
     }
 
     /// The newest verified copy of `name` this site holds (the current version or an
-    /// older one), when the object still exists and the copy's file is there.
+    /// older one), when the object still exists (its bytes may have gone meanwhile:
+    /// [`super::Blobs::reader`] says so).
     pub fn stale_copy(&self, name: &str) -> Result<Option<StaleCopy>, ObjectError> {
         let (Some(current), Some(row)) = (self.meta(name)?, self.row(name)?) else {
             return Ok(None);
@@ -424,10 +424,6 @@ impl Objects {
         let Some((local, verified_at_ms)) = row.verified_local() else {
             return Ok(None);
         };
-        let path = self.files.path(name, &local.sha256);
-        if !path.is_file() {
-            return Ok(None);
-        }
         let meta = if local.sha256 == current.sha256 {
             current.clone()
         } else {
@@ -443,7 +439,6 @@ impl Objects {
         };
         Ok(Some(StaleCopy {
             meta,
-            path,
             verified_at_ms,
             current,
         }))

@@ -13,7 +13,6 @@
 //! one unflushed transaction of a few microseconds after a transfer that ends with fsyncs.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +24,7 @@ use super::state::{
     decode, key, key_name, load, set_queued, set_row, Local, ObjectMeta, Row, SyncState, Tally,
     Verification, CATALOG, QUEUE, REGISTRY,
 };
-use super::{blocking, Digested, ObjectError, Objects};
+use super::{Digested, ObjectError, Objects, Staged};
 use crate::types::Role;
 
 /// First retry after a failed sync.
@@ -351,21 +350,20 @@ impl Objects {
         })
     }
 
-    /// Records a fetched, checked, fsynced temporary file as `meta`'s copy — unless the
-    /// catalog has moved on meanwhile, in which case the file is dropped and the name stays
+    /// Records fetched, checked, durable staged bytes as `meta`'s copy — unless the
+    /// catalog has moved on meanwhile, in which case they are dropped and the name stays
     /// queued for the newer version.
     pub async fn finish_fetch(
         &self,
         meta: &ObjectMeta,
-        temp: PathBuf,
+        staged: Staged,
         digest: Digested,
         now_ms: i64,
     ) -> Result<bool, ObjectError> {
         let name = meta.name.clone();
         let sha = digest.hex();
-        let files = self.files.clone();
-        let (n, s) = (name.clone(), sha.clone());
-        blocking(move || files.install(&temp, &n, &s).map(drop))
+        self.blobs
+            .install(staged, &name, &sha)
             .await
             .map_err(ObjectError::io(format!("cannot install {name}")))?;
         let outcome = self
@@ -405,9 +403,8 @@ impl Objects {
 
     /// Removes the local copy of a deleted object, then its row.
     pub async fn finish_remove(&self, name: &str, local: &Local) -> Result<(), ObjectError> {
-        let files = self.files.clone();
-        let (n, s) = (name.to_string(), local.sha256.clone());
-        blocking(move || files.remove(&n, &s))
+        self.blobs
+            .remove(name, &local.sha256)
             .await
             .map_err(ObjectError::io(format!("cannot remove {name}")))?;
         self.log
@@ -576,23 +573,19 @@ impl Objects {
             && row.local.is_some_and(|l| l.sha256 == sha256))
     }
 
-    /// Puts checked, fsynced bytes (`temp`) back in place of the damaged copy `local`
-    /// (primary), durably (rename over it, directory fsync), and records the copy verified.
+    /// Puts checked, durable staged bytes back in place of the damaged copy `local`
+    /// (primary), durably (over it), and records the copy verified.
     /// Returns false, and installs nothing, when `name` moved on meanwhile (replaced,
     /// deleted or already repaired): the caller had nothing left to repair.
     pub async fn restore(
         &self,
         name: &str,
         local: &Local,
-        temp: PathBuf,
+        staged: Staged,
         digest: Digested,
         now_ms: i64,
     ) -> Result<bool, ObjectError> {
-        let discard = |temp: PathBuf| {
-            let _ = std::fs::remove_file(temp);
-        };
         if digest.hex() != local.sha256 || digest.size != local.size {
-            discard(temp);
             return Err(ObjectError::Mismatch(format!(
                 "{name}: {} bytes with sha256 {} are not the copy recorded ({} bytes, sha256 {})",
                 digest.size,
@@ -603,24 +596,16 @@ impl Objects {
         }
         // Under the commit lock: a push or delete of the same name cannot interleave, so the
         // file is never put back after its version was replaced and its file removed.
-        let _commit = match self.lock_commit(name).await {
-            Ok(guard) => guard,
-            Err(e) => {
-                discard(temp);
-                return Err(e);
-            }
-        };
+        let _commit = self.lock_commit(name).await?;
         let current = self.row(name)?;
         let damaged = current.as_ref().is_some_and(|r| {
             r.local.as_ref() == Some(local) && r.verification != Verification::Succeeded
         });
         if !damaged || self.meta(name)?.is_none_or(|m| m.sha256 != local.sha256) {
-            discard(temp);
             return Ok(false);
         }
-        let files = self.files.clone();
-        let (n, s) = (name.to_string(), local.sha256.clone());
-        blocking(move || files.install(&temp, &n, &s).map(drop))
+        self.blobs
+            .install(staged, name, &local.sha256)
             .await
             .map_err(ObjectError::io(format!("cannot put back {name}")))?;
         let recorded = self

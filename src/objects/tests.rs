@@ -169,8 +169,8 @@ async fn open(dir: &Path, role: Role) -> Objects {
     Objects::open(&store, dir, settings).await.unwrap()
 }
 
-async fn temp_with(objects: &Objects, bytes: &[u8]) -> (PathBuf, Digested) {
-    let mut sink = objects.files().sink().unwrap();
+async fn temp_with(objects: &Objects, bytes: &[u8]) -> (Staged, Digested) {
+    let mut sink = objects.blobs().sink(None).unwrap();
     sink.write(bytes.to_vec()).await.unwrap();
     sink.finish().await.unwrap()
 }
@@ -727,7 +727,8 @@ async fn the_stale_copy_is_the_newest_verified_one_and_never_a_damaged_one() {
     let copy = objects.stale_copy("a").unwrap().unwrap();
     assert_eq!((copy.meta.version, copy.current.version), (1, 2));
     assert_eq!(copy.meta.sha256, sha(CONTENTS[0]));
-    assert_eq!(std::fs::read(&copy.path).unwrap(), CONTENTS[0]);
+    let path = objects.blobs().file("a", &copy.meta.sha256).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), CONTENTS[0]);
     // Across a reopen too.
     site.reopen().await;
     assert!(site.objects().stale_copy("a").unwrap().is_some());

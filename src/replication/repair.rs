@@ -78,6 +78,7 @@ pub async fn repair<P: Peers>(
             receive(
                 objects,
                 &mut chunks,
+                name,
                 local.size,
                 &local.sha256,
                 &from,
@@ -89,8 +90,8 @@ pub async fn repair<P: Peers>(
             .map_err(SourceError)
         };
         match attempt.await {
-            Ok((temp, digest)) => {
-                let outcome = match objects.restore(name, local, temp, digest, now_ms()).await {
+            Ok((staged, digest)) => {
+                let outcome = match objects.restore(name, local, staged, digest, now_ms()).await {
                     Ok(true) => Outcome::Repaired { from: peer.clone() },
                     Ok(false) => Outcome::Moot,
                     Err(e @ (ObjectError::Mismatch(_) | ObjectError::Stopping(_))) => {
@@ -185,7 +186,7 @@ mod tests {
                 .unwrap(),
         );
         let objects = Objects::open(&store, dir, settings).await.unwrap();
-        let mut sink = objects.files().sink().unwrap();
+        let mut sink = objects.blobs().sink(None).unwrap();
         sink.write(DATA.to_vec()).await.unwrap();
         let (temp, digest) = sink.finish().await.unwrap();
         let name = ObjectName::parse("a").unwrap();
@@ -199,7 +200,7 @@ mod tests {
 
     /// Damages the copy and records the failed verification, as the verifier does.
     async fn damage(objects: &Objects, local: &Local) {
-        let path = objects.files().path("a", &local.sha256);
+        let path = objects.blobs().file("a", &local.sha256).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[0] ^= 1;
         std::fs::write(&path, bytes).unwrap();
@@ -210,7 +211,7 @@ mod tests {
     }
 
     fn on_disk(objects: &Objects, local: &Local) -> Vec<u8> {
-        std::fs::read(objects.files().path("a", &local.sha256)).unwrap()
+        std::fs::read(objects.blobs().file("a", &local.sha256).unwrap()).unwrap()
     }
 
     /// Whether the temporary directory empties (an abandoned sink's writer thread removes
@@ -342,7 +343,7 @@ mod tests {
         let (objects, local) = primary(dir.path()).await;
         damage(&objects, &local).await;
         // A new version is pushed while the repair fetches the old one.
-        let mut sink = objects.files().sink().unwrap();
+        let mut sink = objects.blobs().sink(None).unwrap();
         sink.write(b"new".to_vec()).await.unwrap();
         let (temp, digest) = sink.finish().await.unwrap();
         let name = ObjectName::parse("a").unwrap();
@@ -356,7 +357,7 @@ mod tests {
         };
         let outcome = repair(&objects, &peers, "a", &local).await.unwrap();
         assert_eq!(outcome, Outcome::Moot);
-        assert!(!objects.files().path("a", &local.sha256).exists());
+        assert!(!objects.blobs().file("a", &local.sha256).unwrap().exists());
         assert!(tmp_is_empty(dir.path()).await);
     }
 }

@@ -192,9 +192,10 @@ async fn fetch_into<C>(
 where
     C: Stream<Item = Result<Vec<u8>, SourceError>> + Unpin,
 {
-    let (temp, digest) = receive(
+    let (staged, digest) = receive(
         objects,
         chunks,
+        &meta.name,
         meta.size,
         &meta.sha256,
         "the primary",
@@ -203,32 +204,34 @@ where
     )
     .await?;
     objects
-        .finish_fetch(meta, temp, digest, now_ms())
+        .finish_fetch(meta, staged, digest, now_ms())
         .await
         .map_err(|e| e.to_string())
 }
 
-/// Streams `chunks` into a fsynced temporary file that holds exactly `size` bytes with
-/// checksum `sha256`, or nothing (`from` names the sender, `announced` what announced the
-/// size, in the error).
+/// Streams `chunks` into durable staged bytes that are exactly `size` bytes with checksum
+/// `sha256` (the version of `name` they become), or nothing (`from` names the sender,
+/// `announced` what announced the size, in the error).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn receive<C>(
     objects: &Objects,
     chunks: &mut C,
+    name: &str,
     size: u64,
     sha256: &str,
     from: &str,
     announced: &str,
     bandwidth: Option<&Bandwidth>,
-) -> Result<(std::path::PathBuf, crate::objects::Digested), String>
+) -> Result<(crate::objects::Staged, crate::objects::Digested), String>
 where
     C: Stream<Item = Result<Vec<u8>, SourceError>> + Unpin,
 {
     let mut sink = objects
-        .files()
-        .sink()
-        .map_err(|e| format!("cannot create a temporary file: {e}"))?;
+        .blobs()
+        .sink(Some((name, sha256)))
+        .map_err(|e| format!("cannot start writing {name}: {e}"))?;
     // Never trust the source for size: stop as soon as it sends more than announced,
-    // before those bytes reach the disk (dropping the sink removes the temporary file).
+    // before those bytes are stored (dropping the sink removes what it wrote).
     let mut received = 0u64;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| e.0)?;
@@ -246,19 +249,19 @@ where
             .await
             .map_err(|e| format!("cannot write: {e}"))?;
     }
-    let (temp, digest) = sink
+    let (staged, digest) = sink
         .finish()
         .await
         .map_err(|e| format!("cannot write: {e}"))?;
     if digest.hex() != sha256 || digest.size != size {
-        let _ = std::fs::remove_file(&temp);
+        drop(staged);
         return Err(format!(
             "the bytes received from {from} ({} bytes, sha256 {}) do not match {announced} ({size} bytes, sha256 {sha256})",
             digest.size,
             digest.hex(),
         ));
     }
-    Ok((temp, digest))
+    Ok((staged, digest))
 }
 
 #[cfg(test)]

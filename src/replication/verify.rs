@@ -10,18 +10,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::repair::{self, Outcome, Peers};
 use super::Bandwidth;
 use crate::log::now_ms;
-use crate::objects::{files::digest_file_paced, ObjectError, Objects};
+use crate::objects::{ObjectError, Objects};
 use crate::types::Role;
 
 /// How often a copy is re-verified when the configuration does not say.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Copies taken per scan of the registry.
 const BATCH: usize = 256;
+/// How long verification waits after the bucket did not answer.
+const UNANSWERED_PAUSE: Duration = Duration::from_secs(5);
 /// What a failed verification says on a secondary.
 pub const MISMATCH: &str = "checksum does not match the primary";
 /// What it says on the primary, which compares with the checksum taken when it was pushed.
@@ -41,19 +43,17 @@ pub async fn run<P: Peers>(
         Role::Primary => MISMATCH_PRIMARY,
         Role::Secondary => MISMATCH,
     };
-    loop {
+    'scan: loop {
         let due = objects.verification_due(now_ms(), interval, BATCH)?;
         for (name, local) in &due.now {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            let path = objects.files().path(name, &local.sha256);
             let paced = Arc::clone(&bandwidth);
-            let digest = tokio::task::spawn_blocking(move || {
-                digest_file_paced(&path, |n| paced.take_blocking(n))
-            })
-            .await
-            .map_err(|e| ObjectError::Corrupt(format!("the verifier panicked: {e}")))?;
+            let digest = objects
+                .blobs()
+                .digest(name, &local.sha256, move |n| paced.take_blocking(n))
+                .await;
             let outcome = match digest {
                 Ok(d) if d.hex() == local.sha256 && d.size == local.size => Ok(()),
                 Ok(d) => Err(format!(
@@ -63,6 +63,16 @@ pub async fn run<P: Peers>(
                     local.sha256,
                     local.size
                 )),
+                // A bucket that does not answer says nothing of the copy: no verdict, and
+                // the copy is read again once the bucket answers.
+                Err(e) if !is_missing(&e) && objects.blobs().bucket().is_some() => {
+                    warn!(object = %name, error = %e, "cannot read the copy from object storage; its verification waits");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(UNANSWERED_PAUSE) => {}
+                    }
+                    continue 'scan;
+                }
                 Err(e) => Err(format!("cannot read the local copy: {e}")),
             };
             debug!(object = %name, ok = outcome.is_ok(), "verified");
@@ -96,4 +106,9 @@ pub async fn run<P: Peers>(
             _ = tokio::time::sleep(wait.min(interval).max(Duration::from_millis(10))) => {}
         }
     }
+}
+
+/// The copy's bytes are not there (damage), as opposed to a store that did not answer.
+fn is_missing(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
 }

@@ -16,7 +16,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::config::Config;
 use crate::failover;
-use crate::objects::{ObjectError, Objects};
+use crate::objects::{Blobs, ObjectError, Objects};
 use crate::proxy::{self, ProxyConfig};
 use crate::replication::{sync, verify, Bandwidth, Follower, FollowerError};
 use crate::server::client::{
@@ -127,7 +127,14 @@ pub async fn open(
             "recorded the promotion in the settings log"
         );
     }
-    let objects = Arc::new(Objects::open(&store, &config.data_dir, Arc::clone(&settings)).await?);
+    let blobs = Blobs::open(&config.objects, &config.data_dir, &config.site_id)
+        .await
+        .map_err(|e| ObjectError::Io {
+            what: "cannot open where object bytes are kept".into(),
+            source: e,
+        })?;
+    info!(at = %blobs.describe(), "object bytes");
+    let objects = Arc::new(Objects::open_with(&store, blobs, Arc::clone(&settings)).await?);
     let (secondary, channel, status, events_status) = match (&role, &primary) {
         (Role::Secondary, Some(primary)) => {
             let channel = lazy_channel(primary, &config.client_tls).map_err(SiteError::Primary)?;

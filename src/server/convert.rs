@@ -481,6 +481,12 @@ pub fn site_report(r: &status::Report) -> pb::SiteReport {
             full: d.full,
             reserve: d.reserve,
         }),
+        object_storage: r.object_storage.as_ref().map(|b| pb::ObjectStorageState {
+            location: b.location.clone(),
+            failing: b.failing,
+            error: b.error.clone().unwrap_or_default(),
+            failing_since: b.since_ms.map(timestamp),
+        }),
     }
 }
 
@@ -555,7 +561,20 @@ pub fn site_report_from(r: pb::SiteReport) -> Result<status::Report, Status> {
                 reserve: d.reserve,
             }),
         },
+        object_storage: r.object_storage.map(storage_from),
     })
+}
+
+/// A site's bucket as it reports it; over-long text is shortened, not refused.
+fn storage_from(b: pb::ObjectStorageState) -> status::StorageView {
+    const MAX: usize = 1024;
+    status::StorageView {
+        location: crate::types::truncate_chars(&b.location, MAX).to_string(),
+        failing: b.failing,
+        error: (!b.error.is_empty())
+            .then(|| crate::types::truncate_chars(&b.error, MAX).to_string()),
+        since_ms: b.failing_since.as_ref().map(millis),
+    }
 }
 
 /// The longest `advertise_url` a report may carry.
@@ -674,7 +693,7 @@ mod tests {
     }
 
     #[test]
-    fn a_secondarys_disk_reaches_the_primary_in_its_report() {
+    fn a_secondarys_disk_and_bucket_reach_the_primary_in_its_report() {
         let report = status::Report {
             site_id: "s1".into(),
             role: Role::Secondary,
@@ -692,9 +711,16 @@ mod tests {
                 full: true,
                 reserve: false,
             }),
+            object_storage: Some(status::StorageView {
+                location: "bucket b at http://127.0.0.1:3900".into(),
+                failing: true,
+                error: Some("connection refused".into()),
+                since_ms: Some(1_000),
+            }),
         };
         let back = site_report_from(site_report(&report)).expect("a valid report");
         assert_eq!(back.disk, report.disk);
+        assert_eq!(back.object_storage, report.object_storage);
     }
 
     proptest! {

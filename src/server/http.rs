@@ -151,6 +151,15 @@ async fn healthz(State(site): State<Arc<Site>>) -> Response {
     if site.health.is_serving() {
         // A full disk is CRITICAL but still 200: the site serves reads, the mode and the
         // gate, and a liveness probe that restarted it would only make it serve nothing.
+        // A failing bucket too: the mode and the gate do not depend on it.
+        if let Some(fault) = site.objects.blobs().fault() {
+            return format!(
+                "critical: object storage {} is failing: {}; serving the mode and the gate; objects cannot be stored or read until it answers\n",
+                site.objects.blobs().describe(),
+                fault.error
+            )
+            .into_response();
+        }
         match site.store.disk().state().reason() {
             Some(reason) => format!(
                 "critical: {reason}; serving reads, the mode and the gate; writes are refused until space is freed\n"

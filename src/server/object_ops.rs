@@ -15,7 +15,7 @@ use super::error;
 use super::pb;
 use super::Site;
 use crate::objects::{
-    Files, ObjectError, ObjectName, Objects, Operation, Scope, StateFilter, DEFAULT_PAGE, MAX_PAGE,
+    ObjectError, ObjectName, Objects, Operation, Scope, StateFilter, DEFAULT_PAGE, MAX_PAGE,
 };
 use crate::settings::validate_actor;
 
@@ -209,7 +209,12 @@ pub async fn stale_stream(
     let Some(copy) = blocking(&site.objects, move |o| o.stale_copy(&name)).await? else {
         return Ok(None);
     };
-    let rx = match Files::reader(&copy.path) {
+    let rx = match site
+        .objects
+        .blobs()
+        .reader(object.as_str(), &copy.meta.sha256)
+        .await
+    {
         Ok(rx) => rx,
         // Replaced or removed meanwhile: nothing to fall back to.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

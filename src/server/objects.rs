@@ -21,7 +21,7 @@ use super::object_ops;
 use super::pb;
 use super::Site;
 use crate::objects::{
-    parse_kind, parse_sha256, Files, ObjectError, ObjectName, Proxied, Route, WriteGuard,
+    parse_kind, parse_sha256, ObjectError, ObjectName, Proxied, Route, WriteGuard,
 };
 use crate::settings::validate_actor;
 use crate::types::{validate_site_id, ErrorKind};
@@ -181,8 +181,8 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                 // A full disk refuses pushes before a byte is stored; deletes go on, as
                 // they free space (a small event the disk reserve leaves room for).
                 objects.disk().check_writable().map_err(error::status)?;
-                let mut sink = objects.files().sink().map_err(|e| {
-                    error::status(ObjectError::io("cannot create a temporary file")(e))
+                let mut sink = objects.blobs().sink(None).map_err(|e| {
+                    error::status(ObjectError::io("cannot start writing the object")(e))
                 })?;
                 let mut trailer = None;
                 let mut received = 0u64;
@@ -213,7 +213,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                         "a forwarded push must end with a trailer; this one was cut short",
                     ));
                 }
-                let (temp, digest) = sink
+                let (staged, digest) = sink
                     .finish()
                     .await
                     .map_err(|e| error::status(ObjectError::io("cannot write the object")(e)))?;
@@ -233,7 +233,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                     }
                 }
                 if !problems.is_empty() {
-                    let _ = std::fs::remove_file(&temp);
+                    drop(staged);
                     return Err(error::status(ObjectError::Mismatch(format!(
                         "received {} bytes with sha256 {}, but {}; nothing was stored",
                         digest.size,
@@ -242,7 +242,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                     ))));
                 }
                 let meta = objects
-                    .commit_put(&object, &kind, temp, digest, &who)
+                    .commit_put(&object, &kind, staged, digest, &who)
                     .await
                     .map_err(error::status)?;
                 info!(object = %object, version = meta.version, size = meta.size, %from, "object committed");
@@ -260,7 +260,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
     async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<PullStream>, Status> {
         let object = name(&req.get_ref().name)?;
         let objects = &self.site.objects;
-        if let Some(stream) = local_stream(&self.site, &object, None)? {
+        if let Some(stream) = local_stream(&self.site, &object, None).await? {
             return Ok(Response::new(stream));
         }
         let (Some(channel), Some(primary)) =
@@ -565,14 +565,14 @@ pub fn unanswered(s: &Status) -> bool {
 
 /// Streams this site's copy of `object`'s current version (optionally only if its checksum
 /// is `sha256`), or `None` when this site does not hold it.
-pub fn local_stream(
+pub async fn local_stream(
     site: &Site,
     object: &ObjectName,
     sha256: Option<&str>,
 ) -> Result<Option<PullStream>, Status> {
-    // The file of a version can be replaced between the lookup and the open: look again.
+    // The bytes of a version can be replaced between the lookup and the open: look again.
     for _ in 0..3 {
-        let Some((meta, path)) = site
+        let Some(meta) = site
             .objects
             .local_copy(object.as_str())
             .map_err(error::status)?
@@ -585,7 +585,12 @@ pub fn local_stream(
                 meta.sha256
             ))));
         }
-        match Files::reader(&path) {
+        match site
+            .objects
+            .blobs()
+            .reader(object.as_str(), &meta.sha256)
+            .await
+        {
             Ok(rx) => {
                 let header = pb::PullResponse {
                     part: Some(pb::pull_response::Part::Header(pb::PullHeader {

@@ -245,7 +245,7 @@ impl pb::replication_service_server::ReplicationService for ReplicationSvc {
                 ));
             }
         }
-        match local_stream(&self.site, &object, sha)? {
+        match local_stream(&self.site, &object, sha).await? {
             Some(stream) => Ok(Response::new(stream)),
             None => Err(error::status(ObjectError::NotFound(object.to_string()))),
         }

@@ -63,6 +63,7 @@ impl Local<'_> {
             at_ms: now_ms(),
             advertise_url: self.advertise_url.map(str::to_string),
             disk: Some(self.objects.disk().state().into()),
+            object_storage: super::StorageView::of(self.objects.blobs()),
         })
     }
 

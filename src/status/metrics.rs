@@ -455,6 +455,18 @@ pub fn render(s: &Scrape<'_>) -> String {
         );
         o.sample("geo_disk_full", &[], flag(d.full));
     }
+    if let Some(b) = &own.report.object_storage {
+        o.family(
+            "geo_object_storage_up",
+            "gauge",
+            "1 while the bucket this site keeps object bytes in answers (--objects-backend s3).",
+        );
+        o.sample(
+            "geo_object_storage_up",
+            &[("location", b.location.as_str())],
+            flag(!b.failing),
+        );
+    }
     o.family(
         "geo_objects",
         "gauge",
@@ -597,6 +609,7 @@ mod tests {
             at_ms: 10_000,
             advertise_url: None,
             disk: None,
+            object_storage: None,
         };
         Judge {
             now_ms: 10_000,

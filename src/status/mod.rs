@@ -63,6 +63,35 @@ pub struct Report {
     /// primary's view shows a secondary's full disk).
     #[serde(default)]
     pub disk: Option<DiskView>,
+    /// The bucket object bytes are kept in, when they are (`--objects-backend s3`).
+    #[serde(default)]
+    pub object_storage: Option<StorageView>,
+}
+
+/// A site's bucket and whether it answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageView {
+    /// `bucket B (prefix P) at ENDPOINT`.
+    pub location: String,
+    /// The bucket's last answer was an error or none at all.
+    pub failing: bool,
+    pub error: Option<String>,
+    /// Since when it fails.
+    pub since_ms: Option<i64>,
+}
+
+impl StorageView {
+    /// The bucket of `blobs`, when they are in one.
+    pub fn of(blobs: &crate::objects::Blobs) -> Option<StorageView> {
+        let bucket = blobs.bucket()?;
+        let fault = bucket.fault();
+        Some(StorageView {
+            location: bucket.describe().to_string(),
+            failing: fault.is_some(),
+            since_ms: fault.as_ref().map(|f| f.since_ms),
+            error: fault.map(|f| f.error),
+        })
+    }
 }
 
 /// Free space under a site's data directory (see `store::disk`).
@@ -159,6 +188,9 @@ impl Judge {
         if let Some(d) = &report.disk {
             channels.push(disk_channel(d));
         }
+        if let Some(b) = &report.object_storage {
+            channels.push(storage_channel(b, self.now_ms));
+        }
         channels.retain(|c| !(c.name == "contact" && report.role == Role::Primary));
         let health = channels
             .iter()
@@ -223,6 +255,27 @@ impl Judge {
         c.reasons.extend(o.progress.iter().cloned());
         c
     }
+}
+
+/// CRITICAL while the bucket does not answer: nothing can be stored or served from it, and
+/// the copies there cannot be verified, until it does.
+fn storage_channel(b: &StorageView, now_ms: i64) -> Channel {
+    let mut c = Channel::ok("object storage");
+    if b.failing {
+        let since = b
+            .since_ms
+            .map(|at| format!(" for {}", secs(now_ms - at)))
+            .unwrap_or_default();
+        c.raise(
+            Health::Critical,
+            format!(
+                "object storage {} is failing{since}: {}; objects cannot be stored or read until it answers",
+                b.location,
+                b.error.as_deref().unwrap_or("no answer")
+            ),
+        );
+    }
+    c
 }
 
 /// CRITICAL while the disk is full: the site serves reads, the mode and the gate, and

@@ -45,6 +45,7 @@ fn secondary(applied: (u64, u64), objects: Counts, maintenance: bool) -> Report 
         at_ms: NOW,
         advertise_url: None,
         disk: None,
+        object_storage: None,
     }
 }
 
@@ -67,6 +68,7 @@ fn primary(objects: u64, maintenance: bool) -> Report {
         at_ms: NOW,
         advertise_url: None,
         disk: None,
+        object_storage: None,
     }
 }
 
