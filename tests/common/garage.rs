@@ -35,6 +35,14 @@ pub struct Bucket {
     pub secret: String,
 }
 
+/// How an object is stored, as Garage says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub size: u64,
+    /// How many parts, when it was stored by a multipart upload (`None`: by one PUT).
+    pub multipart_parts: Option<u32>,
+}
+
 impl Garage {
     /// Starts Garage with a one-node layout and waits until it serves S3. `None` (after
     /// saying so) when garage or rclone is not installed; in CI that is a failure.
@@ -118,6 +126,26 @@ api_bind_addr = "127.0.0.1:{s3_port}"
             || bucket.try_rclone(&["lsf", &bucket.remote("")]).ok(),
         );
         bucket
+    }
+
+    /// How `key` is stored in `bucket`, as Garage itself says (`bucket inspect-object`).
+    pub fn stored(&self, bucket: &str, key: &str) -> Stored {
+        let out = self.cli(&["bucket", "inspect-object", bucket, key]);
+        let field = |label: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(label))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("no {label:?} in `garage bucket inspect-object`:\n{out}"))
+        };
+        let size = field("Size (exact):").parse().expect("a size");
+        // A multipart upload's ETag is the parts' MD5 followed by `-` and their number.
+        let multipart_parts = field("Etag:")
+            .split_once('-')
+            .map(|(_, n)| n.parse().expect("a number of parts"));
+        Stored {
+            size,
+            multipart_parts,
+        }
     }
 
     /// Kills the server; its directories stay, for [`Garage::restart`].
@@ -282,14 +310,18 @@ impl Bucket {
 
     /// The bytes stored under `key`.
     pub fn read(&self, key: &str) -> Vec<u8> {
+        self.try_read(key)
+            .unwrap_or_else(|e| panic!("rclone cat {key}: {e}"))
+    }
+
+    /// [`Bucket::read`], or why not (no such key, say).
+    pub fn try_read(&self, key: &str) -> Result<Vec<u8>, String> {
         let out = self.command(&["cat", &self.remote(key)]).output();
         let out = out.expect("run rclone");
-        assert!(
-            out.status.success(),
-            "rclone cat {key}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        match out.status.success() {
+            true => Ok(out.stdout),
+            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+        }
     }
 
     /// Stores `bytes` under `key`, replacing what was there.
