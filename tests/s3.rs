@@ -126,6 +126,17 @@ async fn storage_up(site: &SiteProc) -> Option<u8> {
         .ok()
 }
 
+/// Asserts that no site's log holds the bucket's secret.
+fn secret_kept(bucket: &Bucket, sites: &[&SiteProc]) {
+    for site in sites {
+        assert!(
+            !site.logs().contains(&bucket.secret),
+            "{}'s log holds the bucket's secret",
+            site.name
+        );
+    }
+}
+
 /// Flips one bit of the object stored under `key`, as a failing disk under the bucket
 /// would.
 fn flip_a_bit(bucket: &Bucket, key: &str) {
@@ -294,6 +305,7 @@ async fn objects_at_an_s3_primary_live_in_its_bucket_under_its_prefix() {
         0,
         "nothing stored in the data directory"
     );
+    secret_kept(&bucket, &[&primary]);
 }
 
 /// What the mixed-backend tests push: small objects (an empty one too) and a few of some
@@ -438,6 +450,33 @@ async fn a_disk_primary_replicates_to_an_s3_secondary() {
         let key = object_key("s1", name, &sha256_hex(data));
         assert!(bucket.read(&key) == *data, "{key}: other bytes");
     }
+
+    // A replace and a delete at the primary: the secondary's bucket follows, the old
+    // version's key and the deleted object's go.
+    let mut objects = objects;
+    let (deleted, _) = objects.remove(2);
+    objects[0].1 = noise(33, 40_000);
+    push(&primary, token, &objects[0].0, &objects[0].1)
+        .await
+        .expect("replace");
+    let req = pb::DeleteRequest {
+        name: deleted.clone(),
+        ..Default::default()
+    };
+    primary
+        .objects()
+        .await
+        .delete(bearer(req, token))
+        .await
+        .expect("delete");
+    holds_all(&s1, token, &objects).await;
+    let want = keys_of("s1", &objects);
+    eventually("only the current versions' keys at s1", || async {
+        (bucket.keys("s1/objects") == want).then_some(())
+    })
+    .await;
+    let err = stat(&s1, token, &deleted).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
 }
 
 /// A large object, for the bounded-memory test: 256 MiB.
@@ -708,11 +747,22 @@ async fn a_bucket_that_stops_answering_is_critical_and_sync_resumes_when_it_is_b
     want.push(object_key("s1", "before", &sha256_hex(&before)));
     want.sort();
     assert_eq!(bucket.keys("s1/objects"), want);
+    secret_kept(&bucket, &[&s1]);
 }
 
-/// `geo-agent run` as primary `name` with `extra` flags, for a start that must be refused:
-/// (exit code, stderr). Panics if the site serves instead.
-fn start_refused(cluster: &Cluster, name: &str, extra: &[String]) -> (i32, String) {
+/// How a `geo-agent run` started by [`start_site`] ended up.
+enum Start {
+    /// It exited: its code and stderr.
+    Refused(i32, String),
+    /// It said where it serves (and was then killed).
+    Served,
+}
+
+/// `geo-agent run` as primary `name` with `extra` flags and `env`, until it either serves
+/// or exits (panics if it does neither within the deadline).
+fn start_site(cluster: &Cluster, name: &str, extra: &[String], env: &[(&str, &str)]) -> Start {
+    use std::io::BufRead;
+    use std::ops::ControlFlow;
     let path = |f: &str| cluster.path(f).display().to_string();
     cluster.token_of(name);
     let log = cluster.path(&format!("{name}.log"));
@@ -724,24 +774,58 @@ fn start_refused(cluster: &Cluster, name: &str, extra: &[String]) -> (i32, Strin
         .args(["--promotion-public-key", &cluster.promotion_public_key()])
         .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
         .args(extra)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("spawn geo-agent");
-    let status = poll_until(Instant::now() + DEADLINE, || {
-        match child.try_wait().unwrap() {
-            Some(status) => std::ops::ControlFlow::Break(status),
-            None => std::ops::ControlFlow::Continue(Duration::from_millis(20)),
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, serving) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(" serving gRPC on ") {
+                let _ = tx.send(());
+            }
         }
     });
-    let err = std::fs::read_to_string(&log).unwrap();
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{name} started where it must be refused; its log:\n{err}");
-    };
-    (status.code().unwrap_or(-1), err)
+    let outcome = poll_until(Instant::now() + DEADLINE, || {
+        if let Some(status) = child.try_wait().unwrap() {
+            return ControlFlow::Break(Some(status));
+        }
+        match serving.try_recv() {
+            Ok(()) => ControlFlow::Break(None),
+            Err(_) => ControlFlow::Continue(Duration::from_millis(20)),
+        }
+    });
+    let stderr = || std::fs::read_to_string(&log).unwrap();
+    match outcome {
+        Some(Some(status)) => Start::Refused(status.code().unwrap_or(-1), stderr()),
+        Some(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Start::Served
+        }
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} neither served nor exited; its log:\n{}", stderr());
+        }
+    }
+}
+
+/// [`start_site`] for a start that must be refused: (exit code, stderr).
+fn start_refused(cluster: &Cluster, name: &str, extra: &[String]) -> (i32, String) {
+    match start_site(cluster, name, extra, &[]) {
+        Start::Refused(code, err) => (code, err),
+        Start::Served => panic!(
+            "{name} started where it must be refused; its log:\n{}",
+            std::fs::read_to_string(cluster.path(&format!("{name}.log"))).unwrap()
+        ),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -793,6 +877,40 @@ async fn a_site_refuses_to_start_on_a_bucket_it_cannot_use_saying_why() {
     assert!(err.contains(&file.display().to_string()), "{err}");
     assert!(!err.contains(&bucket.secret), "{err}");
 
+    // The credentials may come from the environment instead of a file: a wrong secret
+    // there is refused too, and the right one serves.
+    let dir = case_dir("env");
+    let mut args = bucket.site_args(&dir, "env");
+    let file_flag = args
+        .iter()
+        .position(|a| a == "--objects-s3-credentials-file")
+        .unwrap();
+    args.drain(file_flag..file_flag + 2);
+    let env = |secret: &str| {
+        start_site(
+            &cluster,
+            "env",
+            &args,
+            &[
+                ("AWS_ACCESS_KEY_ID", &bucket.key_id),
+                ("AWS_SECRET_ACCESS_KEY", secret),
+            ],
+        )
+    };
+    match env(&wrong_secret.secret) {
+        Start::Refused(code, err) => {
+            assert_ne!(code, 0, "{err}");
+            assert!(
+                err.contains("object storage") && err.contains(&bucket.name),
+                "{err}"
+            );
+            assert!(!err.contains(&wrong_secret.secret), "{err}");
+        }
+        Start::Served => panic!("a wrong secret in the environment was taken"),
+    }
+    assert!(matches!(env(&bucket.secret), Start::Served));
+    assert_eq!(bucket.keys("env"), ["env/site"]);
+
     // A prefix another site owns.
     let _owner = cluster.primary_with(
         "owner",
@@ -810,4 +928,66 @@ async fn a_site_refuses_to_start_on_a_bucket_it_cannot_use_saying_why() {
     );
     // Nothing the refused sites did reached the bucket.
     assert!(bucket.keys("wrong-secret").is_empty() && bucket.keys("readable").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_primary_whose_bucket_stops_answering_refuses_pushes_and_takes_them_when_it_is_back()
+{
+    let Some(mut garage) = Garage::start() else {
+        return;
+    };
+    let bucket = garage.bucket("geo-primary-outage");
+    let cluster = Cluster::new();
+    let token = &cluster.admin_token;
+    let mut primary = cluster.primary_with(
+        "primary",
+        &strs(&on_bucket(&cluster, &bucket, "primary", &[])),
+    );
+    let s1 = cluster.secondary("s1", &primary);
+    let before = noise(1, 50_000);
+    push(&primary, token, "before", &before).await.unwrap();
+
+    garage.stop();
+    // One PUT, and a multipart upload: both refused, naming the bucket.
+    for (name, len) in [("during", 100_000), ("during-large", 20 << 20)] {
+        let err = push(&primary, token, name, &noise(2, len))
+            .await
+            .expect_err("a push with the bucket down");
+        assert!(
+            err.message().contains("object storage") && err.message().contains(&bucket.name),
+            "{err:?}"
+        );
+        let err = stat(&primary, token, name).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "nothing recorded: {err:?}");
+    }
+    let (status, body) = primary.http_get("/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("critical: object storage"), "{body}");
+
+    garage.restart();
+    let after = noise(3, 70_000);
+    let pushed = eventually("a push taken again", || async {
+        push(&primary, token, "after", &after).await.ok()
+    })
+    .await;
+    assert_eq!(pushed.object.unwrap().sha256, sha256_hex(&after));
+    synced(&s1, token, "after", &sha256_hex(&after)).await;
+    // Restarted, it serves what its bucket holds, and nothing of the refused pushes is
+    // there.
+    primary.terminate();
+    primary.restart();
+    assert_eq!(pull(&primary, token, "before").await.unwrap().1, before);
+    assert_eq!(pull(&primary, token, "after").await.unwrap().1, after);
+    let mut want = vec![
+        object_key("primary", "before", &sha256_hex(&before)),
+        object_key("primary", "after", &sha256_hex(&after)),
+    ];
+    want.sort();
+    assert_eq!(bucket.keys("primary/objects"), want);
+    eventually("nothing staged left", || async {
+        (bucket.keys("primary/tmp").is_empty() && bucket.multipart_uploads().is_empty())
+            .then_some(())
+    })
+    .await;
+    secret_kept(&bucket, &[&primary]);
 }
