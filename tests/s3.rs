@@ -599,6 +599,56 @@ async fn a_push_killed_midway_leaves_nothing_in_the_bucket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_killed_while_copying_into_its_bucket_leaves_no_upload_and_copies_again() {
+    let Some(garage) = Garage::start() else {
+        return;
+    };
+    let bucket = garage.bucket("geo-killed-sync");
+    let cluster = Cluster::new();
+    let token = &cluster.admin_token;
+    let primary = cluster.primary("primary");
+    // Slow enough that the copy is caught halfway.
+    let mut s1 = cluster.secondary_with(
+        "s1",
+        &primary,
+        &strs(&on_bucket(
+            &cluster,
+            &bucket,
+            "s1",
+            &["--sync-bandwidth-limit", "8MiB/s"],
+        )),
+    );
+    let data = noise(4, 48 << 20);
+    let sha = sha256_hex(&data);
+    push(&primary, token, "lfs/slow", &data).await.unwrap();
+    wait_until(
+        "the copy under way at s1",
+        Instant::now() + DEADLINE,
+        Duration::from_millis(50),
+        || {
+            let mut staged = bucket.multipart_uploads();
+            staged.extend(bucket.keys("s1/tmp"));
+            (!staged.is_empty()).then_some(())
+        },
+    );
+    s1.kill9();
+    assert!(
+        bucket.keys("s1/objects").is_empty(),
+        "nothing visible before the copy completes"
+    );
+
+    s1.restart();
+    synced_within(&s1, token, "lfs/slow", &sha, 60).await;
+    eventually("no upload left behind", || async {
+        (bucket.multipart_uploads().is_empty() && bucket.keys("s1/tmp").is_empty()).then_some(())
+    })
+    .await;
+    let key = object_key("s1", "lfs/slow", &sha);
+    assert_eq!(bucket.keys("s1/objects"), [key.as_str()]);
+    assert_eq!(pull(&s1, token, "lfs/slow").await.unwrap().1, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bit_flipped_in_an_s3_secondarys_bucket_is_found_and_fetched_again() {
     let Some(garage) = Garage::start() else {
         return;
@@ -681,6 +731,58 @@ async fn a_bit_flipped_in_an_s3_primarys_bucket_is_repaired_from_a_secondary() {
         metrics.contains("geo_repairs_total{result=\"repaired\"} 1\n"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_removed_from_the_bucket_is_put_back_when_a_read_finds_it_gone() {
+    let Some(garage) = Garage::start() else {
+        return;
+    };
+    let bucket = garage.bucket("geo-gone");
+    let cluster = Cluster::new();
+    let token = &cluster.admin_token;
+    // Verifiers that would not look for an hour: the reads find it.
+    let slow = ["--reverify-interval", "1h"];
+    let primary = cluster.primary_with(
+        "primary",
+        &strs(&on_bucket(&cluster, &bucket, "primary", &slow)),
+    );
+    let s1 = cluster.advertised_secondary("s1", &primary);
+    let s2 = cluster.secondary_with(
+        "s2",
+        &primary,
+        &strs(&on_bucket(&cluster, &bucket, "s2", &slow)),
+    );
+    let data = noise(8, 300_000);
+    let sha = sha256_hex(&data);
+    push(&primary, token, "lfs/x", &data).await.unwrap();
+    synced(&s1, token, "lfs/x", &sha).await;
+    synced(&s2, token, "lfs/x", &sha).await;
+    eventually("the primary knows where s1 is", || async {
+        let (_, body) = primary.http_get("/metrics").await;
+        body.contains("site=\"s1\"").then_some(())
+    })
+    .await;
+
+    // At the primary (repaired from s1), then at the S3 secondary (fetched again).
+    for site in [&primary, &s2] {
+        let key = object_key(&site.name, "lfs/x", &sha);
+        bucket.delete(&key);
+        if let Err(e) = pull(site, token, "lfs/x").await {
+            assert_eq!(e.code(), Code::Unavailable, "at {}: {e:?}", site.name);
+        }
+        eventually(&format!("the copy back at {}", site.name), || async {
+            let (_, got) = pull(site, token, "lfs/x").await.ok()?;
+            (got == data && bucket.try_read(&key).ok()? == data).then_some(())
+        })
+        .await;
+    }
+    let (_, metrics) = primary.http_get("/metrics").await;
+    assert!(
+        metrics.contains("geo_repairs_total{result=\"repaired\"} 1\n"),
+        "{metrics}"
+    );
+    synced(&s2, token, "lfs/x", &sha).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

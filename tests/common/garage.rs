@@ -342,6 +342,11 @@ impl Bucket {
         );
     }
 
+    /// Removes `key`, as an operator's mistake (or a lifecycle rule) would.
+    pub fn delete(&self, key: &str) {
+        self.rclone(&["deletefile", &self.remote(key)]);
+    }
+
     /// `rclone rcat` to `key`, started: what is written to its stdin is stored once it is
     /// closed. Past 5 MiB (rclone's chunk) it is a multipart upload.
     pub fn rcat(&self, key: &str) -> Child {
