@@ -338,7 +338,7 @@ async fn objects_list_filters_pages_prints_json_and_refuses_bad_input() {
         o["last_failure"]
             .as_str()
             .unwrap()
-            .contains("temporary file"),
+            .contains("cannot start writing"),
         "{o}"
     );
 

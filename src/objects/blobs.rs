@@ -13,9 +13,11 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::bucket::{Bucket, Fault, S3Options, Upload};
-use super::files::{chunks, digest_file_paced, Digested, Files, Sink, QUEUE};
+pub use super::files::blob_id;
+use super::files::{chunks, digest_file_paced, Digested, Files, Piece, Writing, QUEUE};
 
 /// Which store a site's object bytes go to.
 #[derive(Clone, Debug, Default)]
@@ -24,13 +26,6 @@ pub enum Backend {
     #[default]
     Disk,
     S3(S3Options),
-}
-
-/// The name of the blob of `name`'s version `sha256_hex`: names never become paths or
-/// keys, and each version has its own blob.
-pub fn blob_id(name: &str, sha256_hex: &str) -> String {
-    let id = hex::encode(Sha256::digest(name.as_bytes()));
-    format!("{id}-{sha256_hex}")
 }
 
 /// A site's object bytes.
@@ -48,12 +43,6 @@ pub enum Staged {
 
 /// A finished temporary file; removed when dropped unless installed.
 pub struct TempFile(Option<PathBuf>);
-
-impl TempFile {
-    pub(crate) fn new(path: PathBuf) -> TempFile {
-        TempFile(Some(path))
-    }
-}
 
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -107,13 +96,12 @@ impl Blobs {
     /// checksum is known beforehand (a fetch): a bucket then uploads them in place, and
     /// [`Blobs::install`] only makes them visible.
     pub fn sink(&self, target: Option<(&str, &str)>) -> io::Result<Sink> {
-        match self {
-            Blobs::Disk(files) => files.sink(),
-            Blobs::Bucket(bucket) => {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                Ok(Sink::new(tx, bucket.sink(target, rx)))
-            }
-        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = match self {
+            Blobs::Disk(files) => Writer::File(files.writer(rx)?),
+            Blobs::Bucket(bucket) => Writer::Bucket(bucket.sink(target, rx)),
+        };
+        Ok(Sink { tx, writer })
     }
 
     /// Makes staged bytes `name`'s version `sha256_hex`, durably.
@@ -216,6 +204,55 @@ impl Blobs {
                 super::blocking(move || files.collect_garbage(&keep)).await
             }
             Blobs::Bucket(bucket) => bucket.collect_garbage(&keep).await,
+        }
+    }
+}
+
+enum Writer {
+    File(Writing),
+    Bucket(JoinHandle<io::Result<(Upload, Digested)>>),
+}
+
+/// Bytes being written aside (see [`Blobs::sink`]): hashed as they are written, held in a
+/// few chunks at most, and removed if the sink is dropped before it finishes.
+pub struct Sink {
+    tx: mpsc::Sender<Piece>,
+    writer: Writer,
+}
+
+impl Sink {
+    /// Queues a chunk; waits while the store is behind.
+    pub async fn write(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        if self.tx.send(Piece::Chunk(chunk)).await.is_err() {
+            // The writer stopped: its error is in the task.
+            return Err(match self.finished().await {
+                Err(e) => e,
+                Ok(_) => io::Error::other("the writer finished early"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes the bytes durable aside; returns them staged, and what was written.
+    pub async fn finish(mut self) -> io::Result<(Staged, Digested)> {
+        let _ = self.tx.send(Piece::Finish).await;
+        let (tx, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, tx));
+        self.finished().await
+    }
+
+    async fn finished(&mut self) -> io::Result<(Staged, Digested)> {
+        let failed =
+            |e: tokio::task::JoinError| io::Error::other(format!("the writer failed: {e}"));
+        match &mut self.writer {
+            Writer::File(task) => {
+                let (path, d) = task.await.map_err(failed)??;
+                Ok((Staged::File(TempFile(Some(path))), d))
+            }
+            Writer::Bucket(task) => {
+                let (upload, d) = task.await.map_err(failed)??;
+                Ok((Staged::Bucket(upload), d))
+            }
         }
     }
 }

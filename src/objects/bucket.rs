@@ -2,7 +2,7 @@
 //! `object_store` crate: signing, retries and multipart uploads are its work, not ours.
 //!
 //! The bucket holds what the data directory would: `<prefix>objects/<2 hex>/<id>-<sha256>`
-//! per version (see [`super::blobs::blob_id`]), `<prefix>tmp/<random>` while a push whose
+//! per version (see [`blob_id`]), `<prefix>tmp/<random>` while a push whose
 //! checksum is not yet known is staged, and `<prefix>site`, the marker naming the site
 //! that owns the prefix (two sites sharing one prefix would collect each other's objects
 //! as garbage).
@@ -33,8 +33,7 @@ use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tracing::{info, warn};
 
-use super::blobs::{blob_id, Staged};
-use super::files::{Digested, Piece, CHUNK, QUEUE};
+use super::files::{blob_id, Digested, Piece, CHUNK, QUEUE};
 
 /// Bytes per multipart part (S3's smallest part, but for the last, is 5 MiB). An object
 /// smaller than one part is kept in memory and stored with one PUT.
@@ -320,7 +319,7 @@ impl Bucket {
         self: &Arc<Self>,
         target: Option<(&str, &str)>,
         rx: mpsc::Receiver<Piece>,
-    ) -> tokio::task::JoinHandle<io::Result<(Staged, Digested)>> {
+    ) -> tokio::task::JoinHandle<io::Result<(Upload, Digested)>> {
         let (key, direct) = match target {
             Some((name, sha)) => (self.version_key(name, sha), true),
             None => (
@@ -337,7 +336,7 @@ impl Bucket {
         key: Key,
         direct: bool,
         mut rx: mpsc::Receiver<Piece>,
-    ) -> io::Result<(Staged, Digested)> {
+    ) -> io::Result<(Upload, Digested)> {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut part: Vec<Bytes> = Vec::new();
@@ -407,12 +406,12 @@ impl Bucket {
         };
         match finished {
             Ok(pending) => Ok((
-                Staged::Bucket(Upload {
+                Upload {
                     bucket: self,
                     key,
                     direct,
                     pending: Some(pending),
-                }),
+                },
                 digest,
             )),
             Err(e) => {
@@ -615,7 +614,7 @@ enum Pending {
 }
 
 /// Bytes sent to the bucket and not yet visible under their version's key (see
-/// [`Staged`]). Dropped without [`Upload::install`], its parts are aborted.
+/// `Staged`). Dropped without [`Upload::install`], its parts are aborted.
 pub struct Upload {
     bucket: Arc<Bucket>,
     key: Key,

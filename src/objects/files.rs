@@ -21,12 +21,17 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::blobs::{blob_id, Staged, TempFile};
-
 /// Bytes per chunk on the wire and per read from disk.
 pub const CHUNK: usize = 256 * 1024;
 /// Chunks queued between the network and a disk thread.
 pub(crate) const QUEUE: usize = 4;
+
+/// The name of the blob of `name`'s version `sha256_hex` (a file here, a key in a bucket):
+/// names never become paths or keys, and each version has its own blob.
+pub fn blob_id(name: &str, sha256_hex: &str) -> String {
+    let id = hex::encode(Sha256::digest(name.as_bytes()));
+    format!("{id}-{sha256_hex}")
+}
 
 /// The sha256 and size of bytes that were written or read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,15 +91,14 @@ impl Files {
         self.root.join(&id[..2]).join(id)
     }
 
-    /// Starts writing a new file; [`Sink::finish`] fsyncs it, dropping the sink removes it.
-    pub fn sink(&self) -> io::Result<Sink> {
+    /// Starts writing a new temporary file from what `rx` brings, on a blocking thread: it
+    /// is fsynced on [`Piece::Finish`], and removed if the channel closes before that.
+    pub(crate) fn writer(&self, rx: mpsc::Receiver<Piece>) -> io::Result<Writing> {
         let path = self.tmp.join(format!("{:016x}", rand::random::<u64>()));
         let file = File::options().write(true).create_new(true).open(&path)?;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::task::spawn_blocking(move || {
-            write_all(file, path, rx).map(|(p, d)| (Staged::File(TempFile::new(p)), d))
-        });
-        Ok(Sink { tx, task })
+        Ok(tokio::task::spawn_blocking(move || {
+            write_all(file, path, rx)
+        }))
     }
 
     /// Moves a finished temporary file to the place of `name`'s version `sha256_hex`, and
@@ -186,47 +190,8 @@ pub(crate) enum Piece {
     Finish,
 }
 
-/// Bytes being written aside (see [`super::Blobs::sink`]): hashed as they are written, held
-/// in a few chunks at most, and removed if the sink is dropped before it finishes.
-pub struct Sink {
-    tx: mpsc::Sender<Piece>,
-    task: tokio::task::JoinHandle<io::Result<(Staged, Digested)>>,
-}
-
-impl Sink {
-    pub(crate) fn new(
-        tx: mpsc::Sender<Piece>,
-        task: tokio::task::JoinHandle<io::Result<(Staged, Digested)>>,
-    ) -> Sink {
-        Sink { tx, task }
-    }
-
-    /// Queues a chunk; waits while the disk is behind.
-    pub async fn write(&mut self, chunk: Vec<u8>) -> io::Result<()> {
-        if self.tx.send(Piece::Chunk(chunk)).await.is_err() {
-            // The writer stopped: its error is in the task.
-            return Err(self.failure().await);
-        }
-        Ok(())
-    }
-
-    /// Makes the bytes durable aside; returns them staged, and what was written.
-    pub async fn finish(self) -> io::Result<(Staged, Digested)> {
-        let _ = self.tx.send(Piece::Finish).await;
-        drop(self.tx);
-        self.task
-            .await
-            .map_err(|e| io::Error::other(format!("the writer thread failed: {e}")))?
-    }
-
-    async fn failure(&mut self) -> io::Error {
-        match (&mut self.task).await {
-            Ok(Err(e)) => e,
-            Ok(Ok(_)) => io::Error::other("the writer finished early"),
-            Err(e) => io::Error::other(format!("the writer thread failed: {e}")),
-        }
-    }
-}
+/// A temporary file being written: its path and what was written, once finished.
+pub(crate) type Writing = tokio::task::JoinHandle<io::Result<(PathBuf, Digested)>>;
 
 fn write_all(
     mut file: File,
@@ -305,19 +270,19 @@ mod tests {
     async fn a_sink_installs_atomically_and_an_abandoned_one_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let files = Files::open(dir.path()).unwrap();
-        let mut sink = files.sink().unwrap();
+        let blobs = crate::objects::Blobs::Disk(files.clone());
+        let mut sink = blobs.sink(None).unwrap();
         sink.write(b"hello ".to_vec()).await.unwrap();
         sink.write(b"world".to_vec()).await.unwrap();
         let (staged, d) = sink.finish().await.unwrap();
         assert_eq!(d.size, 11);
         assert_eq!(d.hex(), hex::encode(Sha256::digest(b"hello world")));
-        let blobs = crate::objects::Blobs::Disk(files.clone());
         blobs.install(staged, "a/b", &d.hex()).await.unwrap();
         let path = files.path("a/b", &d.hex());
         assert_eq!(fs::read(&path).unwrap(), b"hello world");
         assert_eq!(digest_file(&path).unwrap(), d);
 
-        let mut sink = files.sink().unwrap();
+        let mut sink = blobs.sink(None).unwrap();
         sink.write(b"partial".to_vec()).await.unwrap();
         drop(sink);
         // The writer thread removes its file once the channel closes.
@@ -339,7 +304,7 @@ mod tests {
         let blobs = crate::objects::Blobs::Disk(files.clone());
         let mut keep = HashSet::new();
         for (i, name) in ["x", "y"].iter().enumerate() {
-            let mut sink = files.sink().unwrap();
+            let mut sink = blobs.sink(None).unwrap();
             sink.write(vec![i as u8; 10]).await.unwrap();
             let (staged, d) = sink.finish().await.unwrap();
             blobs.install(staged, name, &d.hex()).await.unwrap();
