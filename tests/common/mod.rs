@@ -1,12 +1,14 @@
 //! The harness the tests and the benches share: real `geo-agent` processes on loopback ports
 //! chosen by the kernel ([`site`]), gRPC clients for them, HTTP ([`http`]), certificates
-//! ([`pki`]) and waiting on conditions with deadlines, never fixed sleeps ([`wait`]).
+//! ([`pki`]), a real S3 server ([`garage`]) and waiting on conditions with deadlines, never
+//! fixed sleeps ([`wait`]).
 //!
 //! A test includes it as `mod common;`, a bench as
 //! `#[path = "../tests/common/mod.rs"] mod common;`.
 #![allow(dead_code)]
 
 mod browser;
+mod garage;
 mod http;
 mod nginx;
 mod pki;
@@ -26,7 +28,9 @@ use tonic::transport::Channel;
 
 // Not every test or bench uses every part.
 #[allow(unused_imports)]
-pub use {browser::*, http::*, nginx::*, pki::*, proxy::*, site::*, upstream::*, wait::*};
+pub use {
+    browser::*, garage::*, http::*, nginx::*, pki::*, proxy::*, site::*, upstream::*, wait::*,
+};
 
 /// The `geo-agent` this build made.
 pub const BIN: &str = env!("CARGO_BIN_EXE_geo-agent");
