@@ -825,6 +825,10 @@ async fn a_bucket_that_stops_answering_is_critical_and_sync_resumes_when_it_is_b
             .contains(&bucket.name),
         "{channel}"
     );
+    // A pull of a copy s1 holds is read through from the primary meanwhile.
+    let (header, bytes) = pull(&s1, token, "before").await.expect("read through");
+    assert_eq!(bytes, before);
+    assert!(header.read_through, "{header:?}");
     // The primary takes pushes meanwhile.
     let during: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| (format!("during/{i}"), noise(10 + i, 200_000)))
@@ -1059,12 +1063,18 @@ async fn an_s3_primary_whose_bucket_stops_answering_refuses_pushes_and_takes_the
             err.message().contains("object storage") && err.message().contains(&bucket.name),
             "{err:?}"
         );
+        // Retryable: the bucket's state, not a broken site.
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
         let err = stat(&primary, token, name).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "nothing recorded: {err:?}");
     }
     let (status, body) = primary.http_get("/healthz").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("critical: object storage"), "{body}");
+    // A pull at the primary cannot fall back anywhere: UNAVAILABLE, naming the bucket.
+    let err = pull(&primary, token, "before").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains(&bucket.name), "{err:?}");
 
     garage.restart();
     let after = noise(3, 70_000);

@@ -137,7 +137,7 @@ fn status_text(status: &pb::ReplicationStatus) -> String {
         ));
         // A resync or reverification an admin asked for.
         for line in &o.progress {
-            out.push_str(&format!("    {:<13} {:<8} {line}\n", "objects", "progress"));
+            out.push_str(&format!("    {:<14} {:<8} {line}\n", "objects", "progress"));
         }
         if let Some(sel) = &o.selective_sync {
             out.push_str(&format!(
@@ -150,7 +150,7 @@ fn status_text(status: &pb::ReplicationStatus) -> String {
             if c.health != pb::Health::Ok as i32 {
                 for reason in &c.reasons {
                     out.push_str(&format!(
-                        "    {:<13} {:<8} {reason}\n",
+                        "    {:<14} {:<8} {reason}\n",
                         c.name,
                         health_name(c.health)
                     ));

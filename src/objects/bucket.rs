@@ -248,15 +248,9 @@ impl Bucket {
     /// Writes the marker naming this site, or refuses a prefix another site owns.
     async fn claim(&self, site_id: &str) -> io::Result<()> {
         let marker = self.key("site");
-        let cannot = |e: io::Error| {
-            io::Error::new(
-                e.kind(),
-                format!("object storage: cannot use {}: {e}", self.describe),
-            )
-        };
         match self.note(self.store.get(&marker).await) {
             Ok(found) => {
-                let bytes = self.note(found.bytes().await).map_err(cannot)?;
+                let bytes = self.note(found.bytes().await)?;
                 let owner = String::from_utf8_lossy(&bytes).trim().to_string();
                 if owner != site_id {
                     return Err(io::Error::other(format!(
@@ -268,9 +262,9 @@ impl Bucket {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let put = self.store.put(&marker, site_id.as_bytes().to_vec().into());
-                self.note(put.await).map(drop).map_err(cannot)
+                self.note(put.await).map(drop)
             }
-            Err(e) => Err(cannot(e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -531,12 +525,36 @@ async fn probe(bucket: Weak<Bucket>) {
 
 fn to_io(describe: &str, e: object_store::Error) -> io::Error {
     let kind = match &e {
-        object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+        object_store::Error::NotFound { .. } => {
+            return io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("object storage {describe}: {e}"),
+            )
+        }
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
         _ => io::ErrorKind::Other,
     };
-    io::Error::new(kind, format!("object storage ({describe}): {e}"))
+    io::Error::new(kind, Unanswered(format!("object storage {describe}: {e}")))
+}
+
+/// The bucket refused or did not answer a request: a state of the bucket, which a retry
+/// may see end, not a fact about the object (see [`unanswered`]).
+#[derive(Debug)]
+pub struct Unanswered(String);
+
+impl fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unanswered {}
+
+/// Whether `e` is the bucket refusing or not answering (rather than an object missing, or
+/// a local failure).
+pub fn unanswered(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Unanswered>())
 }
 
 /// A multipart upload under way.

@@ -125,6 +125,7 @@ impl Classify for ObjectError {
             ObjectError::Io { source, .. } if crate::store::disk::is_full(source) => {
                 ErrorKind::Exhausted
             }
+            ObjectError::Io { source, .. } if bucket::unanswered(source) => ErrorKind::Unavailable,
             ObjectError::Io { .. } | ObjectError::Corrupt(_) => ErrorKind::Internal,
         }
     }

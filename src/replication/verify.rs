@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use super::repair::{self, Outcome, Peers};
 use super::Bandwidth;
 use crate::log::now_ms;
+use crate::objects::bucket::unanswered;
 use crate::objects::{ObjectError, Objects};
 use crate::types::Role;
 
@@ -65,7 +66,7 @@ pub async fn run<P: Peers>(
                 )),
                 // A bucket that does not answer says nothing of the copy: no verdict, and
                 // the copy is read again once the bucket answers.
-                Err(e) if !is_missing(&e) && objects.blobs().bucket().is_some() => {
+                Err(e) if unanswered(&e) => {
                     warn!(object = %name, error = %e, "cannot read the copy from object storage; its verification waits");
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
@@ -106,9 +107,4 @@ pub async fn run<P: Peers>(
             _ = tokio::time::sleep(wait.min(interval).max(Duration::from_millis(10))) => {}
         }
     }
-}
-
-/// The copy's bytes are not there (damage), as opposed to a store that did not answer.
-fn is_missing(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::NotFound
 }

@@ -260,8 +260,19 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
     async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<PullStream>, Status> {
         let object = name(&req.get_ref().name)?;
         let objects = &self.site.objects;
-        if let Some(stream) = local_stream(&self.site, &object, None).await? {
-            return Ok(Response::new(stream));
+        match local_stream(&self.site, &object, None).await {
+            Ok(Some(stream)) => return Ok(Response::new(stream)),
+            Ok(None) => {}
+            // This site's bucket does not answer: a secondary reads through from the
+            // primary, as for a copy it does not hold.
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && objects.blobs().fault().is_some()
+                    && self.site.primary_channel.is_some() =>
+            {
+                tracing::warn!(object = %object, error = %s.message(), "this site's object storage fails; reading through from the primary");
+            }
+            Err(s) => return Err(s),
         }
         let (Some(channel), Some(primary)) =
             (&self.site.primary_channel, objects.settings().primary())
