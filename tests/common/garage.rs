@@ -148,6 +148,38 @@ api_bind_addr = "127.0.0.1:{s3_port}"
         }
     }
 
+    /// A new bucket `name` that `key`'s key may read, write and own: one rclone remote
+    /// then reaches both buckets, and can copy between them server-side.
+    pub fn bucket_for(&self, name: &str, key: &Bucket) -> Bucket {
+        self.cli(&["bucket", "create", name]);
+        self.cli(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            name,
+            "--key",
+            &key.key_id,
+        ]);
+        let bucket = Bucket {
+            name: name.to_string(),
+            ..key.clone()
+        };
+        wait_until(
+            &format!("bucket {name} listable"),
+            Instant::now() + DEADLINE,
+            Duration::from_millis(50),
+            || bucket.try_rclone(&["lsf", &bucket.remote("")]).ok(),
+        );
+        bucket
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server; its directories stay, for [`Garage::restart`].
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -359,7 +391,7 @@ impl Bucket {
     }
 
     /// `REMOTE:BUCKET/path` for rclone.
-    fn remote(&self, path: &str) -> String {
+    pub fn remote(&self, path: &str) -> String {
         format!("{RCLONE_REMOTE}:{}/{path}", self.name)
     }
 
@@ -381,7 +413,7 @@ impl Bucket {
     /// is read or written), retrying nothing: a test sees the first answer. The caller's
     /// `AWS_*` variables are not passed on: the AWS SDK inside rclone would read them (a CA
     /// bundle it cannot use on plain HTTP, say).
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let var = |name: &str| format!("RCLONE_CONFIG_{}_{name}", RCLONE_REMOTE.to_uppercase());
         let mut cmd = Command::new("rclone");
         for (name, _) in std::env::vars_os() {
