@@ -562,7 +562,9 @@ impl Config {
             }
         }
         let proxy = proxy::load(&args.proxy, file.proxy)?;
-        let objects = objects::load(&args.objects, file.objects, |k| std::env::var(k).ok())?;
+        let objects = objects::load(&args.objects, file.objects, allow_plaintext, |k| {
+            std::env::var(k).ok()
+        })?;
         if let Some(p) = &proxy {
             if p.listen.port() != 0 && (p.listen == listen || p.listen == http_listen) {
                 return Err(ConfigError::Invalid(format!(

@@ -1103,3 +1103,61 @@ async fn an_s3_primary_whose_bucket_stops_answering_refuses_pushes_and_takes_the
     .await;
     secret_kept(&bucket, &[&primary]);
 }
+
+/// A bucket or prefix removed or replaced under a running site answers every read "not
+/// found". That must not read as "every copy is missing": the site says its marker is gone
+/// and its verifier waits rather than condemning copies; once the marker is back, a copy
+/// really missing is found and fetched again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_emptied_under_a_site_is_critical_and_condemns_nothing_until_it_is_back() {
+    let Some(garage) = Garage::start() else {
+        return;
+    };
+    let bucket = garage.bucket("geo-emptied");
+    let cluster = Cluster::new();
+    let token = &cluster.admin_token;
+    let primary = cluster.primary("primary");
+    let s1 = cluster.secondary_with(
+        "s1",
+        &primary,
+        &strs(&on_bucket(&cluster, &bucket, "s1", &[])),
+    );
+    let data = noise(7, 300_000);
+    let sha = sha256_hex(&data);
+    push(&primary, token, "x", &data).await.unwrap();
+    synced(&s1, token, "x", &sha).await;
+
+    // The prefix emptied behind the site's back: marker and object gone.
+    bucket.delete("s1/site");
+    bucket.delete(&object_key("s1", "x", &sha));
+    let body = eventually("s1 says its marker is gone", || async {
+        let (status, body) = s1.http_get("/healthz").await;
+        (status == 200 && body.contains("marker")).then_some(body)
+    })
+    .await;
+    assert!(body.starts_with("critical: object storage"), "{body}");
+    let (code, out, err) = admin(&cluster, &s1, &["objects", "reverify", "x"]);
+    assert_eq!(code, 0, "{out}{err}");
+    eventually("the verifier waits", || async {
+        s1.logs().contains("its verification waits").then_some(())
+    })
+    .await;
+    let info = stat(&s1, token, "x").await.unwrap();
+    assert_eq!(
+        info.replica.unwrap().sync,
+        pb::SyncState::Synced as i32,
+        "the copy was not condemned"
+    );
+
+    // The marker back: the site is healthy again, finds the object missing and copies it.
+    bucket.write("s1/site", b"s1");
+    synced(&s1, token, "x", &sha).await;
+    eventually("the key copied again", || async {
+        (bucket.try_read(&object_key("s1", "x", &sha)).ok()? == data).then_some(())
+    })
+    .await;
+    eventually("s1 OK again", || async {
+        (s1.http_get("/healthz").await == (200, "ok\n".to_string())).then_some(())
+    })
+    .await;
+}

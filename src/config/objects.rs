@@ -82,9 +82,12 @@ struct CredentialsFile {
 
 /// The backend the flags, environment and file ask for. `env` reads the environment
 /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+/// A plain `http://` endpoint beyond loopback needs `allow_plaintext`: object bytes would
+/// cross the network in clear text.
 pub fn load(
     args: &ObjectsArgs,
     file: ObjectsFile,
+    allow_plaintext: bool,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Backend, ConfigError> {
     let invalid = |m: String| ConfigError::Invalid(format!("[objects] {m}"));
@@ -110,6 +113,20 @@ pub fn load(
                 if !fine {
                     return Err(invalid(format!(
                         "the s3 endpoint {e:?} must be an http:// or https:// URL"
+                    )));
+                }
+                if e.split('/')
+                    .nth(2)
+                    .is_some_and(|authority| authority.contains('@'))
+                {
+                    return Err(invalid(
+                        "the s3 endpoint holds credentials: put them in the credentials file"
+                            .into(),
+                    ));
+                }
+                if crate::types::check_plaintext(e, false, allow_plaintext).is_err() {
+                    return Err(invalid(format!(
+                        "the s3 endpoint {e} is plain HTTP to another host: object bytes would cross the network in clear text. Use https://, or set allow_plaintext = true if the network is trusted"
                     )));
                 }
             }
@@ -201,7 +218,13 @@ mod tests {
 
     #[test]
     fn disk_is_the_default() {
-        let backend = load(&ObjectsArgs::default(), ObjectsFile::default(), |_| None).unwrap();
+        let backend = load(
+            &ObjectsArgs::default(),
+            ObjectsFile::default(),
+            false,
+            |_| None,
+        )
+        .unwrap();
         assert!(matches!(backend, Backend::Disk));
     }
 
@@ -209,7 +232,7 @@ mod tests {
     fn s3_takes_a_private_credentials_file() {
         let dir = tempfile::tempdir().unwrap();
         let args = s3_args(dir.path(), CREDS, 0o600);
-        let Backend::S3(o) = load(&args, ObjectsFile::default(), |_| None).unwrap() else {
+        let Backend::S3(o) = load(&args, ObjectsFile::default(), false, |_| None).unwrap() else {
             panic!("not s3");
         };
         assert_eq!(
@@ -219,7 +242,7 @@ mod tests {
         assert_eq!((o.region.as_str(), o.prefix.as_str()), (DEFAULT_REGION, ""));
 
         let args = s3_args(dir.path(), CREDS, 0o644);
-        let e = load(&args, ObjectsFile::default(), |_| None)
+        let e = load(&args, ObjectsFile::default(), false, |_| None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("mode 0644") && e.contains("creds"), "{e}");
@@ -233,7 +256,7 @@ mod tests {
             "access_key_id = \"GK1\"\nsecret = \"sekrit\"\n",
             0o600,
         );
-        let e = load(&args, ObjectsFile::default(), |_| None)
+        let e = load(&args, ObjectsFile::default(), false, |_| None)
             .unwrap_err()
             .to_string();
         assert!(!e.contains("sekrit"), "{e}");
@@ -246,7 +269,7 @@ mod tests {
             objects_backend: Some(BackendKind::S3),
             ..ObjectsArgs::default()
         };
-        let e = load(&args, ObjectsFile::default(), |_| None)
+        let e = load(&args, ObjectsFile::default(), false, |_| None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("needs a bucket"), "{e}");
@@ -258,7 +281,7 @@ mod tests {
                 ..S3File::default()
             },
         };
-        let e = load(&ObjectsArgs::default(), file, |_| None)
+        let e = load(&ObjectsArgs::default(), file, false, |_| None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("prefix"), "{e}");
@@ -269,7 +292,7 @@ mod tests {
                 ..S3File::default()
             },
         };
-        let e = load(&ObjectsArgs::default(), file, |_| None)
+        let e = load(&ObjectsArgs::default(), file, false, |_| None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("needs credentials"), "{e}");
@@ -287,11 +310,33 @@ mod tests {
                 ..S3File::default()
             },
         };
-        let Backend::S3(o) = load(&ObjectsArgs::default(), file, env).unwrap() else {
+        let Backend::S3(o) = load(&ObjectsArgs::default(), file, false, env).unwrap() else {
             panic!("not s3");
         };
         assert_eq!(o.access_key_id, "GK2");
         assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
         assert_eq!(o.prefix, "site-a/");
+    }
+
+    #[test]
+    fn an_endpoint_is_plain_http_only_on_loopback_and_holds_no_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = s3_args(dir.path(), CREDS, 0o600);
+        for (endpoint, allow, ok) in [
+            ("http://127.0.0.1:3900", false, true),
+            ("http://localhost:3900", false, true),
+            ("https://s3.example.com", false, true),
+            ("http://s3.example.com", false, false),
+            ("http://s3.example.com", true, true),
+            ("https://GK1:sekrit@s3.example.com", false, false),
+            ("s3.example.com", false, false),
+        ] {
+            args.objects_s3_endpoint = Some(endpoint.into());
+            let got = load(&args, ObjectsFile::default(), allow, |_| None);
+            assert_eq!(got.is_ok(), ok, "{endpoint}: {got:?}");
+            if let Err(e) = got {
+                assert!(!e.to_string().contains("sekrit"), "{e}");
+            }
+        }
     }
 }

@@ -94,12 +94,13 @@ impl Blobs {
 
     /// Starts writing bytes aside. `target` is the version they should be, when its
     /// checksum is known beforehand (a fetch): a bucket then uploads them in place, and
-    /// [`Blobs::install`] only makes them visible.
-    pub fn sink(&self, target: Option<(&str, &str)>) -> io::Result<Sink> {
+    /// [`Blobs::install`] only makes them visible. `size` is at most how many bytes will
+    /// come, when known (the caller refuses more).
+    pub fn sink(&self, target: Option<(&str, &str)>, size: Option<u64>) -> io::Result<Sink> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = match self {
             Blobs::Disk(files) => Writer::File(files.writer(rx)?),
-            Blobs::Bucket(bucket) => Writer::Bucket(bucket.sink(target, rx)),
+            Blobs::Bucket(bucket) => Writer::Bucket(bucket.sink(target, size, rx)),
         };
         Ok(Sink { tx, writer })
     }
@@ -186,6 +187,15 @@ impl Blobs {
             }
         };
         hashed.map_err(|e| io::Error::other(format!("hashing failed: {e}")))?
+    }
+
+    /// Whether the store answers and is still this site's (always, for the disk: its
+    /// failures are errors of their own).
+    pub async fn answers(&self) -> bool {
+        match self {
+            Blobs::Disk(_) => true,
+            Blobs::Bucket(bucket) => bucket.check().await,
+        }
     }
 
     /// Whether a version's blob is there.

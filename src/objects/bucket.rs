@@ -28,7 +28,7 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tracing::{info, warn};
@@ -42,6 +42,17 @@ pub const PART: usize = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 2;
 /// How often the bucket is asked whether it answers, when nothing else asked it.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
+/// S3 takes at most this many parts in one upload: a larger object gets larger parts.
+const MAX_PARTS: u64 = 9_000;
+/// Bytes all transfers of a site may hold in memory at once (parts being filled or sent,
+/// objects below a part), in MiB: past it, transfers wait (and their senders with them)
+/// rather than the site growing without bound.
+const BUFFER_BUDGET_MIB: u32 = 256;
+const MIB: u64 = 1024 * 1024;
+/// Longest error text kept from the bucket (an error body is the server's to choose).
+const MAX_ERROR: usize = 300;
+/// Largest marker read.
+const MAX_MARKER: u64 = 256;
 
 /// Where a site's objects go and how it signs in.
 #[derive(Clone)]
@@ -123,6 +134,16 @@ pub fn normalise_prefix(prefix: &str) -> Result<String, String> {
 pub struct Fault {
     pub error: String,
     pub since_ms: i64,
+    /// A write failed: only a write that succeeds ends it (reads that still work do not
+    /// show that writes do).
+    pub write: bool,
+}
+
+/// Which kind of request an answer was to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
 }
 
 /// One site's bucket.
@@ -133,6 +154,12 @@ pub struct Bucket {
     /// Multipart uploads begun and not yet completed or aborted, one file each.
     journal: PathBuf,
     fault: Mutex<Option<Fault>>,
+    /// The site that owns the prefix (the marker's text).
+    site_id: String,
+    /// [`BUFFER_BUDGET_MIB`], one permit a MiB.
+    budget: Arc<tokio::sync::Semaphore>,
+    /// The marker was written by this start: the prefix was new (or emptied).
+    fresh: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Bucket {
@@ -154,9 +181,12 @@ impl Bucket {
         // reqwest is built without a TLS provider of its own: it uses the process's.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let describe = options.describe();
+        // No deadline on a whole request: reading a large object, or sending one to a slow
+        // reader, takes as long as it takes. A connection that goes silent is cut instead.
         let client = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(120));
+            .with_timeout_disabled()
+            .with_config(object_store::ClientConfigKey::ReadTimeout, "30s");
         let retry = RetryConfig {
             backoff: BackoffConfig::default(),
             max_retries: 3,
@@ -185,8 +215,11 @@ impl Bucket {
             describe,
             journal,
             fault: Mutex::new(None),
+            site_id: site_id.to_string(),
+            budget: Arc::new(tokio::sync::Semaphore::new(BUFFER_BUDGET_MIB as usize)),
+            fresh: std::sync::atomic::AtomicBool::new(false),
         });
-        bucket.claim(site_id).await?;
+        bucket.claim().await?;
         bucket.abort_journalled().await?;
         let swept = bucket.remove_all(&bucket.key("tmp")).await?;
         if swept > 0 {
@@ -199,6 +232,12 @@ impl Bucket {
 
     pub fn describe(&self) -> &str {
         &self.describe
+    }
+
+    /// The prefix had no marker when the site started: whatever the registry says this
+    /// site holds, the bucket may not.
+    pub fn fresh(&self) -> bool {
+        self.fresh.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Why the bucket is failing, if it is.
@@ -216,53 +255,108 @@ impl Bucket {
         self.key(&format!("objects/{}/{id}", &id[..2]))
     }
 
-    /// Records how a request went: a refusal or silence is a fault until a later request
+    /// Records how a read went: a refusal or silence is a fault until a later request
     /// is answered; "not found" is an answer.
     fn note<T>(&self, result: object_store::Result<T>) -> io::Result<T> {
-        let failed = match &result {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => None,
-            Err(e) => Some(e.to_string()),
-        };
-        if let Ok(mut fault) = self.fault.lock() {
-            match failed {
-                None => *fault = None,
-                Some(error) => {
-                    if fault.is_none() {
-                        warn!(bucket = %self.describe, %error, "object storage is failing");
-                    }
-                    let since_ms = fault
-                        .as_ref()
-                        .map_or_else(crate::log::now_ms, |f| f.since_ms);
-                    *fault = Some(Fault { error, since_ms });
-                }
-            }
-        }
-        result.map_err(|e| to_io(&self.describe, e))
+        self.record(Op::Read, result)
     }
 
-    /// Asks the bucket for the marker: the health probe.
-    async fn probe(&self) {
-        let _ = self.note(self.store.head(&self.key("site")).await);
+    /// [`Bucket::note`] for a write.
+    fn note_write<T>(&self, result: object_store::Result<T>) -> io::Result<T> {
+        self.record(Op::Write, result)
+    }
+
+    fn record<T>(&self, op: Op, result: object_store::Result<T>) -> io::Result<T> {
+        let result = result.map_err(|e| to_io(&self.describe, e));
+        match &result {
+            Ok(_) => self.clear(op),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.clear(op),
+            Err(e) => self.fail(op, e.to_string()),
+        }
+        result
+    }
+
+    fn clear(&self, op: Op) {
+        if let Ok(mut fault) = self.fault.lock() {
+            if op == Op::Write || fault.as_ref().is_some_and(|f| !f.write) {
+                *fault = None;
+            }
+        }
+    }
+
+    fn fail(&self, op: Op, error: String) {
+        if let Ok(mut fault) = self.fault.lock() {
+            if fault.is_none() {
+                warn!(bucket = %self.describe, %error, "object storage is failing");
+            }
+            let since_ms = fault
+                .as_ref()
+                .map_or_else(crate::log::now_ms, |f| f.since_ms);
+            let write = op == Op::Write || fault.as_ref().is_some_and(|f| f.write);
+            *fault = Some(Fault {
+                error,
+                since_ms,
+                write,
+            });
+        }
+    }
+
+    /// The marker's text, read with a bound on its size.
+    async fn marker(&self) -> io::Result<String> {
+        let marker = self.key("site");
+        let found = self.note(self.store.get(&marker).await)?;
+        if found.meta.size > MAX_MARKER {
+            return Err(io::Error::other(format!(
+                "object storage {}: its marker {marker} is {} bytes, not a site's name",
+                self.describe, found.meta.size
+            )));
+        }
+        let bytes = self.note(found.bytes().await)?;
+        Ok(String::from_utf8_lossy(&bytes)
+            .trim()
+            .chars()
+            .take(64)
+            .collect())
+    }
+
+    /// Asks the bucket whether it answers reads and writes and still holds this site's
+    /// marker (a bucket or prefix removed or replaced answers every read "not found");
+    /// true when it does. The health probe, and what the verifier asks before it condemns
+    /// a copy it could not read.
+    pub async fn check(&self) -> bool {
+        let marker = self.key("site");
+        let why = match self.marker().await {
+            Ok(owner) if owner == self.site_id => None,
+            Ok(owner) => Some(format!("its marker {marker} names site {owner:?}, not this one")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(format!(
+                "this site's marker {marker} is gone: the bucket or the prefix was removed or replaced"
+            )),
+            Err(_) => return false,
+        };
+        if let Some(why) = why {
+            self.fail(Op::Read, format!("object storage {}: {why}", self.describe));
+            return false;
+        }
+        let put = self
+            .store
+            .put(&marker, self.site_id.as_bytes().to_vec().into());
+        self.note_write(put.await).is_ok()
     }
 
     /// Writes the marker naming this site, or refuses a prefix another site owns.
-    async fn claim(&self, site_id: &str) -> io::Result<()> {
-        let marker = self.key("site");
-        match self.note(self.store.get(&marker).await) {
-            Ok(found) => {
-                let bytes = self.note(found.bytes().await)?;
-                let owner = String::from_utf8_lossy(&bytes).trim().to_string();
-                if owner != site_id {
-                    return Err(io::Error::other(format!(
-                        "object storage: {} belongs to site {owner:?}, not {site_id:?}; each site needs a bucket or prefix of its own",
-                        self.describe
-                    )));
-                }
-                Ok(())
-            }
+    async fn claim(&self) -> io::Result<()> {
+        match self.marker().await {
+            Ok(owner) if owner == self.site_id => Ok(()),
+            Ok(owner) => Err(io::Error::other(format!(
+                "object storage {} belongs to site {owner:?}, not {:?}; each site needs a bucket or prefix of its own",
+                self.describe, self.site_id
+            ))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let put = self.store.put(&marker, site_id.as_bytes().to_vec().into());
-                self.note(put.await).map(drop)
+                let marker = self.key("site");
+                let put = self.store.put(&marker, self.site_id.as_bytes().to_vec().into());
+                self.note_write(put.await)?;
+                self.fresh.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
             }
             Err(e) => Err(e),
         }
@@ -277,8 +371,13 @@ impl Bucket {
                 let key = Key::from(key);
                 match self.store.abort_multipart(&key, &id.to_string()).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    // Already completed or aborted: S3 says so with an error.
-                    Err(e) => warn!(%key, error = %e, "cannot abort an interrupted upload"),
+                    // Already completed or aborted, S3 says with a 4xx: nothing to keep.
+                    Err(e) if client_error(&e) => {}
+                    Err(e) => {
+                        // Kept in the journal: the next start tries again.
+                        warn!(%key, error = %e, "cannot abort an interrupted upload");
+                        continue;
+                    }
                 }
             }
             fs::remove_file(&path)?;
@@ -302,7 +401,7 @@ impl Bucket {
             }
         }
         for key in &doomed {
-            match self.note(self.store.delete(key).await) {
+            match self.note_write(self.store.delete(key).await) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
@@ -311,17 +410,35 @@ impl Bucket {
         Ok(doomed.len())
     }
 
-    /// Removes every version key whose id is not in `keep`; returns how many.
+    /// Removes every version key whose id is not in `keep`; returns how many. With
+    /// nothing to keep it removes nothing: a registry that names no object next to a
+    /// bucket that holds some is another data directory's (a backup restored, a host set
+    /// up again), and the bytes are worth more than the space.
     pub async fn collect_garbage(&self, keep: &HashSet<String>) -> io::Result<usize> {
+        if keep.is_empty() {
+            let mut listed = self.store.list(Some(&self.key("objects")));
+            if let Some(first) = listed.next().await {
+                let first = self.note(first)?;
+                warn!(
+                    bucket = %self.describe,
+                    example = %first.location,
+                    "this site's registry names no object but its prefix holds some: left in place; remove them by hand if no site needs them"
+                );
+                return Ok(0);
+            }
+        }
         self.remove_unless(&self.key("objects"), |id| keep.contains(id))
             .await
     }
 
     /// Starts an upload: straight to `name`'s version `sha` when the checksum is known
     /// (what is uploaded is checked before it is made visible), else to a staging key.
+    /// `size`, when known, is an upper bound on the bytes (the callers refuse more): it
+    /// sizes the parts and what the upload takes of the memory budget.
     pub(crate) fn sink(
         self: &Arc<Self>,
         target: Option<(&str, &str)>,
+        size: Option<u64>,
         rx: mpsc::Receiver<Piece>,
     ) -> tokio::task::JoinHandle<io::Result<(Upload, Digested)>> {
         let (key, direct) = match target {
@@ -332,28 +449,50 @@ impl Bucket {
             ),
         };
         let bucket = Arc::clone(self);
-        tokio::spawn(async move { bucket.upload(key, direct, rx).await })
+        tokio::spawn(async move { bucket.upload(key, direct, size, rx).await })
+    }
+
+    /// Takes `mib` of the memory budget, waiting while other transfers hold it.
+    async fn reserve(&self, mib: u32) -> io::Result<OwnedSemaphorePermit> {
+        Arc::clone(&self.budget)
+            .acquire_many_owned(mib.clamp(1, BUFFER_BUDGET_MIB))
+            .await
+            .map_err(|_| io::Error::other("the site is stopping"))
     }
 
     async fn upload(
         self: Arc<Self>,
         key: Key,
         direct: bool,
+        expected: Option<u64>,
         mut rx: mpsc::Receiver<Piece>,
     ) -> io::Result<(Upload, Digested)> {
+        let part_size = part_size(expected);
+        // A part's worth of the budget, or the whole object's when it is smaller.
+        let part_mib = |sent: u64| {
+            let left = expected.map_or(part_size as u64, |e| e.saturating_sub(sent));
+            left.min(part_size as u64).div_ceil(MIB) as u32
+        };
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut part: Vec<Bytes> = Vec::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
         let mut filled = 0usize;
         let mut upload: Option<Multipart> = None;
         let result = loop {
             match rx.recv().await {
                 Some(Piece::Chunk(chunk)) => {
+                    if held.is_none() {
+                        match self.reserve(part_mib(size)).await {
+                            Ok(permit) => held = Some(permit),
+                            Err(e) => break Err(e),
+                        }
+                    }
                     hasher.update(&chunk);
                     size += chunk.len() as u64;
                     filled += chunk.len();
                     part.push(Bytes::from(chunk));
-                    if filled >= PART {
+                    if filled >= part_size {
                         let payload: PutPayload = std::mem::take(&mut part).into_iter().collect();
                         filled = 0;
                         let m = match &mut upload {
@@ -363,7 +502,7 @@ impl Bucket {
                                 Err(e) => break Err(e),
                             },
                         };
-                        if let Err(e) = m.send(&self, payload).await {
+                        if let Err(e) = m.send(&self, payload, held.take()).await {
                             break Err(e);
                         }
                     }
@@ -383,11 +522,11 @@ impl Bucket {
         };
         let finished = match result {
             Ok(()) => match upload.take() {
-                None => Ok(Pending::Small(part)),
+                None => Ok(Pending::Small(part, held.take())),
                 Some(mut m) => {
                     let last: PutPayload = std::mem::take(&mut part).into_iter().collect();
                     let sent = if last.content_length() > 0 {
-                        m.send(&self, last).await
+                        m.send(&self, last, held.take()).await
                     } else {
                         Ok(())
                     };
@@ -429,15 +568,17 @@ impl Bucket {
 
     /// Begins a multipart upload and journals it before any part is sent.
     async fn begin(&self, key: &Key) -> io::Result<Multipart> {
-        let id = self.note(self.store.create_multipart(key).await)?;
+        let id = self.note_write(self.store.create_multipart(key).await)?;
         let entry = self.journal.join(format!("{:016x}", rand::random::<u64>()));
         let text = format!("{key}\n{id}\n");
-        let written = (|| {
-            let mut file = fs::File::create(&entry)?;
+        let (path, dir) = (entry.clone(), self.journal.clone());
+        let written = super::blocking(move || {
+            let mut file = fs::File::create(&path)?;
             io::Write::write_all(&mut file, text.as_bytes())?;
             file.sync_all()?;
-            fs::File::open(&self.journal)?.sync_all()
-        })();
+            fs::File::open(&dir)?.sync_all()
+        })
+        .await;
         let m = Multipart {
             key: key.clone(),
             id,
@@ -496,7 +637,7 @@ impl Bucket {
 
     /// Deletes a version; one already gone is not an error.
     pub async fn remove(&self, name: &str, sha256_hex: &str) -> io::Result<()> {
-        match self.note(self.store.delete(&self.version_key(name, sha256_hex)).await) {
+        match self.note_write(self.store.delete(&self.version_key(name, sha256_hex)).await) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -512,6 +653,13 @@ impl Bucket {
     }
 }
 
+/// The part size for an object of at most `size` bytes: [`PART`], or more when S3's
+/// limit on the number of parts needs it (whole MiB).
+fn part_size(size: Option<u64>) -> usize {
+    let needed = size.map_or(0, |s| s.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB);
+    usize::try_from(needed).unwrap_or(usize::MAX).max(PART)
+}
+
 /// Probes the bucket until the site lets it go.
 async fn probe(bucket: Weak<Bucket>) {
     loop {
@@ -519,23 +667,40 @@ async fn probe(bucket: Weak<Bucket>) {
         let Some(bucket) = bucket.upgrade() else {
             return;
         };
-        bucket.probe().await;
+        bucket.check().await;
     }
 }
 
 fn to_io(describe: &str, e: object_store::Error) -> io::Error {
+    // An error body is the server's to choose: only its start is kept.
+    let said = e.to_string();
+    let said = match crate::types::truncate_chars(&said, MAX_ERROR) {
+        short if short.len() < said.len() => format!("{short}…"),
+        _ => said,
+    };
     let kind = match &e {
         object_store::Error::NotFound { .. } => {
             return io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("object storage {describe}: {e}"),
+                format!("object storage {describe}: {said}"),
             )
         }
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
         _ => io::ErrorKind::Other,
     };
-    io::Error::new(kind, Unanswered(format!("object storage {describe}: {e}")))
+    io::Error::new(
+        kind,
+        Unanswered(format!("object storage {describe}: {said}")),
+    )
+}
+
+/// S3 answered the request with a 4xx: it was refused, not lost.
+fn client_error(e: &object_store::Error) -> bool {
+    let text = e.to_string();
+    ["400", "403", "404", "409", "NoSuchUpload"]
+        .iter()
+        .any(|code| text.contains(code))
 }
 
 /// The bucket refused or did not answer a request: a state of the bucket, which a retry
@@ -570,7 +735,13 @@ struct Multipart {
 
 impl Multipart {
     /// Sends a part, once fewer than [`PARTS_IN_FLIGHT`] are in flight.
-    async fn send(&mut self, bucket: &Arc<Bucket>, payload: PutPayload) -> io::Result<()> {
+    /// The part's share of the memory budget (`held`) goes back when it is sent.
+    async fn send(
+        &mut self,
+        bucket: &Arc<Bucket>,
+        payload: PutPayload,
+        held: Option<OwnedSemaphorePermit>,
+    ) -> io::Result<()> {
         while self.sending.len() >= PARTS_IN_FLIGHT {
             self.collect_one(bucket).await?;
         }
@@ -581,8 +752,11 @@ impl Multipart {
             self.next,
         );
         self.next += 1;
-        self.sending
-            .spawn(async move { (index, store.put_part(&key, &id, index, payload).await) });
+        self.sending.spawn(async move {
+            let sent = store.put_part(&key, &id, index, payload).await;
+            drop(held);
+            (index, sent)
+        });
         Ok(())
     }
 
@@ -590,7 +764,7 @@ impl Multipart {
         match self.sending.join_next().await {
             None => Ok(()),
             Some(Ok((index, part))) => {
-                self.done.push((index, bucket.note(part)?));
+                self.done.push((index, bucket.note_write(part)?));
                 Ok(())
             }
             Some(Err(e)) => Err(io::Error::other(format!("a part upload failed: {e}"))),
@@ -611,7 +785,7 @@ impl Multipart {
             .store
             .complete_multipart(&self.key, &self.id, parts)
             .await;
-        let result = bucket.note(done).map(drop);
+        let result = bucket.note_write(done).map(drop);
         if result.is_ok() {
             let _ = fs::remove_file(&self.entry);
         }
@@ -636,7 +810,7 @@ impl Multipart {
 /// What an upload left to do once its bytes were sent.
 enum Pending {
     /// Smaller than a part: held here and stored with one PUT.
-    Small(Vec<Bytes>),
+    Small(Vec<Bytes>, Option<OwnedSemaphorePermit>),
     /// Every part sent; completing makes the object visible.
     Parts(Multipart, Vec<PartId>),
 }
@@ -658,10 +832,10 @@ impl Upload {
         let bucket = Arc::clone(&self.bucket);
         match self.pending.take() {
             None => Err(io::Error::other("the upload was already used")),
-            Some(Pending::Small(chunks)) => {
+            Some(Pending::Small(chunks, _held)) => {
                 let payload: PutPayload = chunks.into_iter().collect();
                 bucket
-                    .note(bucket.store.put(&target, payload).await)
+                    .note_write(bucket.store.put(&target, payload).await)
                     .map(drop)
             }
             Some(Pending::Parts(m, parts)) if self.direct => {
@@ -677,9 +851,9 @@ impl Upload {
             Some(Pending::Parts(m, parts)) => {
                 let staging = self.key.clone();
                 m.complete(&bucket, parts).await?;
-                let copied = bucket.note(bucket.store.copy(&staging, &target).await);
+                let copied = bucket.note_write(bucket.store.copy(&staging, &target).await);
                 // The staging key goes either way (a start sweeps it if this fails too).
-                let _ = bucket.note(bucket.store.delete(&staging).await);
+                let _ = bucket.note_write(bucket.store.delete(&staging).await);
                 copied
             }
         }
@@ -719,6 +893,18 @@ mod tests {
         ] {
             assert!(normalise_prefix(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parts_grow_only_when_s3s_part_limit_needs_it() {
+        assert_eq!(part_size(None), PART);
+        assert_eq!(part_size(Some(1)), PART);
+        assert_eq!(part_size(Some(70 << 30)), PART);
+        let huge = 200u64 << 30;
+        let size = part_size(Some(huge)) as u64;
+        assert!(size > PART as u64 && size.is_multiple_of(MIB));
+        assert!(huge.div_ceil(size) <= MAX_PARTS);
+        assert!((part_size(Some(u64::MAX)) as u64).is_multiple_of(MIB));
     }
 
     #[test]

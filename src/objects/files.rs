@@ -271,7 +271,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = Files::open(dir.path()).unwrap();
         let blobs = crate::objects::Blobs::Disk(files.clone());
-        let mut sink = blobs.sink(None).unwrap();
+        let mut sink = blobs.sink(None, None).unwrap();
         sink.write(b"hello ".to_vec()).await.unwrap();
         sink.write(b"world".to_vec()).await.unwrap();
         let (staged, d) = sink.finish().await.unwrap();
@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"hello world");
         assert_eq!(digest_file(&path).unwrap(), d);
 
-        let mut sink = blobs.sink(None).unwrap();
+        let mut sink = blobs.sink(None, None).unwrap();
         sink.write(b"partial".to_vec()).await.unwrap();
         drop(sink);
         // The writer thread removes its file once the channel closes.
@@ -304,7 +304,7 @@ mod tests {
         let blobs = crate::objects::Blobs::Disk(files.clone());
         let mut keep = HashSet::new();
         for (i, name) in ["x", "y"].iter().enumerate() {
-            let mut sink = blobs.sink(None).unwrap();
+            let mut sink = blobs.sink(None, None).unwrap();
             sink.write(vec![i as u8; 10]).await.unwrap();
             let (staged, d) = sink.finish().await.unwrap();
             blobs.install(staged, name, &d.hex()).await.unwrap();

@@ -125,7 +125,7 @@ impl Classify for ObjectError {
             ObjectError::Io { source, .. } if crate::store::disk::is_full(source) => {
                 ErrorKind::Exhausted
             }
-            ObjectError::Io { source, .. } if bucket::unanswered(source) => ErrorKind::Unavailable,
+            ObjectError::Io { .. } if self.is_bucket_failure() => ErrorKind::Unavailable,
             ObjectError::Io { .. } | ObjectError::Corrupt(_) => ErrorKind::Internal,
         }
     }
@@ -139,6 +139,12 @@ impl Classify for ObjectError {
 }
 
 impl ObjectError {
+    /// True when the bucket refused or did not answer (a state of the bucket, which the
+    /// site rides out).
+    pub fn is_bucket_failure(&self) -> bool {
+        matches!(self, ObjectError::Io { source, .. } if bucket::unanswered(source))
+    }
+
     /// True when the failure is a full disk, which the site waits out.
     pub fn is_disk_full(&self) -> bool {
         self.kind() == ErrorKind::Exhausted
@@ -281,6 +287,10 @@ impl Objects {
                 "built the registry's state index from the rows"
             );
         }
+        // A prefix this start found without its marker (new, emptied, or a typo) holds
+        // none of the copies the registry names: they are all verified again at once,
+        // so status and readiness do not count what is not there.
+        let unproven = objects.blobs.bucket().is_some_and(|b| b.fresh()) && !keep.is_empty();
         let removed = objects
             .blobs
             .collect_garbage(keep)
@@ -291,6 +301,14 @@ impl Objects {
             )))?;
         if removed > 0 {
             info!(removed, "removed object files no commit refers to");
+        }
+        if unproven {
+            let op = objects.reverify(&Scope::All, "object storage")?;
+            warn!(
+                at = %objects.blobs.describe(),
+                copies = op.marked,
+                "a new prefix, while the registry says this site holds copies: verifying them all"
+            );
         }
         Ok(objects)
     }

@@ -640,6 +640,13 @@ impl Objects {
         now_ms: i64,
     ) -> Result<(), ObjectError> {
         let resync = self.settings.role() == Role::Secondary;
+        // A secondary drops a damaged copy before it queues the name again: removed after,
+        // the removal could land on the copy a sync worker fetched meanwhile (same version,
+        // same blob). Should the row have moved on meanwhile, a later read or verification
+        // finds what is missing.
+        if resync && outcome.is_err() {
+            self.remove_file(name, &local.sha256).await;
+        }
         let dropped = self
             .log
             .state()
@@ -678,7 +685,6 @@ impl Objects {
             warn!(object = name, %failure, resync, "verification failed");
         }
         if dropped {
-            self.remove_file(name, &local.sha256).await;
             // Queued again: the sync workers need not wait for their idle rescan.
             self.requeued.notify_one();
         }

@@ -170,7 +170,7 @@ async fn open(dir: &Path, role: Role) -> Objects {
 }
 
 async fn temp_with(objects: &Objects, bytes: &[u8]) -> (Staged, Digested) {
-    let mut sink = objects.blobs().sink(None).unwrap();
+    let mut sink = objects.blobs().sink(None, None).unwrap();
     sink.write(bytes.to_vec()).await.unwrap();
     sink.finish().await.unwrap()
 }

@@ -98,6 +98,12 @@ pub async fn repair<P: Peers>(
                         asked.push(format!("{peer}: {e}"));
                         continue;
                     }
+                    // This site's bucket did not take the good bytes: a failed repair,
+                    // tried again later, not a failure of the site.
+                    Err(e @ ObjectError::Io { .. }) if e.is_bucket_failure() => {
+                        asked.push(format!("{peer}: the copy could not be put back: {e}"));
+                        break;
+                    }
                     Err(e) => return Err(e),
                 };
                 if let Outcome::Repaired { from } = &outcome {
@@ -186,7 +192,7 @@ mod tests {
                 .unwrap(),
         );
         let objects = Objects::open(&store, dir, settings).await.unwrap();
-        let mut sink = objects.blobs().sink(None).unwrap();
+        let mut sink = objects.blobs().sink(None, None).unwrap();
         sink.write(DATA.to_vec()).await.unwrap();
         let (temp, digest) = sink.finish().await.unwrap();
         let name = ObjectName::parse("a").unwrap();
@@ -343,7 +349,7 @@ mod tests {
         let (objects, local) = primary(dir.path()).await;
         damage(&objects, &local).await;
         // A new version is pushed while the repair fetches the old one.
-        let mut sink = objects.blobs().sink(None).unwrap();
+        let mut sink = objects.blobs().sink(None, None).unwrap();
         sink.write(b"new".to_vec()).await.unwrap();
         let (temp, digest) = sink.finish().await.unwrap();
         let name = ObjectName::parse("a").unwrap();

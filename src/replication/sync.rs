@@ -228,7 +228,7 @@ where
 {
     let mut sink = objects
         .blobs()
-        .sink(Some((name, sha256)))
+        .sink(Some((name, sha256)), Some(size))
         .map_err(|e| format!("cannot start writing {name}: {e}"))?;
     // Never trust the source for size: stop as soon as it sends more than announced,
     // before those bytes are stored (dropping the sink removes what it wrote).

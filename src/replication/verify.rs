@@ -15,7 +15,6 @@ use tracing::{debug, info, warn};
 use super::repair::{self, Outcome, Peers};
 use super::Bandwidth;
 use crate::log::now_ms;
-use crate::objects::bucket::unanswered;
 use crate::objects::{ObjectError, Objects};
 use crate::types::Role;
 
@@ -55,6 +54,20 @@ pub async fn run<P: Peers>(
                 .blobs()
                 .digest(name, &local.sha256, move |n| paced.take_blocking(n))
                 .await;
+            // A copy the bucket would not give says nothing of the copy unless the bucket
+            // shows it answers and is still this site's (a bucket removed or replaced
+            // answers "not found" for everything): no verdict until then, and the copy is
+            // read again.
+            if let Err(e) = &digest {
+                if !objects.blobs().answers().await {
+                    warn!(object = %name, error = %e, "cannot read the copy from object storage; its verification waits");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(UNANSWERED_PAUSE) => {}
+                    }
+                    continue 'scan;
+                }
+            }
             let outcome = match digest {
                 Ok(d) if d.hex() == local.sha256 && d.size == local.size => Ok(()),
                 Ok(d) => Err(format!(
@@ -64,16 +77,6 @@ pub async fn run<P: Peers>(
                     local.sha256,
                     local.size
                 )),
-                // A bucket that does not answer says nothing of the copy: no verdict, and
-                // the copy is read again once the bucket answers.
-                Err(e) if unanswered(&e) => {
-                    warn!(object = %name, error = %e, "cannot read the copy from object storage; its verification waits");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(UNANSWERED_PAUSE) => {}
-                    }
-                    continue 'scan;
-                }
                 Err(e) => Err(format!("cannot read the local copy: {e}")),
             };
             debug!(object = %name, ok = outcome.is_ok(), "verified");

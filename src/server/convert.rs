@@ -573,7 +573,10 @@ fn storage_from(b: pb::ObjectStorageState) -> status::StorageView {
         failing: b.failing,
         error: (!b.error.is_empty())
             .then(|| crate::types::truncate_chars(&b.error, MAX).to_string()),
-        since_ms: b.failing_since.as_ref().map(millis),
+        since_ms: b
+            .failing_since
+            .as_ref()
+            .and_then(|t| checked_millis(t, "failing_since").ok()),
     }
 }
 

@@ -181,7 +181,7 @@ impl pb::object_service_server::ObjectService for ObjectSvc {
                 // A full disk refuses pushes before a byte is stored; deletes go on, as
                 // they free space (a small event the disk reserve leaves room for).
                 objects.disk().check_writable().map_err(error::status)?;
-                let mut sink = objects.blobs().sink(None).map_err(|e| {
+                let mut sink = objects.blobs().sink(None, header.size).map_err(|e| {
                     error::status(ObjectError::io("cannot start writing the object")(e))
                 })?;
                 let mut trailer = None;

@@ -264,7 +264,7 @@ fn storage_channel(b: &StorageView, now_ms: i64) -> Channel {
     if b.failing {
         let since = b
             .since_ms
-            .map(|at| format!(" for {}", secs(now_ms - at)))
+            .map(|at| format!(" for {}", secs(now_ms.saturating_sub(at).max(0))))
             .unwrap_or_default();
         c.raise(
             Health::Critical,
