@@ -51,10 +51,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bearer, free_port, wait_until, SiteProc, DEADLINE};
-use geo_agent::server::pb;
+use common::{free_port, wait_until, SiteProc, DEADLINE};
 use support::*;
-use tokio::task::JoinSet;
 
 fn main() {
     support::run("replication", |bench, rt| {
@@ -269,51 +267,12 @@ fn pull_floor(
     let primary_cpu = primary.cpu();
     let (busy, own) = (machine_busy(), cpu_of(std::process::id(), false));
     let t = Instant::now();
-    let got = rt.block_on(async {
-        let channel = primary.channel().await;
-        let mut tasks = JoinSet::new();
-        let mut total = 0u64;
-        for name in names {
-            while tasks.len() >= PUSH_CONCURRENCY {
-                total += tasks
-                    .join_next()
-                    .await
-                    .expect("a task")
-                    .expect("a pull task");
-            }
-            let mut client = pb::ObjectClient::new(channel.clone());
-            let token = bench.admin_token.clone();
-            tasks.spawn(async move {
-                let req = bearer(
-                    pb::PullRequest {
-                        name: name.clone(),
-                        ..Default::default()
-                    },
-                    &token,
-                );
-                let mut stream = client
-                    .pull(req)
-                    .await
-                    .unwrap_or_else(|s| panic!("pull {name}: {s}"))
-                    .into_inner();
-                let mut size = 0u64;
-                while let Some(m) = stream
-                    .message()
-                    .await
-                    .unwrap_or_else(|s| panic!("pull {name}: {s}"))
-                {
-                    if let Some(pb::pull_response::Part::Chunk(c)) = m.part {
-                        size += c.len() as u64;
-                    }
-                }
-                size
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            total += done.expect("a pull task");
-        }
-        total
-    });
+    let got = rt.block_on(pull_all(
+        primary,
+        &bench.admin_token,
+        names,
+        PUSH_CONCURRENCY,
+    ));
     let wall = t.elapsed();
     assert_eq!(got, expected, "pulled every byte");
     let receiver = cpu_of(std::process::id(), false) - own;

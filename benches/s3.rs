@@ -573,45 +573,13 @@ fn pull_floor(
     sync_disks();
     let meters = Meters::start(garage, Some(primary));
     let t = Instant::now();
-    let got = rt.block_on(async {
-        let channel = primary.channel().await;
-        let mut tasks = JoinSet::new();
-        let mut total = 0u64;
-        for i in 0..n {
-            while tasks.len() >= PUSH_CONCURRENCY {
-                total += tasks.join_next().await.expect("a task").expect("a pull");
-            }
-            let mut client = pb::ObjectClient::new(channel.clone());
-            let token = bench.admin_token.clone();
-            tasks.spawn(async move {
-                let name = format!("big/big-{i:04}");
-                let req = pb::PullRequest {
-                    name: name.clone(),
-                    ..Default::default()
-                };
-                let mut stream = client
-                    .pull(bearer(req, &token))
-                    .await
-                    .unwrap_or_else(|s| panic!("pull {name}: {s}"))
-                    .into_inner();
-                let mut size = 0u64;
-                while let Some(m) = stream
-                    .message()
-                    .await
-                    .unwrap_or_else(|s| panic!("pull {name}: {s}"))
-                {
-                    if let Some(pb::pull_response::Part::Chunk(c)) = m.part {
-                        size += c.len() as u64;
-                    }
-                }
-                size
-            });
-        }
-        while let Some(done) = tasks.join_next().await {
-            total += done.expect("a pull");
-        }
-        total
-    });
+    let names = (0..n).map(|i| format!("big/big-{i:04}")).collect();
+    let got = rt.block_on(pull_all(
+        primary,
+        &bench.admin_token,
+        names,
+        PUSH_CONCURRENCY,
+    ));
     let wall = t.elapsed();
     assert_eq!(got, n * MIB, "pulled every byte");
     let run = meters.finish(wall, garage, Some(primary), Receiver::Bench);

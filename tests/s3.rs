@@ -89,6 +89,17 @@ fn on_bucket(cluster: &Cluster, bucket: &Bucket, prefix: &str, extra: &[&str]) -
     args
 }
 
+/// A primary on disk, and a secondary `s1` keeping its objects in `bucket` under `s1/`.
+fn disk_primary_and_s3_secondary(cluster: &Cluster, bucket: &Bucket) -> (SiteProc, SiteProc) {
+    let primary = cluster.primary("primary");
+    let s1 = cluster.secondary_with(
+        "s1",
+        &primary,
+        &strs(&on_bucket(cluster, bucket, "s1", &[])),
+    );
+    (primary, s1)
+}
+
 /// The key a site keeping its objects under `prefix` stores `name` with checksum `sha` at.
 fn object_key(prefix: &str, name: &str, sha: &str) -> String {
     let id = sha256_hex(name.as_bytes());
@@ -432,12 +443,7 @@ async fn a_disk_primary_replicates_to_an_s3_secondary() {
     let bucket = garage.bucket("geo-secondary");
     let cluster = Cluster::new();
     let token = &cluster.admin_token;
-    let primary = cluster.primary("primary");
-    let s1 = cluster.secondary_with(
-        "s1",
-        &primary,
-        &strs(&on_bucket(&cluster, &bucket, "s1", &[])),
-    );
+    let (primary, s1) = disk_primary_and_s3_secondary(&cluster, &bucket);
     let objects = mixed_objects(3);
     for (name, data) in &objects {
         push(&primary, token, name, data).await.expect("push");
@@ -656,12 +662,7 @@ async fn a_bit_flipped_in_an_s3_secondarys_bucket_is_found_and_fetched_again() {
     let bucket = garage.bucket("geo-rot");
     let cluster = Cluster::new();
     let token = &cluster.admin_token;
-    let primary = cluster.primary("primary");
-    let s1 = cluster.secondary_with(
-        "s1",
-        &primary,
-        &strs(&on_bucket(&cluster, &bucket, "s1", &[])),
-    );
+    let (primary, s1) = disk_primary_and_s3_secondary(&cluster, &bucket);
     let data = noise(7, 300_000);
     let sha = sha256_hex(&data);
     push(&primary, token, "grp/a", &data).await.unwrap();
@@ -793,12 +794,7 @@ async fn a_bucket_that_stops_answering_is_critical_and_sync_resumes_when_it_is_b
     let bucket = garage.bucket("geo-outage");
     let cluster = Cluster::new();
     let token = &cluster.admin_token;
-    let primary = cluster.primary("primary");
-    let s1 = cluster.secondary_with(
-        "s1",
-        &primary,
-        &strs(&on_bucket(&cluster, &bucket, "s1", &[])),
-    );
+    let (primary, s1) = disk_primary_and_s3_secondary(&cluster, &bucket);
     let before = noise(1, 50_000);
     push(&primary, token, "before", &before).await.unwrap();
     synced(&s1, token, "before", &sha256_hex(&before)).await;
@@ -1116,12 +1112,7 @@ async fn a_prefix_emptied_under_a_site_is_critical_and_condemns_nothing_until_it
     let bucket = garage.bucket("geo-emptied");
     let cluster = Cluster::new();
     let token = &cluster.admin_token;
-    let primary = cluster.primary("primary");
-    let s1 = cluster.secondary_with(
-        "s1",
-        &primary,
-        &strs(&on_bucket(&cluster, &bucket, "s1", &[])),
-    );
+    let (primary, s1) = disk_primary_and_s3_secondary(&cluster, &bucket);
     let data = noise(7, 300_000);
     let sha = sha256_hex(&data);
     push(&primary, token, "x", &data).await.unwrap();

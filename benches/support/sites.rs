@@ -343,6 +343,53 @@ where
     }
 }
 
+/// Pulls objects from `site` into memory over one gRPC connection, `concurrency` at a
+/// time; returns the bytes received.
+pub async fn pull_all(site: &SiteProc, token: &str, names: Vec<String>, concurrency: usize) -> u64 {
+    let channel = site.channel().await;
+    let mut tasks = JoinSet::new();
+    let mut total = 0u64;
+    for name in names {
+        while tasks.len() >= concurrency {
+            total += tasks
+                .join_next()
+                .await
+                .expect("a task")
+                .expect("a pull task");
+        }
+        let client = pb::ObjectClient::new(channel.clone());
+        let token = token.to_string();
+        tasks.spawn(async move { pull_one(client, &token, name).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        total += done.expect("a pull task");
+    }
+    total
+}
+
+async fn pull_one(mut client: pb::ObjectClient, token: &str, name: String) -> u64 {
+    let req = pb::PullRequest {
+        name: name.clone(),
+        ..Default::default()
+    };
+    let mut stream = client
+        .pull(bearer(req, token))
+        .await
+        .unwrap_or_else(|s| panic!("pull {name}: {s}"))
+        .into_inner();
+    let mut size = 0u64;
+    while let Some(m) = stream
+        .message()
+        .await
+        .unwrap_or_else(|s| panic!("pull {name}: {s}"))
+    {
+        if let Some(pb::pull_response::Part::Chunk(c)) = m.part {
+            size += c.len() as u64;
+        }
+    }
+    size
+}
+
 async fn push_one(mut client: pb::ObjectClient, token: &str, name: String, data: Vec<u8>) {
     const WIRE_CHUNK: usize = 1 << 20;
     let size = data.len() as u64;
