@@ -25,8 +25,9 @@
 //!    the primary's side alone (every object `Pull`ed into the bench's memory, 8 at a time),
 //!    GETs of every object from the primary's bucket, and PUTs of those bytes into a fresh
 //!    bucket, 8 at a time, in the bench process through the S3 client geo-agent uses
-//!    (`object_store`): signed as geo-agent signs them (the payload's SHA-256 in the
-//!    signature), and unsigned (`UNSIGNED-PAYLOAD`, as rclone sends them).
+//!    (`object_store`): with the payload's SHA-256 in the signature (as geo-agent signs
+//!    over plain HTTP beyond loopback), and unsigned (`UNSIGNED-PAYLOAD`, as geo-agent
+//!    sends them over TLS or loopback, and as rclone does).
 //! 2. **Peak RSS during a 1 GiB multipart push.** 1 GiB, generated chunk by chunk (never
 //!    whole in memory), pushed over gRPC to a fresh primary on S3, then to a fresh primary
 //!    keeping its objects on disk; `VmHWM` of each after its push, and the push's rate.
@@ -336,11 +337,11 @@ fn replication(bench: &Bench, rt: &tokio::runtime::Runtime, garage: &Garage) -> 
         &row(&got, String::new(), String::new()),
     );
     table.row(
-        "bucket only: PUT those bytes to a fresh bucket, 8 at a time (object_store)",
+        "bucket only: PUT those bytes to a fresh bucket, 8 at a time, payload signed",
         &row(&put, String::new(), String::new()),
     );
     table.row(
-        "  the same PUTs, payload not signed (UNSIGNED-PAYLOAD, as rclone sends)",
+        "  the same PUTs unsigned (UNSIGNED-PAYLOAD: geo-agent here, and rclone)",
         &row(&unsigned, String::new(), String::new()),
     );
     let s = pushed.as_secs_f64();
@@ -589,8 +590,9 @@ fn pull_floor(
 
 /// The bucket alone, in the bench process with geo-agent's S3 client: every object of the
 /// primary's bucket fetched into memory, 8 at a time, then those bytes PUT into the empty
-/// bucket `dests[0]`, 8 at a time, signed as geo-agent signs them (the payload's SHA-256
-/// in the signature), and into `dests[1]` unsigned. (GETs, PUTs, unsigned PUTs.)
+/// bucket `dests[0]`, 8 at a time, signed (the payload's SHA-256 in the signature, as
+/// geo-agent signs beyond loopback without TLS), and into `dests[1]` unsigned (as
+/// geo-agent sends here). (GETs, PUTs, unsigned PUTs.)
 fn bucket_floor(
     rt: &tokio::runtime::Runtime,
     garage: &Garage,
@@ -675,8 +677,9 @@ where
     out
 }
 
-/// An S3 client for `bucket`, configured as geo-agent configures its own (but for
-/// `unsigned`: the payload's SHA-256 is then left out of the signature).
+/// An S3 client for `bucket`, configured as geo-agent configures its own; `unsigned`
+/// leaves the payload's SHA-256 out of the signature (geo-agent does over TLS or
+/// loopback).
 fn store(bucket: &Bucket, unsigned: bool) -> AmazonS3 {
     let _ = rustls::crypto::ring::default_provider().install_default();
     AmazonS3Builder::new()
