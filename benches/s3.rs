@@ -48,13 +48,12 @@
 mod common;
 mod support;
 
-use std::ops::ControlFlow;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{bearer, poll_until, register, site_token, Bucket, Garage, SiteProc, Spawn};
+use common::{bearer, register, site_token, Bucket, Garage, SiteProc, Spawn};
 use geo_agent::server::pb;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as Key;
@@ -436,7 +435,11 @@ fn geo_sync(
     let since = Instant::now();
     let mut secondary = on_s3.secondary_with("secondary", primary, concurrency);
     let serving = since.elapsed();
-    let (at_head, wall, polls) = wait_synced(&secondary, since, head, n);
+    // A site on S3 has no object files to count: `/objects` from the start, backing off
+    // (at 1,000 objects a poll costs about a millisecond).
+    let synced = secondary.poll_synced(since, head, n, |took| POLL_MIN.max(took * POLL_BACKOFF));
+    let (wall, polls) = (synced.done, synced.polls);
+    let at_head = synced.first_at_head.unwrap_or(wall);
     let run = meters.finish(wall, garage, Some(primary), Receiver::Site(&secondary));
     eprintln!(
         "  synced in {:.2} s (serving after {:.0} ms, event log at the head after {:.2} s, \
@@ -460,45 +463,6 @@ fn geo_sync(
         serving,
         head: at_head,
     }
-}
-
-/// Polls `/objects` (backing off as the bench's `wait_caught_up` does) until `site` has
-/// applied the log up to `head` and holds exactly `n` objects, all synced: (when the log
-/// was first seen at the head, when everything was synced, polls), from `since`. A site on
-/// S3 has no object files to count, and at 1,000 objects a poll costs about a millisecond.
-fn wait_synced(site: &SiteProc, since: Instant, head: u64, n: u64) -> (Duration, Duration, u32) {
-    let mut last = Counts::default();
-    let mut at_head = None;
-    let mut polls = 0;
-    let mut warned = false;
-    let done = poll_until(since + WAIT_DEADLINE, || {
-        let t = Instant::now();
-        last = site.counts();
-        let took = t.elapsed();
-        polls += 1;
-        let c = last;
-        if c.events_applied >= head && at_head.is_none() {
-            at_head = Some(since.elapsed());
-        }
-        if c.events_applied == head && c.objects == n && c.synced == n && c.pending == 0 {
-            return ControlFlow::Break(since.elapsed());
-        }
-        if c.failed > 0 && !warned {
-            warned = true;
-            eprintln!(
-                "  {}: some objects failed to sync (retrying): {c:?}",
-                site.name
-            );
-        }
-        ControlFlow::Continue(POLL_MIN.max(took * 9))
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "timed out waiting for every object synced at {}: {last:?}",
-            site.name
-        )
-    });
-    (at_head.unwrap_or(done), done, polls)
 }
 
 /// Times `rclone sync --checksum` of the primary's objects into the empty bucket `dest`

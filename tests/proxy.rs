@@ -412,17 +412,6 @@ fn read_response(r: &mut impl std::io::BufRead) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Peak resident memory of a process (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// Uploads `size` bytes through the proxy and checks that they arrive whole while the
 /// daemon's peak memory stays under 64 MiB.
 async fn large_upload(size: u64) {

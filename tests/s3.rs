@@ -157,17 +157,6 @@ fn flip_a_bit(bucket: &Bucket, key: &str) {
     bucket.write(key, &bytes);
 }
 
-/// Peak resident memory of a process (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// The chunk size of the tests' pushes.
 const CHUNK: usize = 64 * 1024;
 

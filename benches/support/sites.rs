@@ -17,7 +17,7 @@ use crate::common::{bearer, count_object_files, poll_until, SiteProc, DEADLINE};
 pub const POLL_MIN: Duration = Duration::from_millis(20);
 /// `/objects` is a full scan of the registry: between polls wait this many times as long
 /// as the last poll took, so polling costs the polled site at most ~1/(1+this) of a core.
-const POLL_BACKOFF: u32 = 9;
+pub const POLL_BACKOFF: u32 = 9;
 
 /// A site's `GET /objects`.
 #[derive(Clone, Copy, Debug, Default, serde::Deserialize)]
@@ -38,6 +38,18 @@ pub struct Waited {
     /// `/objects` calls made, and their mean duration.
     pub polls: u32,
     pub poll_mean: Duration,
+    pub last: Counts,
+}
+
+/// What [`SiteProc::poll_synced`] saw.
+pub struct Synced {
+    /// When everything was synced.
+    pub done: Duration,
+    /// When a poll first showed the event log at the head.
+    pub first_at_head: Option<Duration>,
+    pub polls: u32,
+    /// Time spent in the polls.
+    pub polling: Duration,
     pub last: Counts,
 }
 
@@ -137,17 +149,48 @@ impl SiteProc {
             )
         });
         // Phase 2: the registry, until it says everything is synced.
-        let mut polls = 0u32;
-        let mut polling = Duration::ZERO;
+        let synced = self.poll_synced(since, head, n, |_| POLL_MIN);
+        let at_head = rx
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("{}: StreamEvents never delivered entry {head}", self.name));
+        watcher.abort();
+        Waited {
+            head: at_head - since,
+            done: synced.done,
+            polls: synced.polls,
+            poll_mean: synced.polling / synced.polls,
+            last: synced.last,
+        }
+    }
+
+    /// Polls `GET /objects`, waiting `pace(how long the last poll took)` between polls,
+    /// until this site has applied the event log up to `head` and holds exactly `n`
+    /// objects, all synced. Times are from `since`.
+    pub fn poll_synced(
+        &self,
+        since: Instant,
+        head: u64,
+        n: u64,
+        pace: impl Fn(Duration) -> Duration,
+    ) -> Synced {
+        let mut s = Synced {
+            done: Duration::ZERO,
+            first_at_head: None,
+            polls: 0,
+            polling: Duration::ZERO,
+            last: Counts::default(),
+        };
         let mut warned = false;
-        let mut last = Counts::default();
-        let done = poll_until(deadline, || {
+        s.done = poll_until(since + WAIT_DEADLINE, || {
             let t = Instant::now();
-            last = self.counts();
+            s.last = self.counts();
             let took = t.elapsed();
-            polls += 1;
-            polling += took;
-            let c = last;
+            s.polls += 1;
+            s.polling += took;
+            let c = s.last;
+            if c.events_applied >= head && s.first_at_head.is_none() {
+                s.first_at_head = Some(since.elapsed());
+            }
             if c.events_applied == head && c.objects == n && c.synced == n && c.pending == 0 {
                 return ControlFlow::Break(since.elapsed());
             }
@@ -158,25 +201,15 @@ impl SiteProc {
                     self.name
                 );
             }
-            ControlFlow::Continue(POLL_MIN)
+            ControlFlow::Continue(pace(took))
         })
         .unwrap_or_else(|| {
             panic!(
-                "timed out waiting for every object synced at {}: {last:?}",
-                self.name
+                "timed out waiting for every object synced at {}: {:?}",
+                self.name, s.last
             )
         });
-        let at_head = rx
-            .recv_timeout(DEADLINE)
-            .unwrap_or_else(|_| panic!("{}: StreamEvents never delivered entry {head}", self.name));
-        watcher.abort();
-        Waited {
-            head: at_head - since,
-            done,
-            polls,
-            poll_mean: polling / polls,
-            last,
-        }
+        s
     }
 
     /// CPU seconds (user + system) the site has used so far.
